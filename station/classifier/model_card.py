@@ -1,0 +1,75 @@
+"""The model card: what a model file needs around it to be used and trusted.
+
+It travels beside the `.tflite` as `model_card.json`. The run-time side reads
+`input_size` and `threshold`; the rest is the record an engineer checks
+before putting a model on the line (how it was trained, on what data, and
+how well it did on the validation split).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MODEL_CARD_NAME = "model_card.json"
+MODEL_FILE_NAME = "model.tflite"
+
+
+class ModelCardError(ValueError):
+    """A model card is missing, is not JSON, or has a wrong field."""
+
+
+class Figures(BaseModel):
+    """Classification figures at the model's threshold ("defective" is the positive class)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    missed_defects: int = Field(description="defective parts scored as OK")
+    false_rejects: int = Field(description="OK parts scored as defective")
+    confusion: dict[str, int] = Field(description="true/false positive/negative counts")
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    created_utc: str
+    architecture: str
+    parameters: int
+    input_size: int = Field(gt=0, le=1024)
+    preprocessing: str
+    output: str = "probability that the part is defective"
+    threshold: float = Field(gt=0.0, lt=1.0)
+    threshold_rule: str
+    validation: Figures
+    split: dict[str, float | int | str]
+    dataset: dict[str, str | int]
+    training: dict[str, float | int | str]
+    model_sha256: str
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelCard":
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelCardError(f"{path}: model card not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelCardError(f"{path}: not valid JSON ({exc})") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ModelCardError(f"{path}: {problems}") from None
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.model_dump(), indent=2) + "\n")

@@ -1,0 +1,108 @@
+"""The `station` command: one sub-command per job a person does.
+
+Heavy modules (TensorFlow in particular) are imported inside the commands
+that need them, so `station run` starts fast and never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from station.classifier.litert_classifier import DEFAULT_MODEL_DIR
+
+log = logging.getLogger("station")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="station")
+def main(verbose: bool) -> None:
+    """Reject station for cast pump impellers."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder holding def_front/ and ok_front/.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder to write the model, model card and plots to.")
+@click.option("--input-size", default=192, show_default=True, help="Side of the model input.")
+@click.option("--width", default=16, show_default=True, help="Channels of the first stage.")
+@click.option("--epochs", default=60, show_default=True, help="Upper bound; stops early.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--patience", default=10, show_default=True, help="Early-stopping patience.")
+@click.option("--val-fraction", default=0.15, show_default=True)
+@click.option("--seed", default=20261122, show_default=True)
+@click.option("--image-size", default=300, show_default=True,
+              help="Expected side of the training images; others are skipped.")
+def train(data_dir: Path, out_dir: Path, **options) -> None:
+    """Train ImpellerNet, export it to TFLite and write its model card."""
+    from station.dataset import DatasetError
+    from station.training.trainer import TrainConfig, train as run_training
+
+    try:
+        card = run_training(data_dir, out_dir, TrainConfig(**options))
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from None
+    v = card.validation
+    click.echo(
+        f"validation: n={v.n} accuracy={v.accuracy:.4f} missed_defects={v.missed_defects} "
+        f"false_rejects={v.false_rejects} threshold={card.threshold:.4f}\n"
+        f"model written to {out_dir}"
+    )
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=DEFAULT_MODEL_DIR,
+              show_default=True, help="Model folder (model.tflite + model_card.json).")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder holding def_front/ and ok_front/.")
+@click.option("--threshold", type=float, default=None, help="Override the card's threshold.")
+@click.option("--plots", "plots_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write confusion_matrix.png and score_histogram.png "
+                   "(default: ./evaluation).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(model_dir: Path, data_dir: Path, threshold: float | None, plots_dir: Path | None,
+             as_json: bool) -> None:
+    """Figures of a model on a labelled folder, at the model's threshold."""
+    from station.classifier.litert_classifier import ModelLoadError
+    from station.dataset import DatasetError
+    from station.evaluation import evaluate as run_evaluation
+
+    try:
+        report = run_evaluation(model_dir, data_dir, threshold, plots_dir or Path("evaluation"))
+    except (DatasetError, ModelLoadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(report.as_text())
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=DEFAULT_MODEL_DIR,
+              show_default=True)
+@click.option("--runs", default=1000, show_default=True, help="Timed single-image runs per model.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(model_dir: Path, runs: int, as_json: bool) -> None:
+    """Latency (p50/p99, one thread) and throughput of the shipped model and the baselines."""
+    from station.training.bench import run_bench
+
+    table = run_bench(model_dir, runs)
+    if as_json:
+        click.echo(json.dumps(table.as_dict()))
+    else:
+        click.echo(table.as_text())

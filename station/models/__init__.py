@@ -1,0 +1,1 @@
+"""Shipped models. `default/` is the one `station run` and `station evaluate` use."""

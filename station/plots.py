@@ -1,0 +1,68 @@
+"""PNG plots people would rather see than read: curves, confusion matrix, score histogram."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless line PC and CI: never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from station.classifier.model_card import Figures  # noqa: E402
+
+
+def training_curves(history: dict[str, list[float]], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + metric)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style,
+                        label=("validation " if prefix else "training ") + metric)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def confusion_matrix(figures: Figures, threshold: float, title: str, path: Path) -> None:
+    c = figures.confusion
+    matrix = np.array([[c["true_pass"], c["false_reject"]], [c["missed_defect"], c["true_reject"]]])
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    names = [["true pass", "false reject"], ["MISSED DEFECT", "true reject"]]
+    for i in range(2):
+        for j in range(2):
+            colour = "red" if (i, j) == (1, 0) and matrix[i, j] else "black"
+            ax.text(j, i, f"{names[i][j]}\n{matrix[i, j]}", ha="center", va="center", color=colour)
+    ax.set_xticks([0, 1], ["pass", "reject"])
+    ax.set_yticks([0, 1], ["OK", "defective"])
+    ax.set_xlabel("station verdict")
+    ax.set_ylabel("true label")
+    ax.set_title(f"{title}\nthreshold {threshold:.4f}, accuracy {figures.accuracy:.4f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def score_histogram(labels: np.ndarray, scores: np.ndarray, threshold: float, title: str,
+                    path: Path) -> None:
+    labels = np.asarray(labels).astype(bool)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(0, 1, 51)
+    ax.hist(scores[~labels], bins=bins, alpha=0.6, label=f"OK ({np.sum(~labels)})", color="tab:green")
+    ax.hist(scores[labels], bins=bins, alpha=0.6, label=f"defective ({np.sum(labels)})", color="tab:red")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("defect score (reject at or above the threshold)")
+    ax.set_ylabel("images (log)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

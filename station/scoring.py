@@ -1,0 +1,63 @@
+"""Figures that matter on a reject line, and the choice of operating threshold.
+
+Positive class = defective = reject. A missed defect (defective scored
+below the threshold) is the costly error; a false reject only wastes a part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from station.classifier.model_card import Figures
+
+
+def figures_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Figures:
+    labels = np.asarray(labels).astype(bool)
+    rejected = np.asarray(scores) >= threshold
+    tp = int(np.sum(rejected & labels))
+    fp = int(np.sum(rejected & ~labels))
+    tn = int(np.sum(~rejected & ~labels))
+    fn = int(np.sum(~rejected & labels))
+    n = tp + fp + tn + fn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Figures(
+        n=n,
+        accuracy=(tp + tn) / n if n else 0.0,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        missed_defects=fn,
+        false_rejects=fp,
+        confusion={"true_reject": tp, "false_reject": fp, "true_pass": tn, "missed_defect": fn},
+    )
+
+
+def zero_miss_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold with zero missed defects and the fewest false rejects, centred in its gap.
+
+    Every defective part must score >= threshold, so the threshold can be at
+    most the lowest defective score. Any value between the highest OK score
+    below that and the lowest defective score gives the same figures; the
+    midpoint in logit space leaves the widest margin on both sides for parts
+    the model has not seen.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not labels.any():
+        raise ValueError("no defective samples: a zero-miss threshold cannot be chosen")
+    lowest_defect = float(scores[labels].min())
+    ok_below = scores[~labels & (scores < lowest_defect)]
+    highest_ok_below = float(ok_below.max()) if ok_below.size else lowest_defect / 2
+    midpoint = _sigmoid((_logit(lowest_defect) + _logit(highest_ok_below)) / 2)
+    return float(np.clip(midpoint, 1e-6, lowest_defect))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return float(np.log(p / (1 - p)))
+
+
+def _sigmoid(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))

@@ -1,0 +1,1 @@
+"""Training, export and benchmarking with TensorFlow/Keras (never imported by `station run`)."""

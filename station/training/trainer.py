@@ -1,0 +1,242 @@
+"""`station train`: from a labelled folder to a model directory ready to ship.
+
+Output folder: model.keras, model.tflite, model_card.json, training_curves.png,
+confusion_matrix.png, score_histogram.png, validation_scores.csv.
+The validation figures and the threshold are computed on the exported
+`.tflite` through LiteRT, i.e. on exactly what the line will run.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import logging
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from station import plots
+from station.classifier.litert_classifier import LiteRTModel
+from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
+from station.classifier.preprocess import preprocess
+from station.dataset import (
+    GROUPING_SIMILARITY,
+    BadImage,
+    LabelledFolder,
+    Skipped,
+    grouped_stratified_split,
+    load_grey,
+    manifest_sha256,
+    near_duplicate_groups,
+    rotation_invariant_signature,
+    scan_labelled_folder,
+)
+from station.scoring import figures_at, zero_miss_threshold
+from station.training.architecture import impeller_net
+from station.training.export import to_tflite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    input_size: int = 192
+    width: int = 16
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    patience: int = 10
+    val_fraction: float = 0.15
+    seed: int = 20261122
+    image_size: int = 300
+    """Side of the images the folder must hold; others are skipped and counted."""
+
+
+@dataclass
+class LoadedImages:
+    tensors: np.ndarray
+    signatures: np.ndarray
+    labels: np.ndarray
+    paths: list[Path]
+    skipped: list[Skipped]
+
+
+def load_images(folder: LabelledFolder, config: TrainConfig) -> LoadedImages:
+    tensors, signatures, labels, paths = [], [], [], []
+    skipped = list(folder.skipped)
+    for sample in tqdm(folder.samples, desc="loading images", unit="img", mininterval=2):
+        try:
+            grey = load_grey(sample.path, (config.image_size, config.image_size))
+        except BadImage as exc:
+            log.warning("skipped %s", exc)
+            skipped.append(Skipped(sample.path, str(exc)))
+            continue
+        tensors.append(preprocess(grey, config.input_size))
+        signatures.append(rotation_invariant_signature(grey))
+        labels.append(sample.label)
+        paths.append(sample.path)
+    for item in folder.skipped:
+        log.warning("skipped %s: %s", item.path, item.reason)
+    return LoadedImages(np.stack(tensors), np.stack(signatures), np.array(labels), paths, skipped)
+
+
+def augmenter(seed: int) -> keras.Sequential:
+    """Parts are seen from above at any angle, under slightly varying light and focus."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomBrightness(0.1, value_range=(0, 1), seed=seed + 2),
+            keras.layers.RandomContrast(0.15, value_range=(0, 1), seed=seed + 3),
+            keras.layers.RandomGaussianBlur(0.3, kernel_size=3, sigma=(0.0, 0.8),
+                                            value_range=(0, 1), seed=seed + 4),
+        ],
+        name="augment",
+    )
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Weight each class by n / (2 * n_class) so that OK parts (the minority) count as much."""
+    counts = np.bincount(labels, minlength=2)
+    return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
+
+
+def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
+    started = time.monotonic()
+    keras.utils.set_random_seed(config.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    folder = scan_labelled_folder(data_dir)
+    images = load_images(folder, config)
+    groups = near_duplicate_groups(images.signatures)
+    train_idx, val_idx = grouped_stratified_split(
+        images.labels, groups, config.val_fraction, config.seed
+    )
+    log.info(
+        "%d images in %d near-duplicate groups; train %d, validation %d (%d defective); "
+        "%d skipped", len(images.labels), groups.max() + 1, len(train_idx), len(val_idx),
+        int(images.labels[val_idx].sum()), len(images.skipped),
+    )
+
+    model = impeller_net(config.input_size, config.width)
+    history = _fit(model, images, train_idx, val_idx, config)
+    model.save(out_dir / "model.keras")
+    (out_dir / MODEL_FILE_NAME).write_bytes(to_tflite(model))
+
+    litert = LiteRTModel(out_dir / MODEL_FILE_NAME, config.input_size)
+    val_labels = images.labels[val_idx]
+    val_scores = litert.score_tensors(images.tensors[val_idx])
+    threshold = zero_miss_threshold(val_labels, val_scores)
+    figures = figures_at(val_labels, val_scores, threshold)
+    _write_scores_csv(out_dir / "validation_scores.csv", [images.paths[i] for i in val_idx],
+                      val_labels, val_scores, folder.root)
+
+    card = ModelCard(
+        name="impeller_net",
+        version=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d"),
+        created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        architecture=f"ImpellerNet: stem conv + 4 depthwise-separable stages, width {config.width}",
+        parameters=int(model.count_params()),
+        input_size=config.input_size,
+        preprocessing=f"grey, crop to ROI, INTER_AREA resize to {config.input_size}x"
+                      f"{config.input_size}, scale by 1/255 (station.classifier.preprocess)",
+        threshold=threshold,
+        threshold_rule="zero missed defects on validation, fewest false rejects, "
+                       "midpoint of the gap in logit space",
+        validation=figures,
+        split={
+            "method": "grouped stratified: near-duplicate groups kept on one side",
+            "grouping_similarity": GROUPING_SIMILARITY,
+            "groups": int(groups.max() + 1),
+            "val_fraction": config.val_fraction,
+            "seed": config.seed,
+            "train_images": int(len(train_idx)),
+            "val_images": int(len(val_idx)),
+        },
+        dataset={
+            "path": str(data_dir),
+            "manifest_sha256": manifest_sha256(
+                [s for s in folder.samples if s.path in set(images.paths)], folder.root
+            ),
+            "images_used": int(len(images.labels)),
+            "defective": int(images.labels.sum()),
+            "ok": int(len(images.labels) - images.labels.sum()),
+            "skipped": len(images.skipped),
+        },
+        training={
+            **{k: v for k, v in asdict(config).items()},
+            "epochs_run": len(history["loss"]),
+            "best_epoch": int(np.argmin(history["val_loss"]) + 1),
+            "seconds": round(time.monotonic() - started, 1),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "commit": _git_commit(),
+        },
+        model_sha256=hashlib.sha256((out_dir / MODEL_FILE_NAME).read_bytes()).hexdigest(),
+    )
+    card.save(out_dir / MODEL_CARD_NAME)
+    plots.training_curves(history, out_dir / "training_curves.png")
+    plots.confusion_matrix(figures, threshold, "validation split (LiteRT)",
+                           out_dir / "confusion_matrix.png")
+    plots.score_histogram(val_labels, val_scores, threshold, "validation split (LiteRT)",
+                          out_dir / "score_histogram.png")
+    return card
+
+
+def _fit(model: keras.Model, images: LoadedImages, train_idx: np.ndarray, val_idx: np.ndarray,
+         config: TrainConfig) -> dict[str, list[float]]:
+    augment = augmenter(config.seed)
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices(
+            (images.tensors[train_idx], images.labels[train_idx].astype(np.float32))
+        )
+        .shuffle(len(train_idx), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices(
+        (images.tensors[val_idx], images.labels[val_idx].astype(np.float32))
+    ).batch(256)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                          patience=max(2, config.patience // 3), min_lr=1e-5),
+    ]
+    # shuffle=False: the tf.data pipeline above already reshuffles every epoch.
+    result = model.fit(
+        train_ds, validation_data=val_ds, epochs=config.epochs,
+        class_weight=class_weights(images.labels[train_idx]), callbacks=callbacks, verbose=2, shuffle=False,
+    )
+    return {k: [float(v) for v in vals] for k, vals in result.history.items()}
+
+
+def _write_scores_csv(path: Path, paths: list[Path], labels: np.ndarray, scores: np.ndarray,
+                      root: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "score"])
+        for p, label, score in zip(paths, labels, scores):
+            writer.writerow([p.relative_to(root).as_posix(), int(label), f"{score:.6f}"])
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True, cwd=Path(__file__).parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
