@@ -144,12 +144,14 @@ def rotation_invariant_signature(grey: np.ndarray) -> np.ndarray:
 
     The image is unrolled into polar coordinates about its centre (rows are
     angles, columns radii); the magnitude of the Fourier transform along the
-    angle does not change when the part turns or is mirrored.
+    angle does not change when the part turns or is mirrored. Normalising
+    the result removes the brightness and contrast changes of the copies.
     """
     small = cv2.resize(grey, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32)
     polar = cv2.warpPolar(small, (32, 128), (64.0, 64.0), 64.0, cv2.WARP_POLAR_LINEAR)
-    spectrum = np.abs(np.fft.rfft(polar, axis=0))[:6]
-    return spectrum.reshape(-1)
+    spectrum = np.abs(np.fft.rfft(polar, axis=0))[:6].reshape(-1)
+    spectrum = (spectrum - spectrum.mean()) / (spectrum.std() + 1e-6)
+    return spectrum / np.linalg.norm(spectrum)
 
 
 def near_duplicate_groups(signatures: np.ndarray, similarity: float = GROUPING_SIMILARITY) -> np.ndarray:
