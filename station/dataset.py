@@ -130,28 +130,37 @@ def manifest_sha256(samples: list[Sample], root: Path) -> str:
 
 # --- near-duplicate groups -------------------------------------------------
 
-GROUPING_SIMILARITY = 0.95
-"""Cosine similarity above which two images are taken as copies of one part.
+GROUPING_SIMILARITY = 0.97
+"""Cosine similarity (of standardised signatures) above which two images are one part.
 
-Chosen by looking at pairs on the casting data: above 0.95 they are the same
-casting rotated, flipped or rescaled. Erring towards bigger groups only
-makes the validation split harder, never easier.
+Chosen by looking at pairs on the casting data: above 0.97 they are the same
+casting turned, flipped or shifted; at 0.965 most still are. On the 6,633
+training images this gives 1,018 groups, the largest holding 291 images.
+Erring towards bigger groups only makes the validation split harder.
 """
+
+_WINDOW = np.outer(np.hanning(128), np.hanning(128)).astype(np.float32)
 
 
 def rotation_invariant_signature(grey: np.ndarray) -> np.ndarray:
-    """Describe a top view so that rotated and flipped copies of one part look alike.
+    """Describe a top view so that turned, flipped or shifted copies of one part look alike.
 
-    The image is unrolled into polar coordinates about its centre (rows are
-    angles, columns radii); the magnitude of the Fourier transform along the
-    angle does not change when the part turns or is mirrored. Normalising
-    the result removes the brightness and contrast changes of the copies.
+    A Fourier-Mellin descriptor: the magnitude of the 2-D spectrum does not
+    change when the part shifts, and it turns with the part exactly about
+    its centre (DC); unrolled into log-polar coordinates about DC, a turn
+    becomes a cyclic shift along the angle axis, whose Fourier magnitude
+    ignores it (a mirror image only reverses the axis). Normalising removes
+    brightness and contrast changes. Copies turned by arbitrary angles with
+    invented corners match less well than the dataset's own copies.
     """
     small = cv2.resize(grey, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32)
-    polar = cv2.warpPolar(small, (32, 128), (64.0, 64.0), 64.0, cv2.WARP_POLAR_LINEAR)
-    spectrum = np.abs(np.fft.rfft(polar, axis=0))[:6].reshape(-1)
-    spectrum = (spectrum - spectrum.mean()) / (spectrum.std() + 1e-6)
-    return spectrum / np.linalg.norm(spectrum)
+    small = (small - small.mean()) * _WINDOW
+    spectrum = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(small)))).astype(np.float32)
+    spectrum = cv2.GaussianBlur(spectrum, (0, 0), 1.0)
+    polar = cv2.warpPolar(spectrum, (32, 128), (64.0, 64.0), 64.0, cv2.WARP_POLAR_LOG)
+    signature = np.abs(np.fft.rfft(polar, axis=0))[:4].reshape(-1)
+    signature = (signature - signature.mean()) / (signature.std() + 1e-6)
+    return signature / np.linalg.norm(signature)
 
 
 def near_duplicate_groups(signatures: np.ndarray, similarity: float = GROUPING_SIMILARITY) -> np.ndarray:

@@ -17,6 +17,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+BN_MOMENTUM = 0.9
+"""Keras' default 0.99 left the moving statistics far behind the weights for the
+first ten epochs (about 90 steps each): validation swung between 58% and 89%
+while training accuracy climbed steadily."""
+
 
 def impeller_net(input_size: int, width: int = 16, dropout: float = 0.2) -> keras.Model:
     """Build ImpellerNet for grey `input_size` x `input_size` images in [0, 1].
@@ -25,7 +30,7 @@ def impeller_net(input_size: int, width: int = 16, dropout: float = 0.2) -> kera
     """
     inputs = keras.Input((input_size, input_size, 1), name="image")
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for i, (channels, stride) in enumerate(
         [(2 * width, 2), (4 * width, 2), (4 * width, 1), (8 * width, 2)], start=1
@@ -33,7 +38,7 @@ def impeller_net(input_size: int, width: int = 16, dropout: float = 0.2) -> kera
         x = layers.SeparableConv2D(
             channels, 3, strides=stride, padding="same", use_bias=False, name=f"sep{i}"
         )(x)
-        x = layers.BatchNormalization(name=f"sep{i}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"sep{i}_bn")(x)
         x = layers.ReLU(name=f"sep{i}_relu")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)

@@ -1,0 +1,172 @@
+"""`station bench`: latency of the shipped model against the baselines, in one run.
+
+All models run in LiteRT on one thread (the line PC's budget), with random
+weights for the baselines: latency does not depend on the weight values.
+Keras `predict()` on the shipped model shows what skipping LiteRT would cost.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from station.classifier.litert_classifier import Classifier, LiteRTModel
+
+WARMUP = 50
+THROUGHPUT_BATCH = 32
+
+
+@dataclass
+class BenchRow:
+    name: str
+    runtime: str
+    input_shape: str
+    parameters: int
+    p50_ms: float
+    p99_ms: float
+    images_per_s: float
+
+
+@dataclass
+class BenchTable:
+    rows: list[BenchRow]
+    runs: int
+    runtime_rss_mb: float
+    """Peak RSS of a process that loads only the run-time classifier and scores images."""
+
+    def speedup_vs_seed(self) -> float:
+        by_name = {r.name: r for r in self.rows}
+        return by_name["seed_cnn_300"].p99_ms / by_name["shipped"].p99_ms
+
+    def as_dict(self) -> dict:
+        return {"runs": self.runs, "rows": [asdict(r) for r in self.rows],
+                "p99_speedup_vs_seed": round(self.speedup_vs_seed(), 1),
+                "runtime_rss_mb": self.runtime_rss_mb}
+
+    def as_text(self) -> str:
+        header = (f"{'model':<26}{'runtime':<20}{'input':<16}{'params':>9}{'p50 ms':>9}"
+                  f"{'p99 ms':>9}{'img/s':>9}")
+        lines = [header, "-" * len(header)]
+        for r in self.rows:
+            lines.append(f"{r.name:<26}{r.runtime:<20}{r.input_shape:<16}{r.parameters:>9}"
+                         f"{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.images_per_s:>9.0f}")
+        lines.append(f"shipped p99 is {self.speedup_vs_seed():.1f}x faster than the seed CNN; "
+                     f"run-time classifier peak RSS {self.runtime_rss_mb:.0f} MB "
+                     f"({self.runs} timed runs each, after {WARMUP} warm-up, one thread)")
+        return "\n".join(lines)
+
+
+def _percentiles(seconds: list[float]) -> tuple[float, float]:
+    ms = np.array(seconds) * 1000.0
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def _time_calls(call, runs: int) -> list[float]:
+    for _ in range(WARMUP):
+        call()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _litert_row(name: str, model_path: Path, parameters: int, runs: int) -> BenchRow:
+    model = LiteRTModel(model_path, num_threads=1)
+    interp = model.interpreter
+    detail = interp.get_input_details()[0]
+    shape = tuple(int(v) for v in detail["shape"])
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    out = interp.get_output_details()[0]["index"]
+
+    def call() -> None:
+        interp.set_tensor(detail["index"], x)
+        interp.invoke()
+        interp.get_tensor(out)
+
+    p50, p99 = _percentiles(_time_calls(call, runs))
+    return BenchRow(name, "LiteRT 1 thread", "x".join(map(str, shape[1:])), parameters, p50, p99,
+                    _litert_throughput(model_path, shape))
+
+
+def _litert_throughput(model_path: Path, shape: tuple[int, ...]) -> float:
+    """Images per second with a batch of 32 in one invoke (one thread)."""
+    model = LiteRTModel(model_path, num_threads=1)
+    interp = model.interpreter
+    index = interp.get_input_details()[0]["index"]
+    interp.resize_tensor_input(index, [THROUGHPUT_BATCH, *shape[1:]])
+    interp.allocate_tensors()
+    x = np.random.default_rng(1).random((THROUGHPUT_BATCH, *shape[1:]), dtype=np.float32)
+
+    def call() -> None:
+        interp.set_tensor(index, x)
+        interp.invoke()
+
+    times = _time_calls(call, 20)
+    return THROUGHPUT_BATCH / float(np.median(times))
+
+
+def _shipped_with_preprocessing(model_dir: Path, runs: int) -> BenchRow:
+    """Frame crop (300x300 uint8 BGR) to score: what one part costs on the line."""
+    classifier = Classifier(model_dir)
+    frame = np.random.default_rng(2).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    p50, p99 = _percentiles(_time_calls(lambda: classifier.score(frame), runs))
+    return BenchRow("shipped + preprocess", "LiteRT 1 thread", "300x300x3 uint8",
+                    classifier.card.parameters, p50, p99, 1000.0 / p50)
+
+
+def _runtime_rss_mb(model_dir: Path) -> float:
+    code = (
+        "import resource, sys, numpy as np\n"
+        "from station.classifier import Classifier\n"
+        f"c = Classifier({str(model_dir)!r})\n"
+        "img = np.zeros((300, 300), np.uint8)\n"
+        "[c.score(img) for _ in range(200)]\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_bench(model_dir: Path, runs: int) -> BenchTable:
+    import keras
+    import tensorflow as tf
+
+    from station.training.architecture import mobilenet_v2, seed_cnn
+    from station.training.export import to_tflite
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    card_params = Classifier(model_dir).card.parameters
+    rows = [
+        _litert_row("shipped", model_dir / "model.tflite", card_params, runs),
+        _shipped_with_preprocessing(model_dir, runs),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, build in (("seed_cnn_300", seed_cnn), ("mobilenet_v2_224", mobilenet_v2)):
+            model = build()
+            path = Path(tmp) / f"{name}.tflite"
+            path.write_bytes(to_tflite(model))
+            rows.append(_litert_row(name, path, int(model.count_params()), runs))
+
+    keras_model = keras.models.load_model(model_dir / "model.keras")
+    size = int(keras_model.input_shape[1])
+    x = np.random.default_rng(3).random((1, size, size, 1), dtype=np.float32)
+    keras_runs = min(runs, 100)
+    p50, p99 = _percentiles(_time_calls(lambda: keras_model.predict(x, verbose=0), keras_runs))
+    rows.append(BenchRow("shipped", "Keras predict()", f"{size}x{size}x1",
+                         int(keras_model.count_params()), p50, p99, 1000.0 / p50))
+    return BenchTable(rows, runs, _runtime_rss_mb(model_dir))
+
+
+if __name__ == "__main__":  # pragma: no cover - handy for profiling one piece
+    print(json.dumps(run_bench(Path(sys.argv[1]), 200).as_dict()))

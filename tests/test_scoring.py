@@ -1,0 +1,39 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from station.scoring import figures_at, zero_miss_threshold
+
+
+def test_figures_count_each_cell():
+    labels = np.array([1, 1, 1, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.6, 0.2, 0.1, 0.7, 0.3, 0.0])
+    f = figures_at(labels, scores, 0.5)
+    assert f.confusion == {"true_reject": 2, "false_reject": 1, "true_pass": 3, "missed_defect": 1}
+    assert f.missed_defects == 1 and f.false_rejects == 1 and f.n == 7
+    assert f.accuracy == 5 / 7
+    assert f.precision == 2 / 3 and f.recall == 2 / 3
+
+
+def test_threshold_sits_in_the_gap_below_the_lowest_defect():
+    labels = np.array([1, 1, 0, 0, 0])
+    scores = np.array([0.8, 0.4, 0.1, 0.2, 0.95])
+    t = zero_miss_threshold(labels, scores)
+    assert 0.2 < t <= 0.4
+    f = figures_at(labels, scores, t)
+    assert f.missed_defects == 0 and f.false_rejects == 1
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.booleans(), st.floats(0.0, 1.0)), min_size=1, max_size=60))
+def test_zero_misses_and_fewest_false_rejects(pairs):
+    labels = np.array([p[0] for p in pairs])
+    scores = np.array([p[1] for p in pairs])
+    if not labels.any():
+        return
+    t = zero_miss_threshold(labels, scores)
+    f = figures_at(labels, scores, t)
+    assert f.missed_defects == 0
+    # No threshold with zero misses can reject fewer OK parts than those scoring at or
+    # above the lowest defective score.
+    assert f.false_rejects == int(np.sum(~labels & (scores >= scores[labels].min())))
