@@ -14,8 +14,10 @@ from pathlib import Path
 import click
 
 from station.classifier.litert_classifier import DEFAULT_MODEL_DIR
+from station.training.config import TrainConfig
 
 log = logging.getLogger("station")
+TRAIN_DEFAULTS = TrainConfig()
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -39,19 +41,25 @@ def main(verbose: bool) -> None:
               help="Folder holding def_front/ and ok_front/.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Folder to write the model, model card and plots to.")
-@click.option("--input-size", default=192, show_default=True, help="Side of the model input.")
-@click.option("--width", default=16, show_default=True, help="Channels of the first stage.")
-@click.option("--epochs", default=60, show_default=True, help="Upper bound; stops early.")
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--patience", default=10, show_default=True, help="Early-stopping patience.")
-@click.option("--val-fraction", default=0.15, show_default=True)
-@click.option("--seed", default=20261122, show_default=True)
-@click.option("--image-size", default=300, show_default=True,
+@click.option("--input-size", default=TRAIN_DEFAULTS.input_size, show_default=True,
+              help="Side of the model input.")
+@click.option("--width", default=TRAIN_DEFAULTS.width, show_default=True,
+              help="Channels of the first stage.")
+@click.option("--epochs", default=TRAIN_DEFAULTS.epochs, show_default=True,
+              help="Upper bound; stops early.")
+@click.option("--batch-size", default=TRAIN_DEFAULTS.batch_size, show_default=True)
+@click.option("--learning-rate", default=TRAIN_DEFAULTS.learning_rate, show_default=True,
+              help="Peak of the cosine-decay schedule.")
+@click.option("--patience", default=TRAIN_DEFAULTS.patience, show_default=True,
+              help="Early-stopping patience.")
+@click.option("--val-fraction", default=TRAIN_DEFAULTS.val_fraction, show_default=True)
+@click.option("--seed", default=TRAIN_DEFAULTS.seed, show_default=True)
+@click.option("--image-size", default=TRAIN_DEFAULTS.image_size, show_default=True,
               help="Expected side of the training images; others are skipped.")
 def train(data_dir: Path, out_dir: Path, **options) -> None:
     """Train ImpellerNet, export it to TFLite and write its model card."""
     from station.dataset import DatasetError
-    from station.training.trainer import TrainConfig, train as run_training
+    from station.training.trainer import train as run_training
 
     try:
         card = run_training(data_dir, out_dir, TrainConfig(**options))
@@ -67,7 +75,8 @@ def train(data_dir: Path, out_dir: Path, **options) -> None:
 
 @main.command()
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=DEFAULT_MODEL_DIR,
-              show_default=True, help="Model folder (model.tflite + model_card.json).")
+              show_default=True,
+              help="Model folder (model.tflite + model_card.json).")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
               help="Folder holding def_front/ and ok_front/.")
 @click.option("--threshold", type=float, default=None, help="Override the card's threshold.")
@@ -95,7 +104,8 @@ def evaluate(model_dir: Path, data_dir: Path, threshold: float | None, plots_dir
 @main.command()
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=DEFAULT_MODEL_DIR,
               show_default=True)
-@click.option("--runs", default=1000, show_default=True, help="Timed single-image runs per model.")
+@click.option("--runs", default=1000, show_default=True,
+              help="Timed single-image runs per model.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench(model_dir: Path, runs: int, as_json: bool) -> None:
     """Latency (p50/p99, one thread) and throughput of the shipped model and the baselines."""

@@ -1,0 +1,19 @@
+"""Training settings, in a module without TensorFlow so the CLI can show the defaults fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    input_size: int = 224
+    width: int = 24
+    epochs: int = 45
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    patience: int = 15
+    val_fraction: float = 0.15
+    seed: int = 20261122
+    image_size: int = 300
+    """Side of the images the folder must hold; others are skipped and counted."""

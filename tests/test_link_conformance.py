@@ -1,0 +1,222 @@
+"""The link through a real pty, against every Mega target (PROTOCOL.md, "What each side does")."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+
+from mega_targets import PythonMegaTarget, RawHost
+from station.link import messages as m
+from station.link.session import HandshakeError, LinkError, LinkState, MegaSession
+
+GATE_OFFSET_MS = 300
+DECISION_LEAD_MS = 50
+PULSE_MS = 80
+CONFIG = m.Configure(
+    mode=m.TimingMode.MILLISECONDS, gate_offset=GATE_OFFSET_MS, decision_lead=DECISION_LEAD_MS,
+    servo_rest_us=1000, servo_reject_us=2000, reject_pulse_ms=PULSE_MS,
+    heartbeat_timeout_ms=500, calibration_crc=0x5EED1234,
+)
+
+TARGETS = {"python-sim": PythonMegaTarget}
+
+
+@pytest.fixture(params=sorted(TARGETS))
+def mega(request, tmp_path):
+    target = TARGETS[request.param](tmp_path)
+    yield target
+    target.close()
+
+
+@pytest.fixture
+def session(mega):
+    link = MegaSession(mega.port, CONFIG, host_timeout_s=1.0)
+    link.start()
+    assert link.events.get(timeout=1).up  # the session announces its own start
+    yield link
+    link.close()
+
+
+def next_event(link: MegaSession, kind: type, timeout: float = 3.0):
+    """The next event of `kind`, skipping others (heartbeat-free: only reliable events queue)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            event = link.events.get(timeout=max(0.01, end - time.monotonic()))
+        except queue.Empty:
+            break
+        if isinstance(event, kind):
+            return event
+    raise AssertionError(f"no {kind.__name__} within {timeout} s")
+
+
+def test_handshake_reports_firmware_and_the_calibration_sent(session):
+    identify = session.identify
+    assert identify.firmware == b"REJECTST"
+    assert identify.protocol == m.PROTOCOL_VERSION
+    assert identify.reset_cause == m.ResetCause.EXTERNAL, "opening the port resets the Mega (DTR)"
+    assert session.status().fault == m.Fault.NONE
+    hello_again = session.command(m.Hello(m.PROTOCOL_VERSION))
+    assert hello_again.calibration_crc == CONFIG.calibration_crc
+    assert hello_again.configured == 1
+
+
+def test_reject_verdict_fires_once_at_the_gate(mega, session):
+    part_id = mega.photo_eye()
+    part = next_event(session, m.Part)
+    assert part.part_id == part_id
+    assert session.send_verdict(part_id, reject=True) == m.Error.OK
+    gate = next_event(session, m.Gate)
+    assert (gate.part_id, gate.action, gate.reason) == (part_id, m.GateAction.FIRED, m.GateReason.VERDICT)
+    assert abs(gate.mcu_time_ms - (part.mcu_time_ms + GATE_OFFSET_MS)) <= 2
+    time.sleep(PULSE_MS / 1000 + 0.1)
+    (pulse,) = mega.pulses()
+    assert pulse.width_us == 2000
+    assert pulse.end_ms - pulse.start_ms == pytest.approx(PULSE_MS, abs=2)
+    assert mega.servo_at_rest()
+
+
+def test_pass_verdict_never_moves_the_servo(mega, session):
+    part_id = mega.photo_eye()
+    next_event(session, m.Part)
+    assert session.send_verdict(part_id, reject=False) == m.Error.OK
+    gate = next_event(session, m.Gate)
+    assert (gate.action, gate.reason) == (m.GateAction.PASSED, m.GateReason.VERDICT)
+    assert mega.pulses() == []
+
+
+def test_repeated_verdicts_fire_once(mega, session):
+    part_id = mega.photo_eye()
+    next_event(session, m.Part)
+    for _ in range(3):  # new seq each time: idempotent by part ID
+        assert session.send_verdict(part_id, reject=True) == m.Error.OK
+    next_event(session, m.Gate)
+    time.sleep(0.2)
+    assert len(mega.pulses()) == 1
+    assert session.status().fired == 1
+
+
+def test_retransmitted_frame_acts_once(mega):
+    """The same seq twice is a retransmission: acknowledged twice, acted on once."""
+    host = RawHost(mega.port)
+    try:
+        assert isinstance(host.request(m.Hello(1)), m.Identify)
+        assert host.request(CONFIG).error == m.Error.OK
+        part_id = mega.photo_eye()
+        seq = host.send(m.Verdict(part_id, 1))
+        host.send(m.Verdict(part_id, 0), seq=seq)  # same seq: must be ignored, even changed
+        host.pump(0.5)
+        acks = [f.message for f in host.received
+                if isinstance(f.message, m.Ack) and f.message.acked_seq == seq]
+        assert len(acks) == 2 and all(a.error == m.Error.OK for a in acks)
+        gates = [f.message for f in host.received if isinstance(f.message, m.Gate)]
+        assert [(g.part_id, g.action) for g in gates] == [(part_id, m.GateAction.FIRED)]
+    finally:
+        host.close()
+
+
+def test_late_verdict_gets_late_and_the_part_is_rejected(mega, session):
+    part_id = mega.photo_eye()
+    next_event(session, m.Part)
+    time.sleep((GATE_OFFSET_MS - DECISION_LEAD_MS + 30) / 1000)
+    assert session.send_verdict(part_id, reject=False) == m.Error.LATE
+    gate = next_event(session, m.Gate)
+    assert (gate.action, gate.reason) == (m.GateAction.FIRED, m.GateReason.NO_VERDICT)
+    assert len(mega.pulses()) == 1
+
+
+def test_unknown_part_is_refused(session):
+    assert session.send_verdict(999, reject=True) == m.Error.UNKNOWN_PART
+
+
+def test_heartbeat_loss_rejects_every_pending_and_new_part(mega):
+    """Parts still between eye and gate when the host goes quiet are all rejected."""
+    slow_gate = m.Configure(**{**CONFIG.__dict__, "gate_offset": 1200, "decision_lead": 100,
+                               "heartbeat_timeout_ms": 200})
+    host = RawHost(mega.port)
+    try:
+        host.request(m.Hello(1))
+        host.request(slow_gate)
+        host.request(m.ResetFault())
+        first, second = mega.photo_eye(), mega.photo_eye()
+        host.send(m.Verdict(first, 0))  # a pass verdict must not survive link loss
+        host.pump(0.05)
+        time.sleep(0.4)  # silence past heartbeat_timeout_ms
+        third = mega.photo_eye()
+        host.pump(1.5)
+        events = [f.message for f in host.received if f.message.RELIABLE]
+        faults = [e for e in events if isinstance(e, m.FaultEvent)]
+        assert faults and faults[0].code == m.Fault.HEARTBEAT_LOST
+        gates = {e.part_id: e for e in events if isinstance(e, m.Gate)}
+        assert set(gates) == {first, second, third}
+        for gate in gates.values():
+            assert (gate.action, gate.reason) == (m.GateAction.FIRED, m.GateReason.LINK_LOST)
+        assert host.request(m.GetStatus()).fault == m.Fault.HEARTBEAT_LOST
+        assert host.request(m.ResetFault()).error == m.Error.OK
+        assert host.request(m.GetStatus()).fault == m.Fault.NONE
+    finally:
+        host.close()
+
+
+def test_host_survives_the_port_vanishing(mega, session):
+    mega.unplug()
+    down = next_event(session, LinkState)
+    assert not down.up
+    with pytest.raises(LinkError):
+        session.send_verdict(1, reject=False)
+    time.sleep(0.5)
+    mega.plug()
+    up = next_event(session, LinkState, timeout=5)
+    assert up.up and session.connected.is_set()
+    part_id = mega.photo_eye()
+    next_event(session, m.Part)
+    assert session.send_verdict(part_id, reject=True) == m.Error.OK
+    assert next_event(session, m.Gate).action == m.GateAction.FIRED
+    assert session.stats.reconnects == 1
+
+
+def test_host_notices_a_mega_reboot_and_handshakes_again(mega, session):
+    mega.reset()
+    down = next_event(session, LinkState, timeout=3)
+    assert not down.up and "reboot" in down.reason
+    seen = []
+    while not (seen and isinstance(seen[-1], LinkState)):
+        seen.append(session.events.get(timeout=5))
+    assert seen[-1].up and seen[-1].identify.reset_cause == m.ResetCause.WATCHDOG
+    assert [e.code for e in seen if isinstance(e, m.FaultEvent)] == [m.Fault.WATCHDOG_RESET]
+    part_id = mega.photo_eye()
+    next_event(session, m.Part)
+    assert session.send_verdict(part_id, reject=False) == m.Error.OK
+
+
+def test_test_fire_pulses_the_configured_number_of_times(mega, session):
+    assert session.command(m.TestFire(2, 0)).error == m.Error.OK
+    gates = [next_event(session, m.Gate) for _ in range(2)]
+    assert all(g.reason == m.GateReason.TEST and g.action == m.GateAction.FIRED for g in gates)
+    time.sleep(0.2)
+    assert len(mega.pulses()) == 2
+
+
+def test_vision_reject_fires_after_the_delay(mega, session):
+    sent = time.monotonic()
+    assert session.command(m.VisionReject(0x80000001, 120)).error == m.Error.OK
+    gate = next_event(session, m.Gate)
+    assert gate.reason == m.GateReason.VISION and gate.part_id == 0x80000001
+    assert time.monotonic() - sent >= 0.1
+
+
+def test_unsafe_calibration_is_refused_by_the_mega(mega):
+    unsafe = m.Configure(**{**CONFIG.__dict__, "reject_pulse_ms": 5000})
+    link = MegaSession(mega.port, unsafe)
+    with pytest.raises(HandshakeError, match="refused the calibration \\(BAD_VALUE\\)"):
+        link.start()
+    link.close()
+
+
+def test_a_device_that_is_not_a_mega_is_named():
+    link = MegaSession("loop://", CONFIG, boot_timeout_s=0.5)
+    with pytest.raises(LinkError, match="loop://: no answer to Hello"):
+        link.start()
+    link.close()

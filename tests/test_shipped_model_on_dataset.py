@@ -1,0 +1,55 @@
+"""The shipped model against its own validation split, recomputed from the full image folder."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from station.classifier import Classifier
+from station.classifier.litert_classifier import DEFAULT_MODEL_DIR
+from station.dataset import (
+    grouped_stratified_split,
+    load_grey,
+    near_duplicate_groups,
+    rotation_invariant_signature,
+    scan_labelled_folder,
+)
+from station.scoring import figures_at
+
+pytestmark = pytest.mark.dataset
+
+
+@pytest.fixture(scope="module")
+def split(request):
+    from conftest import FULL_DATASET
+
+    if not FULL_DATASET.is_dir():
+        pytest.skip(f"full casting dataset not found at {FULL_DATASET}")
+    folder = scan_labelled_folder(FULL_DATASET)
+    card = Classifier().card
+    signatures = np.stack([rotation_invariant_signature(load_grey(s.path))
+                           for s in folder.samples])
+    groups = near_duplicate_groups(signatures, float(card.split["grouping_similarity"]))
+    _, val = grouped_stratified_split(folder.labels, groups, float(card.split["val_fraction"]),
+                                      int(card.split["seed"]))
+    return folder, groups, val
+
+
+def test_split_is_the_one_the_model_was_validated_on(split):
+    folder, groups, val = split
+    with (DEFAULT_MODEL_DIR / "validation_scores.csv").open() as f:
+        recorded = {row["file"] for row in csv.DictReader(f)}
+    recomputed = {folder.samples[i].path.relative_to(folder.root).as_posix() for i in val}
+    assert recomputed == recorded
+    assert groups.max() + 1 == Classifier().card.split["groups"]
+
+
+def test_shipped_model_meets_its_targets_on_validation(split):
+    folder, _, val = split
+    classifier = Classifier()
+    labels = folder.labels[val]
+    scores = np.array([classifier.score(load_grey(folder.samples[i].path)) for i in val])
+    figures = figures_at(labels, scores, classifier.threshold)
+    assert figures.missed_defects == 0
+    assert figures.accuracy >= 0.998
+    assert figures.model_dump() == classifier.card.validation.model_dump()

@@ -1,0 +1,98 @@
+"""Train a tiny model on the sample images and use it like the shipped one."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from station.classifier import Classifier
+from station.classifier.model_card import ModelCard
+from station.cli import main
+
+pytestmark = pytest.mark.training
+pytest.importorskip("tensorflow", reason="training needs the [train] extra (tensorflow-cpu)")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 32x32 ImpellerNet trained for two epochs on the samples plus six bad files."""
+    from conftest import SAMPLE_DIR
+
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data"
+    shutil.copytree(SAMPLE_DIR, data)
+    (data / "ok_front" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (data / "def_front" / "notes.txt").write_text("not an image")
+    out = root / "model"
+    result = CliRunner().invoke(main, [
+        "train", "--data", str(data), "--out", str(out), "--input-size", "32", "--width", "4",
+        "--epochs", "2", "--val-fraction", "0.34", "--patience", "1",
+    ])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_training_writes_everything_a_model_needs(tiny_model):
+    names = {p.name for p in tiny_model.iterdir()}
+    assert {"model.keras", "model.tflite", "model_card.json", "training_curves.png",
+            "confusion_matrix.png", "score_histogram.png", "validation_scores.csv"} <= names
+    card = ModelCard.load(tiny_model / "model_card.json")
+    assert card.input_size == 32
+    assert card.dataset["skipped"] == 2
+    assert card.dataset["images_used"] == 12
+    assert card.validation.missed_defects == 0, "the threshold rule must give zero misses"
+    assert card.split["val_images"] + card.split["train_images"] == 12
+    rows = (tiny_model / "validation_scores.csv").read_text().splitlines()
+    assert len(rows) == 1 + card.split["val_images"]
+
+
+def test_trained_model_loads_in_litert(tiny_model, sample_images):
+    from station.dataset import load_grey
+
+    classifier = Classifier(tiny_model)
+    score = classifier.score(load_grey(sample_images[0]))
+    assert 0.0 <= score <= 1.0
+
+
+def test_export_folds_weights_into_constants(tiny_model):
+    """A traced-function export keeps resource variables and runs ~70x slower in LiteRT."""
+    ops = {op["op_name"] for op in Classifier(tiny_model).model.interpreter._get_ops_details()}
+    assert "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops
+    assert not ops & {"VAR_HANDLE", "READ_VARIABLE", "CALL_ONCE"}
+
+
+def test_evaluate_json_on_a_folder_with_bad_files(tiny_model, damaged_folder, tmp_path):
+    result = CliRunner().invoke(main, [
+        "evaluate", "--model", str(tiny_model), "--data", str(damaged_folder),
+        "--plots", str(tmp_path / "plots"), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["n"] == 12
+    assert report["skipped"] == 5
+    assert {"accuracy", "missed_defects", "false_rejects", "threshold"} <= report.keys()
+    assert report["missed_defects"] + report["confusion"]["true_reject"] == 6
+    reasons = " ".join(s["reason"] for s in report["skipped_files"])
+    for name in ("truncated.jpeg", "empty.jpeg", "small.png", "colour.png"):
+        assert name in reasons
+    assert (tmp_path / "plots" / "score_histogram.png").stat().st_size > 1000
+
+
+def test_bench_json_reports_every_model(tiny_model):
+    out = subprocess.run(
+        [sys.executable, "-m", "station", "bench", "--model", str(tiny_model), "--runs", "20",
+         "--json"], capture_output=True, text=True, check=True,
+    )
+    table = json.loads(out.stdout.strip().splitlines()[-1])
+    rows = {(r["name"], r["runtime"]) for r in table["rows"]}
+    assert ("shipped", "LiteRT 1 thread") in rows
+    assert ("seed_cnn_300", "LiteRT 1 thread") in rows
+    assert ("mobilenet_v2_224", "LiteRT 1 thread") in rows
+    assert ("shipped", "Keras predict()") in rows
+    for row in table["rows"]:
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["images_per_s"] > 0
+    assert table["runtime_rss_mb"] > 0
