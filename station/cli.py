@@ -116,3 +116,39 @@ def bench(model_dir: Path, runs: int, as_json: bool) -> None:
         click.echo(json.dumps(table.as_dict()))
     else:
         click.echo(table.as_text())
+
+
+@main.command("sim-mega")
+@click.option("--link", "link_path", type=click.Path(path_type=Path), default=None,
+              help="Also make this symlink to the pty (a stable name, like the udev rule's).")
+@click.option("--part-every", type=float, default=0.0,
+              help="Seconds between simulated photo-eye triggers (0: none).")
+def sim_mega(link_path: Path | None, part_every: float) -> None:
+    """Run a simulated Mega on a pseudo-terminal and print the port to open."""
+    import signal
+    import threading
+
+    from station.sim.mega_pty import SimulatedMega
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with SimulatedMega(link_path=link_path) as mega:
+        click.echo(f"port: {mega.port}", nl=True)
+        sys.stdout.flush()
+        try:
+            while not stop.wait(part_every if part_every > 0 else 0.5):
+                if part_every > 0:
+                    log.info("photo-eye: part %d", mega.photo_eye())
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command("link-bench")
+@click.option("--round-trips", default=2000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def link_bench(round_trips: int, as_json: bool) -> None:
+    """Verdict-to-ack round trip over a pty (p50/p99) and codec frames per second."""
+    from station.link.bench import run_link_bench
+
+    result = run_link_bench(round_trips)
+    click.echo(json.dumps(result.as_dict()) if as_json else result.as_text())

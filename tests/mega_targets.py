@@ -1,13 +1,19 @@
 """Mega targets for the link conformance suite: one suite, several implementations.
 
 A target gives a port path the host opens, line inputs (photo-eye), and what
-the servo did, in the Mega's own clock. `python-sim` is station.sim; the
-firmware in simavr (issue 4) plugs in here with the same interface.
+the servo did, in the Mega's own clock. `python-sim` is station.sim;
+`firmware-simavr` is the real sketch (firmware/arduino_mega) compiled with
+avr-gcc and run on a simulated ATmega2560 by sim/harness.c.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import threading
 import time
+import tty
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,10 @@ import serial
 from station.link import messages as m
 from station.link.framing import Frame, FrameReader, encode_frame
 from station.sim.mega_pty import SimulatedMega
+from station.sim.usb_port import PtyPort
+
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware" / "arduino_mega"
+REST_US = 1000
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,147 @@ class PythonMegaTarget:
 
     def close(self) -> None:
         self.sim.stop()
+
+
+def build_firmware() -> str | None:
+    """Build the sketch and the harness; None when done, else why it cannot run here."""
+    for tool in ("avr-gcc", "make", "gcc"):
+        if not shutil.which(tool):
+            return f"{tool} not installed (tools/setup installs the firmware toolchain)"
+    if not Path("/usr/include/simavr/sim_avr.h").exists():
+        return "libsimavr-dev not installed (tools/setup installs it)"
+    result = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), "all", "harness"],
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"firmware build failed:\n{result.stdout}\n{result.stderr}")
+    return None
+
+
+class FirmwareMegaTarget:
+    """The real firmware in simavr, behind a PtyPort that plays the USB cable.
+
+    Opening the port sends the harness "start" (first time) or "reset ext"
+    (later), as DTR does on a real board; the firmware's UART pty is bridged
+    to the host's pty by a thread. Servo pulses come from the harness in
+    simulated microseconds.
+    """
+
+    name = "firmware-simavr"
+
+    def __init__(self, tmp_path: Path):
+        self.proc = subprocess.Popen(
+            [str(FIRMWARE_DIR / "build/simavr_harness"), str(FIRMWARE_DIR / "build/arduino_mega.elf")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        mcu_pty = None
+        for line in self.proc.stdout:
+            if line.startswith("@PORT "):
+                mcu_pty = line.split()[1]
+            if line.startswith("@READY"):
+                break
+        assert mcu_pty, "the harness printed no @PORT"
+        self.mcu = os.open(mcu_pty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.mcu)
+        self.usb = PtyPort(tmp_path / "reject-mega")
+        self.usb.plug()
+        self.started = False
+        self.next_part = 1
+        self.servo: list[tuple[int, int]] = []  # (sim us, width us) at every width change
+        self.eye_us: list[int] = []  # sim us of every beam break
+        self.encoder_start_us: list[int] = []
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._bridge, daemon=True),
+                         threading.Thread(target=self._read_harness, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def port(self) -> str:
+        return self.usb.port
+
+    def _command(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def _bridge(self) -> None:
+        while not self._stop.is_set():
+            opened, data = self.usb.poll(0.001)
+            if opened:
+                self._command("reset ext" if self.started else "start")
+                self.started = True
+                self.next_part = 1
+            if data:
+                os.write(self.mcu, data)
+            try:
+                self.usb.write(os.read(self.mcu, 4096))
+            except BlockingIOError:
+                pass
+            except OSError:
+                return
+
+    def _read_harness(self) -> None:
+        for line in self.proc.stdout:
+            kind, *values = line.split()
+            with self.lock:
+                if kind == "@SERVO":
+                    self.servo.append((int(values[0]), int(values[1])))
+                elif kind == "@EYE":
+                    self.eye_us.append(int(values[0]))
+                elif kind == "@ENC_START":
+                    self.encoder_start_us.append(int(values[0]))
+
+    def encoder_steps(self, steps: int) -> None:
+        """Turn the encoder forward `steps` quadrature counts, one every 200 us."""
+        self._command(f"enc {steps}")
+
+    def fire_starts_us(self) -> list[int]:
+        with self.lock:
+            return [t for t, width in self.servo if abs(width - REST_US) > 10]
+
+    def photo_eye(self) -> int:
+        self._command("eye")
+        part_id, self.next_part = self.next_part, self.next_part + 1
+        return part_id
+
+    def pulses(self) -> list[Pulse]:
+        """Each stretch at a non-rest width, from its first edge to the return to rest."""
+        with self.lock:
+            changes = list(self.servo)
+        out: list[Pulse] = []
+        for (t0, width), (t1, _) in zip(changes, changes[1:]):
+            if abs(width - REST_US) <= 10:
+                continue
+            if out and abs(out[-1].width_us - width) <= 10 and out[-1].end_ms == t0 // 1000:
+                out[-1] = Pulse(out[-1].start_ms, t1 // 1000, out[-1].width_us)  # same pulse
+            else:
+                out.append(Pulse(t0 // 1000, t1 // 1000, width))
+        return out
+
+    def servo_at_rest(self) -> bool:
+        with self.lock:
+            return bool(self.servo) and abs(self.servo[-1][1] - REST_US) <= 10
+
+    def unplug(self) -> None:
+        self.usb.unplug()
+
+    def plug(self) -> None:
+        self.usb.plug()
+
+    def reset(self) -> None:
+        self._command("reset wdt")
+        self.next_part = 1
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._command("quit")
+            self.proc.wait(timeout=3)
+        except (BrokenPipeError, subprocess.TimeoutExpired, ValueError):
+            self.proc.kill()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        os.close(self.mcu)
+        self.usb.unplug()
 
 
 class RawHost:

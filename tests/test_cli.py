@@ -29,3 +29,39 @@ def test_evaluate_shipped_model_on_the_samples(tmp_path):
     assert result.exit_code == 0, result.output
     assert "MISSED DEFECTS 0" in result.output
     assert (tmp_path / "confusion_matrix.png").exists()
+
+
+def test_sim_mega_prints_a_port_a_host_can_handshake_with(tmp_path):
+    import subprocess
+    import sys
+
+    from station.link import messages as m
+    from station.link.session import MegaSession
+
+    link = tmp_path / "reject-mega"
+    proc = subprocess.Popen([sys.executable, "-m", "station", "sim-mega", "--link", str(link)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == f"port: {link}"
+        session = MegaSession(str(link), m.Configure(1, 500, 50, 1000, 2000, 100, 1000, 42))
+        identify = session.start()
+        assert identify.firmware == m.FIRMWARE_NAME
+        session.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
+    assert not link.exists(), "the stable name goes away with the simulated Mega"
+
+
+def test_link_bench_json_has_the_figures():
+    import json as json_module
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "station", "link-bench", "--round-trips", "50",
+                          "--json"], capture_output=True, text=True, check=True)
+    result = json_module.loads(out.stdout.strip().splitlines()[-1])
+    assert result["round_trips"] == 50
+    assert 0 < result["rtt_ms_p50"] <= result["rtt_ms_p99"] <= result["rtt_ms_max"]
+    assert result["encode_frames_per_s"] > 0 and result["decode_frames_per_s"] > 0

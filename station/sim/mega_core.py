@@ -147,11 +147,19 @@ class MegaCore:
                            trigger + cfg.gate_offset)
         if self.fault == m.Fault.HEARTBEAT_LOST:
             self._decide(part, fire=True, reason=m.GateReason.LINK_LOST)
-        if len(self.fifo) >= FIFO_SIZE:
-            self._latch_fault(m.Fault.FIFO_OVERFLOW, part_id)
-            self._decide(part, fire=True, reason=m.GateReason.FIFO_FULL)
-        self.fifo.append(part)
+        fifo_full = len(self.fifo) >= FIFO_SIZE
+        if not fifo_full:
+            self.fifo.append(part)
         self._queue_event(m.Part(part_id, self.encoder & 0xFFFFFFFF, self._millis(now_ms)), now_ms)
+        if fifo_full:
+            # No room to track it to the gate: the gate opens now for a pulse, the
+            # alarm latches, and the part is reported as fail-safe.
+            self._latch_fault(m.Fault.FIFO_OVERFLOW, part_id)
+            self._start_pulse(now_ms, self.config.servo_reject_us)
+            self.counters.fired += 1
+            self.counters.failsafe += 1
+            self._queue_event(m.Gate(part_id, m.GateAction.FIRED, m.GateReason.FIFO_FULL,
+                                     self._millis(now_ms)), now_ms)
         return part_id
 
     def tick(self, now_ms: int) -> None:

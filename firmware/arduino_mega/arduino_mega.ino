@@ -1,0 +1,61 @@
+/*
+ * Reject-station controller for the Arduino Mega 2560.
+ *
+ * The Mega owns real time: it latches every part at the photo-eye, keeps the
+ * part FIFO, fires the reject servo at the gate and fails safe (rejects)
+ * when the PC is late or silent. The PC owns judgement: it sends VERDICTs.
+ * The wire format is PROTOCOL.md beside this file. Logic: station_core.c;
+ * hardware: board.cpp. Build: `make` here, or open this folder in the IDE.
+ */
+#include "board.h"
+#include "station_core.h"
+
+#define TX_RING 256 /* bytes waiting for the UART; frames are at most 38 */
+
+static core_t core;
+static uint8_t tx_ring[TX_RING];
+static uint16_t tx_head, tx_tail;
+
+static void serial_write(const uint8_t *bytes, uint8_t len)
+{
+    for (uint8_t i = 0; i < len; i++) {
+        uint16_t next = (uint16_t)((tx_head + 1) % TX_RING);
+        if (next == tx_tail)
+            return; /* full: drop; the event queue retransmits what matters */
+        tx_ring[tx_head] = bytes[i];
+        tx_head = next;
+    }
+}
+
+static void serial_pump(void)
+{
+    int room = Serial.availableForWrite();
+    while (room-- > 0 && tx_tail != tx_head) {
+        Serial.write(tx_ring[tx_tail]);
+        tx_tail = (uint16_t)((tx_tail + 1) % TX_RING);
+    }
+}
+
+void setup()
+{
+    board_init(); /* servo at rest and fault off before anything else */
+    Serial.begin(115200);
+    gate_config_t saved;
+    core_hal_t hal = {serial_write, board_servo_us, board_fault_output, board_save_config};
+    bool have_saved = board_load_config(&saved);
+    core_init(&core, &hal, board_millis(), board_reset_cause(), have_saved ? &saved : 0);
+}
+
+void loop()
+{
+    board_watchdog_kick();
+    uint32_t now = board_millis();
+    while (Serial.available() > 0)
+        core_receive(&core, (uint8_t)Serial.read(), now);
+    trigger_t trigger;
+    while (board_next_trigger(&trigger))
+        core_photo_eye(&core, trigger.millis, trigger.encoder);
+    core_tick(&core, now, board_encoder());
+    serial_pump();
+    board_status_led(core.fault ? (now / 100) & 1 : (now / 500) & 1);
+}

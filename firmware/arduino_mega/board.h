@@ -1,0 +1,45 @@
+/*
+ * The Mega 2560 board: pins, timers, interrupts, EEPROM and the watchdog.
+ * Everything hardware-specific is here; station_core.c never touches a register.
+ *
+ * Pins (Arduino numbering / AVR port):
+ *   D2  PE4 INT4   photo-eye, rising edge = beam broken (input, pull-up)
+ *   D18 PD3 INT3   encoder A (any edge)
+ *   D19 PD2 INT2   encoder B (any edge)
+ *   D9  PH6        reject servo signal (Timer1 compare interrupts, 50 Hz frame)
+ *   D7  PH4        fault output (alarm lamp / relay), high = fault
+ *   D13 PB7        status LED
+ */
+#ifndef BOARD_H
+#define BOARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "station_core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    uint32_t millis;
+    uint32_t encoder;
+} trigger_t;
+
+void board_init(void);
+uint8_t board_reset_cause(void);
+uint32_t board_millis(void);
+uint32_t board_encoder(void);
+bool board_next_trigger(trigger_t *trigger);
+void board_servo_us(uint16_t width_us);
+void board_fault_output(bool on);
+void board_status_led(bool on);
+bool board_load_config(gate_config_t *config);
+void board_save_config(const gate_config_t *config);
+void board_watchdog_kick(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
