@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class TrainConfig:
     input_size: int = 224
-    width: int = 24
+    width: int = 16
     epochs: int = 45
     batch_size: int = 64
     learning_rate: float = 2e-3
