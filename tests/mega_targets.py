@@ -56,6 +56,10 @@ class PythonMegaTarget:
         with self.sim.lock:
             return self.sim.core.servo_us == self.sim.core.config.servo_rest_us
 
+    @property
+    def usb(self):
+        return self.sim.usb
+
     def unplug(self) -> None:
         self.sim.unplug()
 

@@ -9,6 +9,7 @@ import pytest
 
 from mega_targets import FirmwareMegaTarget, PythonMegaTarget, RawHost, build_firmware
 from station.link import messages as m
+from station.link.framing import Frame, FrameReader
 from station.link.session import HandshakeError, LinkError, LinkState, MegaSession
 
 GATE_OFFSET_MS = 300
@@ -136,6 +137,31 @@ def wait_for_mega_time(link: MegaSession, mcu_ms: int) -> None:
         time.sleep(0.005)
 
 
+def test_a_corrupted_command_is_retransmitted_and_acted_on_once(mega, session):
+    """Line noise flips a bit in the first VERDICT: the Mega drops it (bad CRC), the host
+    hears no ACK, sends the same frame again, and the part fires once."""
+    part_id = mega.photo_eye()
+    next_event(session, m.Part)
+    hits = []
+
+    def flip_first_verdict(data: bytes) -> bytes:
+        frames = FrameReader().feed(data)
+        if hits or not any(isinstance(f, Frame) and isinstance(f.message, m.Verdict)
+                           for f in frames):
+            return data
+        hits.append(data)  # flip the low bit of every byte that stays non-zero
+        return bytes(b if b in (0, 1) else b ^ 1 for b in data)
+
+    mega.usb.line_noise = flip_first_verdict
+    before = session.stats.retransmits
+    assert session.send_verdict(part_id, reject=True) == m.Error.OK
+    mega.usb.line_noise = None
+    assert hits and session.stats.retransmits == before + 1
+    gate = next_event(session, m.Gate)
+    assert (gate.part_id, gate.action) == (part_id, m.GateAction.FIRED)
+    assert session.status().frame_errors >= 1
+
+
 def test_late_verdict_gets_late_and_the_part_is_rejected(mega, session):
     part_id = mega.photo_eye()
     part = next_event(session, m.Part)
@@ -247,3 +273,26 @@ def test_a_device_that_is_not_a_mega_is_named():
     with pytest.raises(LinkError, match="loop://: no answer to Hello"):
         link.start()
     link.close()
+
+
+def test_stepped_clock_fires_exactly_at_the_gate(tmp_path):
+    """python-sim only: with time stepped by the test, the gate fires at trigger + offset
+    to the millisecond and the pulse lasts exactly reject_pulse_ms."""
+    from station.sim.mega_pty import SimClock, SimulatedMega
+
+    with SimulatedMega(clock=SimClock(stepped=True)) as mega:
+        link = MegaSession(mega.port, CONFIG, host_timeout_s=5.0)
+        link.start()
+        try:
+            mega.step(10)
+            part_id = mega.photo_eye()  # at t = 10 ms
+            mega.step(1)
+            next_event(link, m.Part)
+            assert link.send_verdict(part_id, reject=True) == m.Error.OK
+            mega.step(GATE_OFFSET_MS - 2)
+            assert mega.core.servo_log == [], "fired early"
+            mega.step(1 + PULSE_MS + 5)
+            (pulse,) = mega.core.servo_log
+            assert (pulse.start_ms, pulse.end_ms) == (10 + GATE_OFFSET_MS, 10 + GATE_OFFSET_MS + PULSE_MS)
+        finally:
+            link.close()

@@ -16,6 +16,7 @@ import threading
 import time
 import tty
 from pathlib import Path
+from typing import Callable
 
 
 class PtyPort:
@@ -25,6 +26,8 @@ class PtyPort:
         self._master: int | None = None
         self._host_open = False
         self.lock = threading.RLock()
+        self.line_noise: Callable[[bytes], bytes] | None = None
+        """Tests set this to corrupt or drop bytes from the host, as a bad cable would."""
 
     @property
     def port(self) -> str:
@@ -87,6 +90,8 @@ class PtyPort:
                 return False, b""
             opened = not self._host_open
             self._host_open = True
+            if self.line_noise:
+                data = self.line_noise(data)
             return opened, data
 
     def write(self, data: bytes) -> None:
