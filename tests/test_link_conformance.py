@@ -296,3 +296,22 @@ def test_stepped_clock_fires_exactly_at_the_gate(tmp_path):
             assert (pulse.start_ms, pulse.end_ms) == (10 + GATE_OFFSET_MS, 10 + GATE_OFFSET_MS + PULSE_MS)
         finally:
             link.close()
+
+
+def test_a_port_in_use_is_refused_with_its_name(mega, session):
+    """A second station process must not share the Mega: the port is locked."""
+    from station.link.transport import PortError
+
+    second = MegaSession(mega.port, CONFIG)
+    with pytest.raises(PortError, match=f"{mega.port}: cannot open .*lock"):
+        second.start()
+    second.close()
+
+
+def test_a_missing_port_is_refused_with_its_name(tmp_path):
+    from station.link.transport import PortError
+
+    link = MegaSession(str(tmp_path / "ttyACM9"), CONFIG)
+    with pytest.raises(PortError, match="ttyACM9: cannot open"):
+        link.start()
+    link.close()
