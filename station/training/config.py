@@ -11,7 +11,7 @@ class TrainConfig:
     width: int = 16
     epochs: int = 45
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     patience: int = 15
     val_fraction: float = 0.15
     seed: int = 20261122
