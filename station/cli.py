@@ -49,7 +49,7 @@ def main(verbose: bool) -> None:
               help="Upper bound; stops early.")
 @click.option("--batch-size", default=TRAIN_DEFAULTS.batch_size, show_default=True)
 @click.option("--learning-rate", default=TRAIN_DEFAULTS.learning_rate, show_default=True,
-              help="Peak of the cosine-decay schedule.")
+              help="Initial Adam learning rate; halved on plateaus.")
 @click.option("--patience", default=TRAIN_DEFAULTS.patience, show_default=True,
               help="Early-stopping patience.")
 @click.option("--val-fraction", default=TRAIN_DEFAULTS.val_fraction, show_default=True)

@@ -38,7 +38,10 @@ def confusion_matrix(figures: Figures, threshold: float, title: str, path: Path)
     names = [["true pass", "false reject"], ["MISSED DEFECT", "true reject"]]
     for i in range(2):
         for j in range(2):
-            colour = "red" if (i, j) == (1, 0) and matrix[i, j] else "black"
+            if (i, j) == (1, 0) and matrix[i, j]:
+                colour = "red"
+            else:
+                colour = "white" if matrix[i, j] > matrix.max() / 2 else "black"
             ax.text(j, i, f"{names[i][j]}\n{matrix[i, j]}", ha="center", va="center", color=colour)
     ax.set_xticks([0, 1], ["pass", "reject"])
     ax.set_yticks([0, 1], ["OK", "defective"])

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TrainConfig:
-    input_size: int = 224
+    input_size: int = 192
     width: int = 16
-    epochs: int = 45
+    epochs: int = 60
     batch_size: int = 64
-    learning_rate: float = 1e-3
-    patience: int = 15
+    learning_rate: float = 3e-3
+    patience: int = 10
     val_fraction: float = 0.15
     seed: int = 20261122
     image_size: int = 300
