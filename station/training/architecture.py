@@ -1,7 +1,7 @@
 """The shipped CNN, ImpellerNet, and the comparison networks for `station bench`.
 
 ImpellerNet is a MobileNet-style stack of depthwise-separable convolutions
-on a small grey input, pooled by both average and maximum. Why this shape:
+on a small grey input. Why this shape:
 - the defects (blow holes, burrs, flash on the rim) are local texture, so a
   few stride-2 stages with a growing channel count see them at 1/8..1/16
   scale without the full-resolution cost of the seed 300x300 CNN;
@@ -10,6 +10,14 @@ on a small grey input, pooled by both average and maximum. Why this shape:
   core in LiteRT (XNNPACK);
 - batch normalisation folds into the convolutions at export, so it costs
   nothing at run time.
+
+Tried and measured on the grouped validation split (accuracy at a 0.5 cut,
+best epoch): this network, 98.8%; the same with average+max pooling, 94.5%;
+224 px, width 16, max pooling, zoom/shift augmentation and a cosine schedule
+together, about 96%; no batch normalisation, 93% (it underfits at 45
+epochs). Validation swings by tens of points between epochs in every
+batch-normalised run; early stopping keeps the epoch with the best
+validation loss.
 """
 
 from __future__ import annotations
@@ -40,13 +48,7 @@ def impeller_net(input_size: int, width: int = 16, dropout: float = 0.2) -> kera
         )(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"sep{i}_bn")(x)
         x = layers.ReLU(name=f"sep{i}_relu")(x)
-    # Average AND max pooling: a blow hole or burr is a few pixels of one feature map;
-    # averaging over the whole part dilutes it (a v1 model scored two burred parts
-    # 0.08 and 0.12), the maximum keeps "a defect anywhere" at full strength.
-    x = layers.Concatenate(name="pool")([
-        layers.GlobalAveragePooling2D(name="pool_avg")(x),
-        layers.GlobalMaxPooling2D(name="pool_max")(x),
-    ])
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="defect_probability")(x)
     return keras.Model(inputs, outputs, name="impeller_net")
