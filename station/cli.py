@@ -54,6 +54,8 @@ def main(verbose: bool) -> None:
               help="Early-stopping patience.")
 @click.option("--val-fraction", default=TRAIN_DEFAULTS.val_fraction, show_default=True)
 @click.option("--seed", default=TRAIN_DEFAULTS.seed, show_default=True)
+@click.option("--views", default=TRAIN_DEFAULTS.views, show_default=True, type=click.IntRange(1, 2),
+              help="Test-time views: 2 averages the image and its mirror image.")
 @click.option("--image-size", default=TRAIN_DEFAULTS.image_size, show_default=True,
               help="Expected side of the training images; others are skipped.")
 def train(data_dir: Path, out_dir: Path, **options) -> None:

@@ -38,6 +38,19 @@ def test_shipped_model_sorts_the_sample_parts(sample_images):
             f"{path.name}: score {decision.score:.4f}, threshold {classifier.threshold:.4f}")
 
 
+def test_score_is_the_mean_of_the_part_and_its_mirror_image(sample_images):
+    from station.classifier.preprocess import preprocess
+
+    classifier = Classifier()
+    assert classifier.card.test_time_views == 2
+    grey = load_grey(sample_images[0])
+    tensor = preprocess(grey, classifier.input_size)
+    one = classifier.model.score_tensor(tensor)
+    mirror = classifier.model.score_tensor(np.ascontiguousarray(tensor[:, ::-1]))
+    assert classifier.score(grey) == pytest.approx((one + mirror) / 2)
+    assert classifier.score(cv2.flip(grey, 1)) == pytest.approx(classifier.score(grey), abs=1e-5)
+
+
 def test_colour_frame_scores_like_its_grey_version(sample_images):
     classifier = Classifier()
     grey = load_grey(sample_images[0])
@@ -84,8 +97,10 @@ def test_card_field_errors_name_the_field(model_copy):
     card = json.loads((model_copy / "model_card.json").read_text())
     del card["threshold"]
     card["input_size"] = "big"
+    card["test_time_views"] = 3
     (model_copy / "model_card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelLoadError, match=r"model_card.json: .*input_size.*threshold: Field required"):
+    with pytest.raises(ModelLoadError,
+                       match=r"model_card.json: input_size: .*test_time_views: .*threshold: Field required"):
         Classifier(model_copy)
 
 

@@ -41,6 +41,7 @@ def test_training_writes_everything_a_model_needs(tiny_model):
             "confusion_matrix.png", "score_histogram.png", "validation_scores.csv"} <= names
     card = ModelCard.load(tiny_model / "model_card.json")
     assert card.input_size == 32
+    assert card.test_time_views == 2
     assert card.dataset["skipped"] == 2
     assert card.dataset["images_used"] == 12
     assert card.validation.missed_defects == 0, "the threshold rule must give zero misses"

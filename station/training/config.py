@@ -15,5 +15,7 @@ class TrainConfig:
     patience: int = 10
     val_fraction: float = 0.15
     seed: int = 20261122
+    views: int = 2
+    """Test-time views: 1, or 2 for the mean of the image and its mirror image."""
     image_size: int = 300
     """Side of the images the folder must hold; others are skipped and counted."""

@@ -124,7 +124,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
 
     litert = LiteRTModel(out_dir / MODEL_FILE_NAME, config.input_size)
     val_labels = images.labels[val_idx]
-    val_scores = litert.score_tensors(images.tensors[val_idx])
+    val_scores = litert.score_parts(images.tensors[val_idx], config.views)
     threshold = zero_miss_threshold(val_labels, val_scores)
     figures = figures_at(val_labels, val_scores, threshold)
     _write_scores_csv(out_dir / "validation_scores.csv", [images.paths[i] for i in val_idx],
@@ -137,6 +137,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
         architecture=f"ImpellerNet: stem conv + 4 depthwise-separable stages, width {config.width}",
         parameters=int(model.count_params()),
         input_size=config.input_size,
+        test_time_views=config.views,
         preprocessing=f"grey, crop to ROI, INTER_AREA resize to {config.input_size}x"
                       f"{config.input_size}, scale by 1/255 (station.classifier.preprocess)",
         threshold=threshold,
