@@ -212,6 +212,33 @@ def test_heartbeat_loss_rejects_every_pending_and_new_part(mega):
         host.close()
 
 
+def test_a_part_with_no_room_in_the_fifo_is_rejected_at_once(mega):
+    """17 parts between eye and gate: the 17th cannot be tracked, so the gate fires for it
+    at once, FIFO_OVERFLOW latches, and every part still gets exactly one GATE."""
+    long_gate = m.Configure(**{**CONFIG.__dict__, "gate_offset": 3000, "decision_lead": 100})
+    link = MegaSession(mega.port, long_gate, host_timeout_s=2.0)
+    link.start()
+    try:
+        parts = [mega.photo_eye() for _ in range(17)]
+        events: list = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sum(isinstance(e, m.Gate) for e in events) < 17:
+            try:
+                event = link.events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            events.append(event)
+            if isinstance(event, m.Part) and event.part_id < 17:
+                link.send_verdict(event.part_id, reject=False)
+        gates = {e.part_id: e for e in events if isinstance(e, m.Gate)}
+        assert sorted(gates) == parts
+        assert (gates[17].action, gates[17].reason) == (m.GateAction.FIRED, m.GateReason.FIFO_FULL)
+        assert all(gates[p].reason == m.GateReason.VERDICT for p in parts[:16])
+        assert [e.code for e in events if isinstance(e, m.FaultEvent)] == [m.Fault.FIFO_OVERFLOW]
+    finally:
+        link.close()
+
+
 def test_host_survives_the_port_vanishing(mega, session):
     mega.unplug()
     down = next_event(session, LinkState)

@@ -25,7 +25,7 @@ extern "C" {
 #define MAX_BODY (2 + MAX_PAYLOAD + 2)
 #define MAX_WIRE (MAX_BODY + 2)
 #define FIFO_SIZE 16
-#define EVENT_QUEUE_SIZE 16
+#define EVENT_QUEUE_SIZE 32 /* a full FIFO of PART events plus alarms, with room to spare */
 #define RETRANSMIT_MS 100
 #define HEARTBEAT_PERIOD_MS 250
 #define VISION_ID_BIT 0x80000000UL

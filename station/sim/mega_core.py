@@ -15,7 +15,7 @@ from station.link.framing import Frame, FrameError, FrameReader, encode_frame
 
 FIRMWARE_VERSION = (1, 0, 0)
 FIFO_SIZE = 16
-EVENT_QUEUE_SIZE = 16
+EVENT_QUEUE_SIZE = 32  # a full FIFO of PART events plus alarms, with room to spare
 RETRANSMIT_MS = 100
 HEARTBEAT_PERIOD_MS = 250
 VISION_ID_BIT = 0x8000_0000
@@ -187,7 +187,7 @@ class MegaCore:
         if isinstance(msg, m.HostHeartbeat) or not msg.FROM_HOST or not msg.RELIABLE:
             return
         if isinstance(msg, m.Hello):
-            self._host_present = True  # queued events (up to 16) now reach the new session
+            self._host_present = True  # queued events now reach the new session
             self._last_host_seq = frame.seq
             self._reply(self._identify(frame.seq))
             if self.pending_fault_report:
