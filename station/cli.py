@@ -37,27 +37,60 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder holding def_front/ and ok_front/.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder to write the model, model card and plots to.")
-@click.option("--input-size", default=TRAIN_DEFAULTS.input_size, show_default=True,
-              help="Side of the model input.")
-@click.option("--width", default=TRAIN_DEFAULTS.width, show_default=True,
-              help="Channels of the first stage.")
-@click.option("--epochs", default=TRAIN_DEFAULTS.epochs, show_default=True,
-              help="Upper bound; stops early.")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder holding def_front/ and ok_front/.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write the model, model card and plots to.",
+)
+@click.option(
+    "--input-size",
+    default=TRAIN_DEFAULTS.input_size,
+    show_default=True,
+    help="Side of the model input.",
+)
+@click.option(
+    "--width", default=TRAIN_DEFAULTS.width, show_default=True, help="Channels of the first stage."
+)
+@click.option(
+    "--epochs", default=TRAIN_DEFAULTS.epochs, show_default=True, help="Upper bound; stops early."
+)
 @click.option("--batch-size", default=TRAIN_DEFAULTS.batch_size, show_default=True)
-@click.option("--learning-rate", default=TRAIN_DEFAULTS.learning_rate, show_default=True,
-              help="Initial Adam learning rate; halved on plateaus.")
-@click.option("--patience", default=TRAIN_DEFAULTS.patience, show_default=True,
-              help="Early-stopping patience.")
+@click.option(
+    "--learning-rate",
+    default=TRAIN_DEFAULTS.learning_rate,
+    show_default=True,
+    help="Initial Adam learning rate; halved on plateaus.",
+)
+@click.option(
+    "--patience",
+    default=TRAIN_DEFAULTS.patience,
+    show_default=True,
+    help="Early-stopping patience.",
+)
 @click.option("--val-fraction", default=TRAIN_DEFAULTS.val_fraction, show_default=True)
 @click.option("--seed", default=TRAIN_DEFAULTS.seed, show_default=True)
-@click.option("--views", default=TRAIN_DEFAULTS.views, show_default=True, type=click.IntRange(1, 2),
-              help="Test-time views: 2 averages the image and its mirror image.")
-@click.option("--image-size", default=TRAIN_DEFAULTS.image_size, show_default=True,
-              help="Expected side of the training images; others are skipped.")
+@click.option(
+    "--views",
+    default=TRAIN_DEFAULTS.views,
+    show_default=True,
+    type=click.IntRange(1, 2),
+    help="Test-time views: 2 averages the image and its mirror image.",
+)
+@click.option(
+    "--image-size",
+    default=TRAIN_DEFAULTS.image_size,
+    show_default=True,
+    help="Expected side of the training images; others are skipped.",
+)
 def train(data_dir: Path, out_dir: Path, **options) -> None:
     """Train ImpellerNet, export it to TFLite and write its model card."""
     from station.dataset import DatasetError
@@ -76,18 +109,33 @@ def train(data_dir: Path, out_dir: Path, **options) -> None:
 
 
 @main.command()
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=DEFAULT_MODEL_DIR,
-              show_default=True,
-              help="Model folder (model.tflite + model_card.json).")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True,
-              help="Folder holding def_front/ and ok_front/.")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_MODEL_DIR,
+    show_default=True,
+    help="Model folder (model.tflite + model_card.json).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder holding def_front/ and ok_front/.",
+)
 @click.option("--threshold", type=float, default=None, help="Override the card's threshold.")
-@click.option("--plots", "plots_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to write confusion_matrix.png and score_histogram.png "
-                   "(default: ./evaluation).")
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write confusion_matrix.png and score_histogram.png (default: ./evaluation).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(model_dir: Path, data_dir: Path, threshold: float | None, plots_dir: Path | None,
-             as_json: bool) -> None:
+def evaluate(
+    model_dir: Path, data_dir: Path, threshold: float | None, plots_dir: Path | None, as_json: bool
+) -> None:
     """Figures of a model on a labelled folder, at the model's threshold."""
     from station.classifier.litert_classifier import ModelLoadError
     from station.dataset import DatasetError
@@ -104,10 +152,14 @@ def evaluate(model_dir: Path, data_dir: Path, threshold: float | None, plots_dir
 
 
 @main.command()
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=DEFAULT_MODEL_DIR,
-              show_default=True)
-@click.option("--runs", default=1000, show_default=True,
-              help="Timed single-image runs per model.")
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_MODEL_DIR,
+    show_default=True,
+)
+@click.option("--runs", default=1000, show_default=True, help="Timed single-image runs per model.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench(model_dir: Path, runs: int, as_json: bool) -> None:
     """Latency (p50/p99, one thread) and throughput of the shipped model and the baselines."""
@@ -121,10 +173,19 @@ def bench(model_dir: Path, runs: int, as_json: bool) -> None:
 
 
 @main.command("sim-mega")
-@click.option("--link", "link_path", type=click.Path(path_type=Path), default=None,
-              help="Also make this symlink to the pty (a stable name, like the udev rule's).")
-@click.option("--part-every", type=float, default=0.0,
-              help="Seconds between simulated photo-eye triggers (0: none).")
+@click.option(
+    "--link",
+    "link_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also make this symlink to the pty (a stable name, like the udev rule's).",
+)
+@click.option(
+    "--part-every",
+    type=float,
+    default=0.0,
+    help="Seconds between simulated photo-eye triggers (0: none).",
+)
 def sim_mega(link_path: Path | None, part_every: float) -> None:
     """Run a simulated Mega on a pseudo-terminal and print the port to open."""
     import signal

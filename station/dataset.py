@@ -163,7 +163,9 @@ def rotation_invariant_signature(grey: np.ndarray) -> np.ndarray:
     return signature / np.linalg.norm(signature)
 
 
-def near_duplicate_groups(signatures: np.ndarray, similarity: float = GROUPING_SIMILARITY) -> np.ndarray:
+def near_duplicate_groups(
+    signatures: np.ndarray, similarity: float = GROUPING_SIMILARITY
+) -> np.ndarray:
     """Group index per image: connected components of the 'more similar than' graph.
 
     Each signature dimension is standardised across the set first, because

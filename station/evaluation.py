@@ -62,15 +62,15 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
-def evaluate(model_dir: Path, data_dir: Path, threshold: float | None,
-             plots_dir: Path) -> EvaluationReport:
+def evaluate(
+    model_dir: Path, data_dir: Path, threshold: float | None, plots_dir: Path
+) -> EvaluationReport:
     classifier = Classifier(model_dir, threshold=threshold)
     folder = scan_labelled_folder(data_dir)
     side = int(classifier.card.training.get("image_size", 300))
     skipped = list(folder.skipped)
     labels, scores = [], []
-    for sample in tqdm(folder.samples, desc="evaluating", unit="img", mininterval=2,
-                       disable=None):
+    for sample in tqdm(folder.samples, desc="evaluating", unit="img", mininterval=2, disable=None):
         try:
             grey = load_grey(sample.path, (side, side))
         except BadImage as exc:
@@ -91,7 +91,9 @@ def evaluate(model_dir: Path, data_dir: Path, threshold: float | None,
         "score_histogram": str(plots_dir / "score_histogram.png"),
     }
     plots.confusion_matrix(figures, classifier.threshold, title, Path(written["confusion_matrix"]))
-    plots.score_histogram(labels_arr, scores_arr, classifier.threshold, title,
-                          Path(written["score_histogram"]))
-    return EvaluationReport(classifier.version, data_dir, classifier.threshold, figures, skipped,
-                            written)
+    plots.score_histogram(
+        labels_arr, scores_arr, classifier.threshold, title, Path(written["score_histogram"])
+    )
+    return EvaluationReport(
+        classifier.version, data_dir, classifier.threshold, figures, skipped, written
+    )

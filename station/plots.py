@@ -19,8 +19,12 @@ def training_curves(history: dict[str, list[float]], path: Path) -> None:
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + metric)
             if values:
-                ax.plot(range(1, len(values) + 1), values, style,
-                        label=("validation " if prefix else "training ") + metric)
+                ax.plot(
+                    range(1, len(values) + 1),
+                    values,
+                    style,
+                    label=("validation " if prefix else "training ") + metric,
+                )
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
@@ -53,13 +57,18 @@ def confusion_matrix(figures: Figures, threshold: float, title: str, path: Path)
     plt.close(fig)
 
 
-def score_histogram(labels: np.ndarray, scores: np.ndarray, threshold: float, title: str,
-                    path: Path) -> None:
+def score_histogram(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, title: str, path: Path
+) -> None:
     labels = np.asarray(labels).astype(bool)
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.linspace(0, 1, 51)
-    ax.hist(scores[~labels], bins=bins, alpha=0.6, label=f"OK ({np.sum(~labels)})", color="tab:green")
-    ax.hist(scores[labels], bins=bins, alpha=0.6, label=f"defective ({np.sum(labels)})", color="tab:red")
+    ax.hist(
+        scores[~labels], bins=bins, alpha=0.6, label=f"OK ({np.sum(~labels)})", color="tab:green"
+    )
+    ax.hist(
+        scores[labels], bins=bins, alpha=0.6, label=f"defective ({np.sum(labels)})", color="tab:red"
+    )
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4f}")
     ax.set_yscale("log")
     ax.set_xlabel("defect score (reject at or above the threshold)")

@@ -17,8 +17,10 @@ FULL_DATASET = REPO.parent / "shared" / "datasets" / "casting" / "train"
 @pytest.fixture
 def full_dataset() -> Path:
     if not FULL_DATASET.is_dir():
-        pytest.skip(f"full casting dataset not found at {FULL_DATASET} (it sits beside the repo "
-                    "as ../shared/datasets/casting on the team's machines and CI)")
+        pytest.skip(
+            f"full casting dataset not found at {FULL_DATASET} (it sits beside the repo "
+            "as ../shared/datasets/casting on the team's machines and CI)"
+        )
     return FULL_DATASET
 
 

@@ -80,8 +80,9 @@ def build_firmware() -> str | None:
             return f"{tool} not installed (tools/setup installs the firmware toolchain)"
     if not Path("/usr/include/simavr/sim_avr.h").exists():
         return "libsimavr-dev not installed (tools/setup installs it)"
-    result = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), "all", "harness"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["make", "-s", "-C", str(FIRMWARE_DIR), "all", "harness"], capture_output=True, text=True
+    )
     if result.returncode:
         raise RuntimeError(f"firmware build failed:\n{result.stdout}\n{result.stderr}")
     return None
@@ -100,8 +101,15 @@ class FirmwareMegaTarget:
 
     def __init__(self, tmp_path: Path):
         self.proc = subprocess.Popen(
-            [str(FIRMWARE_DIR / "build/simavr_harness"), str(FIRMWARE_DIR / "build/arduino_mega.elf")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            [
+                str(FIRMWARE_DIR / "build/simavr_harness"),
+                str(FIRMWARE_DIR / "build/arduino_mega.elf"),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         mcu_pty = None
         for line in self.proc.stdout:
             if line.startswith("@PORT "):
@@ -120,8 +128,10 @@ class FirmwareMegaTarget:
         self.encoder_start_us: list[int] = []
         self.lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._bridge, daemon=True),
-                         threading.Thread(target=self._read_harness, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._bridge, daemon=True),
+            threading.Thread(target=self._read_harness, daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 

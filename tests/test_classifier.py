@@ -8,8 +8,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from station.classifier import Classifier, ModelLoadError
 from station.classifier.litert_classifier import DEFAULT_MODEL_DIR
 from station.dataset import load_grey
@@ -35,7 +35,8 @@ def test_shipped_model_sorts_the_sample_parts(sample_images):
     for path in sample_images:
         decision = classifier.decide(load_grey(path))
         assert decision.defective == (path.parent.name == "def_front"), (
-            f"{path.name}: score {decision.score:.4f}, threshold {classifier.threshold:.4f}")
+            f"{path.name}: score {decision.score:.4f}, threshold {classifier.threshold:.4f}"
+        )
 
 
 def test_score_is_the_mean_of_the_part_and_its_mirror_image(sample_images):
@@ -99,8 +100,10 @@ def test_card_field_errors_name_the_field(model_copy):
     card["input_size"] = "big"
     card["test_time_views"] = 3
     (model_copy / "model_card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelLoadError,
-                       match=r"model_card.json: input_size: .*test_time_views: .*threshold: Field required"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"model_card.json: input_size: .*test_time_views: .*threshold: Field required",
+    ):
         Classifier(model_copy)
 
 
@@ -113,6 +116,7 @@ def test_run_time_modules_never_import_tensorflow():
         "Classifier().score(np.zeros((300, 300), np.uint8))\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
     assert out.stdout.split() == ["False", "False"]

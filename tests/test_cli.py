@@ -15,8 +15,9 @@ def test_evaluate_on_a_missing_folder_names_it(tmp_path):
 def test_evaluate_with_a_missing_model_names_the_file(tmp_path):
     from conftest import SAMPLE_DIR
 
-    result = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path), "--data",
-                                       str(SAMPLE_DIR)])
+    result = CliRunner().invoke(
+        main, ["evaluate", "--model", str(tmp_path), "--data", str(SAMPLE_DIR)]
+    )
     assert result.exit_code == 1
     assert "model_card.json: model card not found" in result.output
 
@@ -24,8 +25,9 @@ def test_evaluate_with_a_missing_model_names_the_file(tmp_path):
 def test_evaluate_shipped_model_on_the_samples(tmp_path):
     from conftest import SAMPLE_DIR
 
-    result = CliRunner().invoke(main, ["evaluate", "--data", str(SAMPLE_DIR), "--plots",
-                                       str(tmp_path)])
+    result = CliRunner().invoke(
+        main, ["evaluate", "--data", str(SAMPLE_DIR), "--plots", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "MISSED DEFECTS 0" in result.output
     assert (tmp_path / "confusion_matrix.png").exists()
@@ -39,8 +41,11 @@ def test_sim_mega_prints_a_port_a_host_can_handshake_with(tmp_path):
     from station.link.session import MegaSession
 
     link = tmp_path / "reject-mega"
-    proc = subprocess.Popen([sys.executable, "-m", "station", "sim-mega", "--link", str(link)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "station", "sim-mega", "--link", str(link)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline().strip()
         assert line == f"port: {link}"
@@ -59,8 +64,12 @@ def test_link_bench_json_has_the_figures():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "station", "link-bench", "--round-trips", "50",
-                          "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "station", "link-bench", "--round-trips", "50", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json_module.loads(out.stdout.strip().splitlines()[-1])
     assert result["round_trips"] == 50
     assert 0 < result["rtt_ms_p50"] <= result["rtt_ms_p99"] <= result["rtt_ms_max"]

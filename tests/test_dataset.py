@@ -3,8 +3,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-
 from conftest import SAMPLE_DIR
+
 from station.dataset import (
     BadImage,
     DatasetError,

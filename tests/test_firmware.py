@@ -11,8 +11,8 @@ import subprocess
 import time
 
 import pytest
-
 from mega_targets import FIRMWARE_DIR, FirmwareMegaTarget, build_firmware
+
 from station.link import messages as m
 from station.link.session import LinkState, MegaSession
 
@@ -27,17 +27,26 @@ def firmware():
 
 
 def test_host_unit_tests_pass(firmware):
-    result = subprocess.run(["make", "-s", "-C", str(FIRMWARE_DIR), "test"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        ["make", "-s", "-C", str(FIRMWARE_DIR), "test"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     checks, failed = map(int, re.search(r"(\d+) checks, (\d+) failed", result.stdout).groups())
     assert checks > 2000 and failed == 0
 
 
 def test_firmware_fits_the_mega(firmware):
-    out = subprocess.run(["avr-size", "--format=avr", "--mcu=atmega2560",
-                          str(FIRMWARE_DIR / "build/arduino_mega.elf")],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "avr-size",
+            "--format=avr",
+            "--mcu=atmega2560",
+            str(FIRMWARE_DIR / "build/arduino_mega.elf"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     flash = int(re.search(r"Program:\s+(\d+) bytes", out).group(1))
     ram = int(re.search(r"Data:\s+(\d+) bytes", out).group(1))
     assert flash < 256 * 1024 // 4, "a quarter of the flash is plenty for this sketch"
@@ -80,7 +89,10 @@ def test_rejects_fire_within_2_ms_of_due_time(target):
     starts, eyes = target.fire_starts_us(), target.eye_us
     assert len(starts) == len(eyes) == 8
     errors_us = [start - eye - offset_ms * 1000 for start, eye in zip(starts, eyes)]
-    print(f"\nfire-time error, ms mode: worst {max(map(abs, errors_us))} us over {len(errors_us)} parts")
+    print(
+        f"\nfire-time error, ms mode: worst {max(map(abs, errors_us))} us "
+        f"over {len(errors_us)} parts"
+    )
     assert all(abs(e) <= 2000 for e in errors_us), errors_us
 
 
@@ -107,6 +119,8 @@ def test_encoder_mode_fires_within_2_ms_of_due_position(target):
         # offset_counts steps.
         errors.append((start - eye) / ENCODER_STEP_US - offset_counts)
     worst = max(map(abs, errors))
-    print(f"\nfire-position error, encoder mode: worst {worst:.2f} counts "
-          f"({worst * ENCODER_STEP_US:.0f} us)")
+    print(
+        f"\nfire-position error, encoder mode: worst {worst:.2f} counts "
+        f"({worst * ENCODER_STEP_US:.0f} us)"
+    )
     assert len(errors) == 3 and all(abs(e) * ENCODER_STEP_US <= 2000 for e in errors), errors

@@ -6,8 +6,8 @@ import queue
 import time
 
 import pytest
-
 from mega_targets import FirmwareMegaTarget, PythonMegaTarget, RawHost, build_firmware
+
 from station.link import messages as m
 from station.link.framing import Frame, FrameReader
 from station.link.session import HandshakeError, LinkError, LinkState, MegaSession
@@ -16,9 +16,14 @@ GATE_OFFSET_MS = 300
 DECISION_LEAD_MS = 50
 PULSE_MS = 80
 CONFIG = m.Configure(
-    mode=m.TimingMode.MILLISECONDS, gate_offset=GATE_OFFSET_MS, decision_lead=DECISION_LEAD_MS,
-    servo_rest_us=1000, servo_reject_us=2000, reject_pulse_ms=PULSE_MS,
-    heartbeat_timeout_ms=500, calibration_crc=0x5EED1234,
+    mode=m.TimingMode.MILLISECONDS,
+    gate_offset=GATE_OFFSET_MS,
+    decision_lead=DECISION_LEAD_MS,
+    servo_rest_us=1000,
+    servo_reject_us=2000,
+    reject_pulse_ms=PULSE_MS,
+    heartbeat_timeout_ms=500,
+    calibration_crc=0x5EED1234,
 )
 
 TARGETS = {"python-sim": PythonMegaTarget, "firmware-simavr": FirmwareMegaTarget}
@@ -78,7 +83,11 @@ def test_reject_verdict_fires_once_at_the_gate(mega, session):
     assert part.part_id == part_id
     assert session.send_verdict(part_id, reject=True) == m.Error.OK
     gate = next_event(session, m.Gate)
-    assert (gate.part_id, gate.action, gate.reason) == (part_id, m.GateAction.FIRED, m.GateReason.VERDICT)
+    assert (gate.part_id, gate.action, gate.reason) == (
+        part_id,
+        m.GateAction.FIRED,
+        m.GateReason.VERDICT,
+    )
     assert abs(gate.mcu_time_ms - (part.mcu_time_ms + GATE_OFFSET_MS)) <= 2
     wait_for_mega_time(session, gate.mcu_time_ms + PULSE_MS + 30)
     time.sleep(0.05)
@@ -122,8 +131,11 @@ def test_retransmitted_frame_acts_once(mega):
         seq = host.send(m.Verdict(part_id, 1))
         host.send(m.Verdict(part_id, 0), seq=seq)  # same seq: must be ignored, even changed
         host.pump(0.5)
-        acks = [f.message for f in host.received
-                if isinstance(f.message, m.Ack) and f.message.acked_seq == seq]
+        acks = [
+            f.message
+            for f in host.received
+            if isinstance(f.message, m.Ack) and f.message.acked_seq == seq
+        ]
         assert len(acks) == 2 and all(a.error == m.Error.OK for a in acks)
         gates = [f.message for f in host.received if isinstance(f.message, m.Gate)]
         assert [(g.part_id, g.action) for g in gates] == [(part_id, m.GateAction.FIRED)]
@@ -146,8 +158,9 @@ def test_a_corrupted_command_is_retransmitted_and_acted_on_once(mega, session):
 
     def flip_first_verdict(data: bytes) -> bytes:
         frames = FrameReader().feed(data)
-        if hits or not any(isinstance(f, Frame) and isinstance(f.message, m.Verdict)
-                           for f in frames):
+        if hits or not any(
+            isinstance(f, Frame) and isinstance(f.message, m.Verdict) for f in frames
+        ):
             return data
         hits.append(data)  # flip the low bit of every byte that stays non-zero
         return bytes(b if b in (0, 1) else b ^ 1 for b in data)
@@ -180,8 +193,14 @@ def test_unknown_part_is_refused(session):
 
 def test_heartbeat_loss_rejects_every_pending_and_new_part(mega):
     """Parts still between eye and gate when the host goes quiet are all rejected."""
-    slow_gate = m.Configure(**{**CONFIG.__dict__, "gate_offset": 1200, "decision_lead": 100,
-                               "heartbeat_timeout_ms": 200})
+    slow_gate = m.Configure(
+        **{
+            **CONFIG.__dict__,
+            "gate_offset": 1200,
+            "decision_lead": 100,
+            "heartbeat_timeout_ms": 200,
+        }
+    )
     host = RawHost(mega.port)
     try:
         host.request(m.Hello(1))
@@ -194,13 +213,16 @@ def test_heartbeat_loss_rejects_every_pending_and_new_part(mega):
         third = mega.photo_eye()
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline and not any(
-                isinstance(f.message, m.Gate) and f.message.part_id == third for f in host.received):
+            isinstance(f.message, m.Gate) and f.message.part_id == third for f in host.received
+        ):
             host.pump(0.1)
         events = [f.message for f in host.received if f.message.RELIABLE]
         faults = [e for e in events if isinstance(e, m.FaultEvent)]
         assert faults and faults[0].code == m.Fault.HEARTBEAT_LOST
         # detail: how long the Mega had heard nothing when it acted (ms).
-        assert slow_gate.heartbeat_timeout_ms < faults[0].detail <= slow_gate.heartbeat_timeout_ms + 10
+        assert (
+            slow_gate.heartbeat_timeout_ms < faults[0].detail <= slow_gate.heartbeat_timeout_ms + 10
+        )
         gates = {e.part_id: e for e in events if isinstance(e, m.Gate)}
         assert set(gates) == {first, second, third}
         for gate in gates.values():
@@ -320,7 +342,10 @@ def test_stepped_clock_fires_exactly_at_the_gate(tmp_path):
             assert mega.core.servo_log == [], "fired early"
             mega.step(1 + PULSE_MS + 5)
             (pulse,) = mega.core.servo_log
-            assert (pulse.start_ms, pulse.end_ms) == (10 + GATE_OFFSET_MS, 10 + GATE_OFFSET_MS + PULSE_MS)
+            assert (pulse.start_ms, pulse.end_ms) == (
+                10 + GATE_OFFSET_MS,
+                10 + GATE_OFFSET_MS + PULSE_MS,
+            )
         finally:
             link.close()
 

@@ -4,8 +4,8 @@ import json
 from dataclasses import asdict
 
 import pytest
-
 from conftest import REPO
+
 from station.link import messages as m
 from station.link.framing import FrameError, FrameReader, crc16, decode_frame, encode_frame
 
@@ -59,7 +59,7 @@ def test_reader_resynchronises_after_garbage_and_split_reads():
     reader = FrameReader()
     out = []
     for i in range(0, len(stream), 3):  # bytes arrive in dribs and drabs
-        out += reader.feed(stream[i:i + 3])
+        out += reader.feed(stream[i : i + 3])
     frames = [o for o in out if not isinstance(o, FrameError)]
     errors = [o.kind for o in out if isinstance(o, FrameError)]
     assert [f.message.TYPE for f in frames] == [v["type"] for v in VECTORS["valid"][:5]]

@@ -16,8 +16,7 @@ from station.link.framing import Frame, FrameError, FrameReader, encode_frame
 from station.sim.mega_core import MegaCore
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
-fuzz = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 CONFIG = m.Configure(1, 200, 20, 1000, 2000, 50, 10_000, 7)
 
@@ -86,13 +85,17 @@ def test_truncated_test_fire_never_fires(cut):
 
 
 @fuzz
-@given(st.lists(st.sampled_from(["verdict1", "verdict2", "dup", "status"]), min_size=1,
-                max_size=12), st.randoms())
+@given(
+    st.lists(st.sampled_from(["verdict1", "verdict2", "dup", "status"]), min_size=1, max_size=12),
+    st.randoms(),
+)
 def test_reordered_and_duplicated_frames_fire_each_part_at_most_once(script, rnd):
     core = configured_mega()
-    frames = {"verdict1": encode_frame(3, m.Verdict(1, 1)),
-              "verdict2": encode_frame(4, m.Verdict(2, 1)),
-              "status": encode_frame(5, m.GetStatus())}
+    frames = {
+        "verdict1": encode_frame(3, m.Verdict(1, 1)),
+        "verdict2": encode_frame(4, m.Verdict(2, 1)),
+        "status": encode_frame(5, m.GetStatus()),
+    }
     sent = []
     for step in script:
         wire = rnd.choice(sent) if step == "dup" and sent else frames.get(step, frames["status"])
@@ -108,8 +111,9 @@ def test_reordered_and_duplicated_frames_fire_each_part_at_most_once(script, rnd
 @given(st.integers(39, 300))
 def test_oversized_frames_are_dropped(size):
     core = configured_mega(0)
-    reader_errors = [i for i in FrameReader().feed(b"\x01" * size + b"\x00")
-                     if isinstance(i, FrameError)]
+    reader_errors = [
+        i for i in FrameReader().feed(b"\x01" * size + b"\x00") if isinstance(i, FrameError)
+    ]
     assert [e.kind for e in reader_errors] == ["oversized"]
     core.receive(b"\x05" * size + b"\x00", 1)
     assert core.counters.frame_errors == 1

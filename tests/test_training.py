@@ -27,18 +27,41 @@ def tiny_model(tmp_path_factory):
     (data / "ok_front" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (data / "def_front" / "notes.txt").write_text("not an image")
     out = root / "model"
-    result = CliRunner().invoke(main, [
-        "train", "--data", str(data), "--out", str(out), "--input-size", "32", "--width", "4",
-        "--epochs", "2", "--val-fraction", "0.34", "--patience", "1",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--input-size",
+            "32",
+            "--width",
+            "4",
+            "--epochs",
+            "2",
+            "--val-fraction",
+            "0.34",
+            "--patience",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_training_writes_everything_a_model_needs(tiny_model):
     names = {p.name for p in tiny_model.iterdir()}
-    assert {"model.keras", "model.tflite", "model_card.json", "training_curves.png",
-            "confusion_matrix.png", "score_histogram.png", "validation_scores.csv"} <= names
+    assert {
+        "model.keras",
+        "model.tflite",
+        "model_card.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "score_histogram.png",
+        "validation_scores.csv",
+    } <= names
     card = ModelCard.load(tiny_model / "model_card.json")
     assert card.input_size == 32
     assert card.test_time_views == 2
@@ -66,10 +89,19 @@ def test_export_folds_weights_into_constants(tiny_model):
 
 
 def test_evaluate_json_on_a_folder_with_bad_files(tiny_model, damaged_folder, tmp_path):
-    result = CliRunner().invoke(main, [
-        "evaluate", "--model", str(tiny_model), "--data", str(damaged_folder),
-        "--plots", str(tmp_path / "plots"), "--json",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(damaged_folder),
+            "--plots",
+            str(tmp_path / "plots"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["n"] == 12
@@ -84,8 +116,20 @@ def test_evaluate_json_on_a_folder_with_bad_files(tiny_model, damaged_folder, tm
 
 def test_bench_json_reports_every_model(tiny_model):
     out = subprocess.run(
-        [sys.executable, "-m", "station", "bench", "--model", str(tiny_model), "--runs", "20",
-         "--json"], capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "station",
+            "bench",
+            "--model",
+            str(tiny_model),
+            "--runs",
+            "20",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     table = json.loads(out.stdout.strip().splitlines()[-1])
     rows = {(r["name"], r["runtime"]) for r in table["rows"]}

@@ -1,4 +1,4 @@
-"""Write firmware/arduino_mega/protocol_vectors.json: frames with meanings, corrupt frames with errors.
+"""Write firmware/arduino_mega/protocol_vectors.json: frames with meanings, bad frames with errors.
 
 Run once when the protocol changes, review the diff, commit. Both the Python
 tests and the firmware's C tests read the committed file; nothing
@@ -62,20 +62,41 @@ def corrupt_vectors() -> list[dict]:
     flipped[3] ^= 0x10
     return [
         {"name": "bit flip in payload", "hex": bytes(flipped).hex(), "error": "crc"},
-        {"name": "crc bytes swapped", "hex": _frame_from_body(
-            _body(4, 3, (42).to_bytes(4, "little") + b"\x01")[:-2]
-            + _body(4, 3, (42).to_bytes(4, "little") + b"\x01")[-2:][::-1]).hex(), "error": "crc"},
-        {"name": "truncated frame (valid COBS prefix, so the CRC fails)",
-         "hex": good[:5].hex() + "00", "error": "crc"},
-        {"name": "body shorter than seq+type+crc", "hex": _frame_from_body(b"\x01\x02\x03").hex(),
-         "error": "short"},
-        {"name": "unknown type 0x7e", "hex": _frame_from_body(_body(9, 0x7E, b"")).hex(),
-         "error": "unknown_type", "seq": 9},
-        {"name": "verdict payload one byte short",
-         "hex": _frame_from_body(_body(10, 3, (42).to_bytes(4, "little"))).hex(),
-         "error": "bad_length", "seq": 10},
-        {"name": "oversized: 40 bytes before the delimiter", "hex": ("01" * 40) + "00",
-         "error": "oversized"},
+        {
+            "name": "crc bytes swapped",
+            "hex": _frame_from_body(
+                _body(4, 3, (42).to_bytes(4, "little") + b"\x01")[:-2]
+                + _body(4, 3, (42).to_bytes(4, "little") + b"\x01")[-2:][::-1]
+            ).hex(),
+            "error": "crc",
+        },
+        {
+            "name": "truncated frame (valid COBS prefix, so the CRC fails)",
+            "hex": good[:5].hex() + "00",
+            "error": "crc",
+        },
+        {
+            "name": "body shorter than seq+type+crc",
+            "hex": _frame_from_body(b"\x01\x02\x03").hex(),
+            "error": "short",
+        },
+        {
+            "name": "unknown type 0x7e",
+            "hex": _frame_from_body(_body(9, 0x7E, b"")).hex(),
+            "error": "unknown_type",
+            "seq": 9,
+        },
+        {
+            "name": "verdict payload one byte short",
+            "hex": _frame_from_body(_body(10, 3, (42).to_bytes(4, "little"))).hex(),
+            "error": "bad_length",
+            "seq": 10,
+        },
+        {
+            "name": "oversized: 40 bytes before the delimiter",
+            "hex": ("01" * 40) + "00",
+            "error": "oversized",
+        },
         {"name": "COBS code pointing past the end", "hex": "0a01020300", "error": "cobs"},
     ]
 
@@ -85,8 +106,10 @@ def main() -> None:
         "protocol": m.PROTOCOL_VERSION,
         "crc": "CRC-16/CCITT-FALSE over seq, type, payload; big-endian after the payload",
         "framing": "COBS, 0x00 delimiter; hex includes the delimiter",
-        "valid": [{"name": name, "hex": encode_frame(seq, msg).hex(), **_meaning(seq, msg)}
-                  for name, seq, msg in VALID],
+        "valid": [
+            {"name": name, "hex": encode_frame(seq, msg).hex(), **_meaning(seq, msg)}
+            for name, seq, msg in VALID
+        ],
         "corrupt": corrupt_vectors(),
     }
     OUT.write_text(json.dumps(vectors, indent=2) + "\n")

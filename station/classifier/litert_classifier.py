@@ -83,8 +83,12 @@ class LiteRTModel:
 class Classifier:
     """The shipped decision: preprocess, score with LiteRT, compare with the threshold."""
 
-    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, threshold: float | None = None,
-                 num_threads: int = 1):
+    def __init__(
+        self,
+        model_dir: Path = DEFAULT_MODEL_DIR,
+        threshold: float | None = None,
+        num_threads: int = 1,
+    ):
         model_dir = Path(model_dir)
         try:
             self.card = ModelCard.load(model_dir / MODEL_CARD_NAME)
@@ -105,8 +109,9 @@ class Classifier:
 
     def score(self, image: np.ndarray, roi: Roi | None = None) -> float:
         """Probability that the part in `image` (uint8, grey or BGR) is defective."""
-        return self.model.score_part(preprocess(image, self.input_size, roi),
-                                     self.card.test_time_views)
+        return self.model.score_part(
+            preprocess(image, self.input_size, roi), self.card.test_time_views
+        )
 
     def decide(self, image: np.ndarray, roi: Roi | None = None) -> Decision:
         score = self.score(image, roi)

@@ -47,8 +47,11 @@ class ModelCard(BaseModel):
     input_size: int = Field(gt=0, le=1024)
     preprocessing: str
     output: str = "probability that the part is defective"
-    test_time_views: int = Field(ge=1, le=2, description=(
-        "1: score the image; 2: the mean score of the image and its mirror image"))
+    test_time_views: int = Field(
+        ge=1,
+        le=2,
+        description=("1: score the image; 2: the mean score of the image and its mirror image"),
+    )
     threshold: float = Field(gt=0.0, lt=1.0)
     threshold_rule: str
     validation: Figures

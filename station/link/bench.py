@@ -31,11 +31,13 @@ class LinkBench:
     decode_frames_per_s: float
 
     def as_text(self) -> str:
-        return (f"verdict -> ACK over a pty ({self.round_trips} round trips): "
-                f"p50 {self.rtt_ms_p50:.3f} ms, p99 {self.rtt_ms_p99:.3f} ms, "
-                f"max {self.rtt_ms_max:.3f} ms, {self.retransmits} retransmits\n"
-                f"codec: encode {self.encode_frames_per_s:,.0f} frames/s, "
-                f"decode {self.decode_frames_per_s:,.0f} frames/s (VERDICT, one core)")
+        return (
+            f"verdict -> ACK over a pty ({self.round_trips} round trips): "
+            f"p50 {self.rtt_ms_p50:.3f} ms, p99 {self.rtt_ms_p99:.3f} ms, "
+            f"max {self.rtt_ms_max:.3f} ms, {self.retransmits} retransmits\n"
+            f"codec: encode {self.encode_frames_per_s:,.0f} frames/s, "
+            f"decode {self.decode_frames_per_s:,.0f} frames/s (VERDICT, one core)"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -55,8 +57,15 @@ def run_link_bench(round_trips: int) -> LinkBench:
         finally:
             session.close()
     encode_rate, decode_rate = _codec_rates()
-    return LinkBench(round_trips, float(np.percentile(rtts, 50)), float(np.percentile(rtts, 99)),
-                     float(rtts.max()), retransmits, encode_rate, decode_rate)
+    return LinkBench(
+        round_trips,
+        float(np.percentile(rtts, 50)),
+        float(np.percentile(rtts, 99)),
+        float(rtts.max()),
+        retransmits,
+        encode_rate,
+        decode_rate,
+    )
 
 
 def _codec_rates(frames: int = 50_000) -> tuple[float, float]:

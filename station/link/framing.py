@@ -47,8 +47,9 @@ def encode_frame(seq: int, msg: Message) -> bytes:
 def decode_frame(encoded: bytes) -> Frame:
     """Decode one frame without its 0x00 delimiter, or raise FrameError."""
     if len(encoded) > MAX_WIRE - 1:
-        raise FrameError("oversized", f"{len(encoded)} bytes before the delimiter, "
-                                      f"at most {MAX_WIRE - 1}")
+        raise FrameError(
+            "oversized", f"{len(encoded)} bytes before the delimiter, at most {MAX_WIRE - 1}"
+        )
     try:
         body = cobs.decode(encoded)
     except cobs.DecodeError as exc:
@@ -57,15 +58,19 @@ def decode_frame(encoded: bytes) -> Frame:
         raise FrameError("short", f"{len(body)}-byte body {body.hex()}, at least 4 needed")
     crc = int.from_bytes(body[-2:], "big")
     if crc16(body[:-2]) != crc:
-        raise FrameError("crc", f"CRC {crc:04x} != computed {crc16(body[:-2]):04x} "
-                                f"in body {body.hex()}")
+        raise FrameError(
+            "crc", f"CRC {crc:04x} != computed {crc16(body[:-2]):04x} in body {body.hex()}"
+        )
     seq, type_code, payload = body[0], body[1], body[2:-2]
     cls = REGISTRY.get(type_code)
     if cls is None:
         raise FrameError("unknown_type", f"type 0x{type_code:02x}", seq)
     if len(payload) != cls.STRUCT.size:
-        raise FrameError("bad_length", f"{cls.__name__} payload of {len(payload)} bytes, "
-                                       f"expected {cls.STRUCT.size}", seq)
+        raise FrameError(
+            "bad_length",
+            f"{cls.__name__} payload of {len(payload)} bytes, expected {cls.STRUCT.size}",
+            seq,
+        )
     return Frame(seq, cls(*cls.STRUCT.unpack(payload)))
 
 

@@ -100,7 +100,9 @@ def message(type_code: int, reliable: bool = False):
         cls.RELIABLE = reliable
         cls.FROM_HOST = type_code < 0x80
         cls.STRUCT = struct.Struct("<" + layout)
-        cls.IS_REPLY = bool(fields(cls)) and fields(cls)[0].name == "acked_seq" and not cls.FROM_HOST
+        cls.IS_REPLY = (
+            bool(fields(cls)) and fields(cls)[0].name == "acked_seq" and not cls.FROM_HOST
+        )
         assert cls.STRUCT.size <= MAX_PAYLOAD, cls.__name__
         assert type_code not in REGISTRY, hex(type_code)
         REGISTRY[type_code] = cls
@@ -110,6 +112,7 @@ def message(type_code: int, reliable: bool = False):
 
 
 # --- host -> Mega ----------------------------------------------------------
+
 
 @message(0x01, reliable=True)
 class Hello(Message):
@@ -167,6 +170,7 @@ class AckEvent(Message):
 
 
 # --- Mega -> host ----------------------------------------------------------
+
 
 @message(0x81)
 class Ack(Message):

@@ -71,8 +71,14 @@ class LinkStats:
 
 
 class MegaSession:
-    def __init__(self, port: str, configure: m.Configure, host_timeout_s: float = 1.0,
-                 boot_timeout_s: float = 3.0, reconnect_interval_s: float = 0.5):
+    def __init__(
+        self,
+        port: str,
+        configure: m.Configure,
+        host_timeout_s: float = 1.0,
+        boot_timeout_s: float = 3.0,
+        reconnect_interval_s: float = 0.5,
+    ):
         self.port = port
         self.configure = configure
         self.host_timeout_s = host_timeout_s
@@ -131,8 +137,13 @@ class MegaSession:
         assert isinstance(reply, m.Status)
         return reply
 
-    def command(self, msg: m.Message, _handshake: bool = False,
-                retries: int = MAX_RETRIES, interval_s: float = RETRANSMIT_S) -> m.Message:
+    def command(
+        self,
+        msg: m.Message,
+        _handshake: bool = False,
+        retries: int = MAX_RETRIES,
+        interval_s: float = RETRANSMIT_S,
+    ) -> m.Message:
         """Send a reliable command and wait for its reply; retransmit the same frame until then."""
         with self._command_lock:
             if not (self.connected.is_set() or _handshake):
@@ -161,8 +172,9 @@ class MegaSession:
 
     def _connect(self) -> m.Identify:
         self._serial = open_port(self.port)
-        reader = threading.Thread(target=self._read_loop, args=(self._serial,), name="link-reader",
-                                  daemon=True)
+        reader = threading.Thread(
+            target=self._read_loop, args=(self._serial,), name="link-reader", daemon=True
+        )
         reader.start()
         try:
             return self._handshake_and_go()
@@ -179,16 +191,22 @@ class MegaSession:
         self.identify = identify
         self.connected.set()
         self.events.put(LinkState(True, "handshake done", identify))
-        log.info("link up on %s: %s %d.%d.%d, reset cause %s", self.port,
-                 identify.firmware.decode(errors="replace"), identify.version_major,
-                 identify.version_minor, identify.version_patch,
-                 m.ResetCause(identify.reset_cause).name)
+        log.info(
+            "link up on %s: %s %d.%d.%d, reset cause %s",
+            self.port,
+            identify.firmware.decode(errors="replace"),
+            identify.version_major,
+            identify.version_minor,
+            identify.version_patch,
+            m.ResetCause(identify.reset_cause).name,
+        )
         return identify
 
     def _handshake(self) -> m.Identify:
         tries = max(1, int(self.boot_timeout_s / HELLO_INTERVAL_S))
-        identify = self.command(m.Hello(m.PROTOCOL_VERSION), _handshake=True, retries=tries,
-                                interval_s=HELLO_INTERVAL_S)
+        identify = self.command(
+            m.Hello(m.PROTOCOL_VERSION), _handshake=True, retries=tries, interval_s=HELLO_INTERVAL_S
+        )
         if not isinstance(identify, m.Identify):
             raise HandshakeError(f"{self.port}: HELLO answered with {identify}, not IDENTIFY")
         if identify.firmware != m.FIRMWARE_NAME or identify.protocol != m.PROTOCOL_VERSION:
@@ -201,10 +219,15 @@ class MegaSession:
             name = m.Error(ack.error).name if isinstance(ack, m.Ack) else type(ack).__name__
             raise HandshakeError(f"{self.port}: the Mega refused the calibration ({name})")
         check = self.command(m.Hello(m.PROTOCOL_VERSION), _handshake=True)
-        if not isinstance(check, m.Identify) or check.calibration_crc != self.configure.calibration_crc:
-            raise HandshakeError(f"{self.port}: the Mega reports calibration "
-                                 f"{getattr(check, 'calibration_crc', None)}, "
-                                 f"sent {self.configure.calibration_crc}")
+        if (
+            not isinstance(check, m.Identify)
+            or check.calibration_crc != self.configure.calibration_crc
+        ):
+            raise HandshakeError(
+                f"{self.port}: the Mega reports calibration "
+                f"{getattr(check, 'calibration_crc', None)}, "
+                f"sent {self.configure.calibration_crc}"
+            )
         self.command(m.ResetFault(), _handshake=True)
         return identify
 
@@ -222,7 +245,9 @@ class MegaSession:
                 return
             for item in reader.feed(data):
                 if isinstance(item, FrameError):
-                    self.stats.frame_errors[item.kind] = self.stats.frame_errors.get(item.kind, 0) + 1
+                    self.stats.frame_errors[item.kind] = (
+                        self.stats.frame_errors.get(item.kind, 0) + 1
+                    )
                     log.warning("%s: dropped frame (%s)", self.port, item)
                 else:
                     self._dispatch(item)
@@ -301,8 +326,9 @@ class MegaSession:
         self.connected.clear()
         self._close_port()
         if was_up:
-            log.error("link down on %s: %s; the Mega fails safe until it is back", self.port,
-                      reason)
+            log.error(
+                "link down on %s: %s; the Mega fails safe until it is back", self.port, reason
+            )
             self.events.put(LinkState(False, reason))
 
     # --- port helpers -----------------------------------------------------------------

@@ -16,7 +16,10 @@ def open_port(port: str, read_timeout_s: float = 0.02) -> serial.SerialBase:
     is_url = "://" in port
     try:
         return serial.serial_for_url(
-            port, baudrate=BAUD_RATE, timeout=read_timeout_s, write_timeout=1.0,
+            port,
+            baudrate=BAUD_RATE,
+            timeout=read_timeout_s,
+            write_timeout=1.0,
             **({} if is_url else {"exclusive": True}),
         )
     except (serial.SerialException, OSError, ValueError) as exc:

@@ -8,7 +8,7 @@ time in milliseconds, so a test can step time exactly and the firmware
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from station.link import messages as m
 from station.link.framing import Frame, FrameError, FrameReader, encode_frame
@@ -93,8 +93,12 @@ class _QueuedEvent:
 class MegaCore:
     """One boot of the Mega. A reset is a new instance (RAM is lost; `eeprom` survives)."""
 
-    def __init__(self, now_ms: int, reset_cause: int = m.ResetCause.POWER_ON,
-                 eeprom: GateConfig | None = None):
+    def __init__(
+        self,
+        now_ms: int,
+        reset_cause: int = m.ResetCause.POWER_ON,
+        eeprom: GateConfig | None = None,
+    ):
         self.config = eeprom or GateConfig()
         self.configured = eeprom is not None
         self.reset_cause = reset_cause
@@ -130,7 +134,9 @@ class MegaCore:
             if isinstance(item, FrameError):
                 self.counters.frame_errors += 1
                 if item.seq is not None and item.kind in ("unknown_type", "bad_length"):
-                    error = m.Error.UNKNOWN_TYPE if item.kind == "unknown_type" else m.Error.BAD_LENGTH
+                    error = (
+                        m.Error.UNKNOWN_TYPE if item.kind == "unknown_type" else m.Error.BAD_LENGTH
+                    )
                     self._send(0, m.Ack(item.seq, error))
                 continue
             self._last_heard = now_ms
@@ -143,8 +149,12 @@ class MegaCore:
         self.counters.parts += 1
         cfg = self.config
         trigger = self._position(now_ms, cfg.mode)
-        part = PendingPart(part_id, cfg.mode, trigger + cfg.gate_offset - cfg.decision_lead,
-                           trigger + cfg.gate_offset)
+        part = PendingPart(
+            part_id,
+            cfg.mode,
+            trigger + cfg.gate_offset - cfg.decision_lead,
+            trigger + cfg.gate_offset,
+        )
         if self.fault == m.Fault.HEARTBEAT_LOST:
             self._decide(part, fire=True, reason=m.GateReason.LINK_LOST)
         fifo_full = len(self.fifo) >= FIFO_SIZE
@@ -158,8 +168,10 @@ class MegaCore:
             self._start_pulse(now_ms, self.config.servo_reject_us)
             self.counters.fired += 1
             self.counters.failsafe += 1
-            self._queue_event(m.Gate(part_id, m.GateAction.FIRED, m.GateReason.FIFO_FULL,
-                                     self._millis(now_ms)), now_ms)
+            self._queue_event(
+                m.Gate(part_id, m.GateAction.FIRED, m.GateReason.FIFO_FULL, self._millis(now_ms)),
+                now_ms,
+            )
         return part_id
 
     def tick(self, now_ms: int) -> None:
@@ -269,8 +281,11 @@ class MegaCore:
         return self.encoder if mode == m.TimingMode.ENCODER_COUNTS else now_ms
 
     def _check_heartbeat(self, now_ms: int) -> None:
-        if (self._host_present and self.fault != m.Fault.HEARTBEAT_LOST
-                and now_ms - self._last_heard > self.config.heartbeat_timeout_ms):
+        if (
+            self._host_present
+            and self.fault != m.Fault.HEARTBEAT_LOST
+            and now_ms - self._last_heard > self.config.heartbeat_timeout_ms
+        ):
             self._latch_fault(m.Fault.HEARTBEAT_LOST, now_ms - self._last_heard)
             for part in self.fifo:
                 if not part.fire:
@@ -296,8 +311,9 @@ class MegaCore:
             else:
                 self.counters.passed += 1
             action = m.GateAction.FIRED if part.fire else m.GateAction.PASSED
-            self._queue_event(m.Gate(part.part_id, action, part.reason, self._millis(now_ms)),
-                              now_ms)
+            self._queue_event(
+                m.Gate(part.part_id, action, part.reason, self._millis(now_ms)), now_ms
+            )
 
     def _start_pulse(self, now_ms: int, width_us: int) -> None:
         end = now_ms + self.config.reject_pulse_ms
@@ -312,8 +328,9 @@ class MegaCore:
         if self._test_fires and self.servo_until is None and now_ms >= self._test_fires[0][0]:
             _, width = self._test_fires.popleft()
             self._start_pulse(now_ms, width)
-            self._queue_event(m.Gate(0, m.GateAction.FIRED, m.GateReason.TEST,
-                                     self._millis(now_ms)), now_ms)
+            self._queue_event(
+                m.Gate(0, m.GateAction.FIRED, m.GateReason.TEST, self._millis(now_ms)), now_ms
+            )
         if self.servo_until is not None and now_ms >= self.servo_until:
             self.servo_us = self.config.servo_rest_us
             self.servo_until = None
@@ -354,11 +371,29 @@ class MegaCore:
 
     def _identify(self, seq: int) -> m.Identify:
         major, minor, patch = FIRMWARE_VERSION
-        return m.Identify(seq, m.FIRMWARE_NAME, major, minor, patch, m.PROTOCOL_VERSION,
-                          self.config.calibration_crc, self.reset_cause, int(self.configured))
+        return m.Identify(
+            seq,
+            m.FIRMWARE_NAME,
+            major,
+            minor,
+            patch,
+            m.PROTOCOL_VERSION,
+            self.config.calibration_crc,
+            self.reset_cause,
+            int(self.configured),
+        )
 
     def _status(self, seq: int, now_ms: int) -> m.Status:
         c = self.counters
-        return m.Status(seq, self._millis(now_ms), self.encoder & 0xFFFFFFFF,
-                        c.parts, c.fired, c.passed, c.failsafe, min(c.frame_errors, 0xFFFF),
-                        len(self.fifo), self.fault)
+        return m.Status(
+            seq,
+            self._millis(now_ms),
+            self.encoder & 0xFFFFFFFF,
+            c.parts,
+            c.fired,
+            c.passed,
+            c.failsafe,
+            min(c.frame_errors, 0xFFFF),
+            len(self.fifo),
+            self.fault,
+        )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 from station.link import messages as m
 from station.sim.mega_core import GateConfig, MegaCore
@@ -46,7 +45,6 @@ class SimulatedMega:
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.on_tick: Callable[[MegaCore, int], None] | None = None
 
     @property
     def port(self) -> str:
@@ -87,10 +85,6 @@ class SimulatedMega:
         with self.lock:
             return self.core.photo_eye(self.clock.now_ms())
 
-    def set_encoder(self, count: int) -> None:
-        with self.lock:
-            self.core.encoder = count
-
     def step(self, ms: int) -> None:
         """Stepped clock only: advance time 1 ms at a time so every deadline is met exactly."""
         for _ in range(ms):
@@ -112,8 +106,5 @@ class SimulatedMega:
                     self._tick()
 
     def _tick(self) -> None:
-        now = self.clock.now_ms()
-        if self.on_tick:
-            self.on_tick(self.core, now)
-        self.core.tick(now)
+        self.core.tick(self.clock.now_ms())
         self.usb.write(self.core.take_output())

@@ -76,6 +76,8 @@ def seed_cnn(input_size: int = 300) -> keras.Model:
 def mobilenet_v2(input_size: int = 224) -> keras.Model:
     """MobileNetV2 with random weights (no ImageNet download here), RGB input."""
     return keras.applications.MobileNetV2(
-        input_shape=(input_size, input_size, 3), weights=None, classes=1,
+        input_shape=(input_size, input_size, 3),
+        weights=None,
+        classes=1,
         classifier_activation="sigmoid",
     )

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
 from ai_edge_litert.interpreter import Interpreter
 
 from station.classifier.litert_classifier import Classifier
@@ -49,20 +48,29 @@ class BenchTable:
         return litert["seed_cnn_300"].p99_ms / litert["shipped decision"].p99_ms
 
     def as_dict(self) -> dict:
-        return {"runs": self.runs, "rows": [asdict(r) for r in self.rows],
-                "p99_speedup_vs_seed": round(self.speedup_vs_seed(), 1),
-                "runtime_rss_mb": self.runtime_rss_mb}
+        return {
+            "runs": self.runs,
+            "rows": [asdict(r) for r in self.rows],
+            "p99_speedup_vs_seed": round(self.speedup_vs_seed(), 1),
+            "runtime_rss_mb": self.runtime_rss_mb,
+        }
 
     def as_text(self) -> str:
-        header = (f"{'model':<26}{'runtime':<20}{'input':<16}{'params':>9}{'p50 ms':>9}"
-                  f"{'p99 ms':>9}{'img/s':>9}")
+        header = (
+            f"{'model':<26}{'runtime':<20}{'input':<16}{'params':>9}{'p50 ms':>9}"
+            f"{'p99 ms':>9}{'img/s':>9}"
+        )
         lines = [header, "-" * len(header)]
         for r in self.rows:
-            lines.append(f"{r.name:<26}{r.runtime:<20}{r.input_shape:<16}{r.parameters:>9}"
-                         f"{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.images_per_s:>9.0f}")
-        lines.append(f"shipped decision p99 is {self.speedup_vs_seed():.1f}x faster than the seed CNN; "
-                     f"run-time classifier peak RSS {self.runtime_rss_mb:.0f} MB "
-                     f"({self.runs} timed runs each, after {WARMUP} warm-up, one thread)")
+            lines.append(
+                f"{r.name:<26}{r.runtime:<20}{r.input_shape:<16}{r.parameters:>9}"
+                f"{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.images_per_s:>9.0f}"
+            )
+        lines.append(
+            f"shipped decision p99 is {self.speedup_vs_seed():.1f}x faster than the seed CNN; "
+            f"run-time classifier peak RSS {self.runtime_rss_mb:.0f} MB "
+            f"({self.runs} timed runs each, after {WARMUP} warm-up, one thread)"
+        )
         return "\n".join(lines)
 
 
@@ -102,8 +110,15 @@ def _litert_row(name: str, model_path: Path, parameters: int, runs: int) -> Benc
         interp.get_tensor(out)
 
     p50, p99 = _percentiles(_time_calls(call, runs))
-    return BenchRow(name, "LiteRT 1 thread", "x".join(map(str, shape[1:])), parameters, p50, p99,
-                    _litert_throughput(model_path, shape))
+    return BenchRow(
+        name,
+        "LiteRT 1 thread",
+        "x".join(map(str, shape[1:])),
+        parameters,
+        p50,
+        p99,
+        _litert_throughput(model_path, shape),
+    )
 
 
 def _litert_throughput(model_path: Path, shape: tuple[int, ...]) -> float:
@@ -129,8 +144,15 @@ def _shipped_decision(model_dir: Path, runs: int) -> BenchRow:
     frame = np.random.default_rng(2).integers(0, 255, (300, 300, 3), dtype=np.uint8)
     p50, p99 = _percentiles(_time_calls(lambda: classifier.score(frame), runs))
     views = classifier.card.test_time_views
-    return BenchRow("shipped decision", f"LiteRT 1 thread x{views}", "300x300x3 uint8",
-                    classifier.card.parameters, p50, p99, 1000.0 / p50)
+    return BenchRow(
+        "shipped decision",
+        f"LiteRT 1 thread x{views}",
+        "300x300x3 uint8",
+        classifier.card.parameters,
+        p50,
+        p99,
+        1000.0 / p50,
+    )
 
 
 def _runtime_rss_mb(model_dir: Path) -> float:
@@ -176,8 +198,17 @@ def run_bench(model_dir: Path, runs: int) -> BenchTable:
     x = np.random.default_rng(3).random((1, size, size, 1), dtype=np.float32)
     keras_runs = min(runs, 100)
     p50, p99 = _percentiles(_time_calls(lambda: keras_model.predict(x, verbose=0), keras_runs))
-    rows.append(BenchRow("shipped", "Keras predict()", f"{size}x{size}x1",
-                         int(keras_model.count_params()), p50, p99, 1000.0 / p50))
+    rows.append(
+        BenchRow(
+            "shipped",
+            "Keras predict()",
+            f"{size}x{size}x1",
+            int(keras_model.count_params()),
+            p50,
+            p99,
+            1000.0 / p50,
+        )
+    )
     return BenchTable(rows, runs, _runtime_rss_mb(model_dir))
 
 

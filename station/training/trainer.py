@@ -87,8 +87,9 @@ def augmenter(seed: int) -> keras.Sequential:
             keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
             keras.layers.RandomBrightness(0.1, value_range=(0, 1), seed=seed + 2),
             keras.layers.RandomContrast(0.15, value_range=(0, 1), seed=seed + 3),
-            keras.layers.RandomGaussianBlur(0.3, kernel_size=3, sigma=(0.0, 0.8),
-                                            value_range=(0, 1), seed=seed + 4),
+            keras.layers.RandomGaussianBlur(
+                0.3, kernel_size=3, sigma=(0.0, 0.8), value_range=(0, 1), seed=seed + 4
+            ),
         ],
         name="augment",
     )
@@ -112,9 +113,13 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
         images.labels, groups, config.val_fraction, config.seed
     )
     log.info(
-        "%d images in %d near-duplicate groups; train %d, validation %d (%d defective); "
-        "%d skipped", len(images.labels), groups.max() + 1, len(train_idx), len(val_idx),
-        int(images.labels[val_idx].sum()), len(images.skipped),
+        "%d images in %d near-duplicate groups; train %d, validation %d (%d defective); %d skipped",
+        len(images.labels),
+        groups.max() + 1,
+        len(train_idx),
+        len(val_idx),
+        int(images.labels[val_idx].sum()),
+        len(images.skipped),
     )
 
     model = impeller_net(config.input_size, config.width)
@@ -127,8 +132,13 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
     val_scores = litert.score_parts(images.tensors[val_idx], config.views)
     threshold = zero_miss_threshold(val_labels, val_scores)
     figures = figures_at(val_labels, val_scores, threshold)
-    _write_scores_csv(out_dir / "validation_scores.csv", [images.paths[i] for i in val_idx],
-                      val_labels, val_scores, folder.root)
+    _write_scores_csv(
+        out_dir / "validation_scores.csv",
+        [images.paths[i] for i in val_idx],
+        val_labels,
+        val_scores,
+        folder.root,
+    )
 
     card = ModelCard(
         name="impeller_net",
@@ -139,10 +149,10 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
         input_size=config.input_size,
         test_time_views=config.views,
         preprocessing=f"grey, crop to ROI, INTER_AREA resize to {config.input_size}x"
-                      f"{config.input_size}, scale by 1/255 (station.classifier.preprocess)",
+        f"{config.input_size}, scale by 1/255 (station.classifier.preprocess)",
         threshold=threshold,
         threshold_rule="zero missed defects on validation, fewest false rejects, "
-                       "midpoint of the gap in logit space",
+        "midpoint of the gap in logit space",
         validation=figures,
         split={
             "method": "grouped stratified: near-duplicate groups kept on one side",
@@ -176,15 +186,26 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
     )
     card.save(out_dir / MODEL_CARD_NAME)
     plots.training_curves(history, out_dir / "training_curves.png")
-    plots.confusion_matrix(figures, threshold, "validation split (LiteRT)",
-                           out_dir / "confusion_matrix.png")
-    plots.score_histogram(val_labels, val_scores, threshold, "validation split (LiteRT)",
-                          out_dir / "score_histogram.png")
+    plots.confusion_matrix(
+        figures, threshold, "validation split (LiteRT)", out_dir / "confusion_matrix.png"
+    )
+    plots.score_histogram(
+        val_labels,
+        val_scores,
+        threshold,
+        "validation split (LiteRT)",
+        out_dir / "score_histogram.png",
+    )
     return card
 
 
-def _fit(model: keras.Model, images: LoadedImages, train_idx: np.ndarray, val_idx: np.ndarray,
-         config: TrainConfig) -> dict[str, list[float]]:
+def _fit(
+    model: keras.Model,
+    images: LoadedImages,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    config: TrainConfig,
+) -> dict[str, list[float]]:
     augment = augmenter(config.seed)
     train_ds = (
         tf.data.Dataset.from_tensor_slices(
@@ -206,21 +227,29 @@ def _fit(model: keras.Model, images: LoadedImages, train_idx: np.ndarray, val_id
     # Halve the rate when validation stalls. A cosine schedule was tried only together
     # with other changes (that run did worse), so this one stays.
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                      restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                          patience=max(2, config.patience // 3), min_lr=1e-5),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-5
+        ),
     ]
     # shuffle=False: the tf.data pipeline above already reshuffles every epoch.
     result = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.epochs,
-        class_weight=class_weights(images.labels[train_idx]), callbacks=callbacks, verbose=2, shuffle=False,
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        class_weight=class_weights(images.labels[train_idx]),
+        callbacks=callbacks,
+        verbose=2,
+        shuffle=False,
     )
     return {k: [float(v) for v in vals] for k, vals in result.history.items()}
 
 
-def _write_scores_csv(path: Path, paths: list[Path], labels: np.ndarray, scores: np.ndarray,
-                      root: Path) -> None:
+def _write_scores_csv(
+    path: Path, paths: list[Path], labels: np.ndarray, scores: np.ndarray, root: Path
+) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "label", "score"])
@@ -230,8 +259,13 @@ def _write_scores_csv(path: Path, paths: list[Path], labels: np.ndarray, scores:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
