@@ -69,7 +69,8 @@ class LiteRTModel:
 
         Parts lie at any angle, so a mirror image is as valid a view as the original;
         averaging the two steadies the score of small defects that one view catches
-        weakly (on validation, for the first model: 9 false rejects at zero missed defects instead of 59).
+        weakly (on validation, for the first model: 9 false rejects at zero missed
+        defects instead of 59).
         """
         score = self.score_tensor(tensor)
         if views == 2:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from station.link import messages as m
 from station.link.framing import FrameReader, encode_frame
 from station.link.session import MegaSession
@@ -52,16 +50,17 @@ def run_link_bench(round_trips: int) -> LinkBench:
             for _ in range(round_trips):
                 part_id = mega.photo_eye()
                 session.send_verdict(part_id, reject=False)
-            rtts = np.array(session.stats.rtt_s) * 1000
+            p50, p99 = session.stats.rtt_ms_percentiles()
+            worst = max(session.stats.rtt_s) * 1000
             retransmits = session.stats.retransmits
         finally:
             session.close()
     encode_rate, decode_rate = _codec_rates()
     return LinkBench(
         round_trips,
-        float(np.percentile(rtts, 50)),
-        float(np.percentile(rtts, 99)),
-        float(rtts.max()),
+        p50,
+        p99,
+        worst,
         retransmits,
         encode_rate,
         decode_rate,

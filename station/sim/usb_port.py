@@ -34,10 +34,6 @@ class PtyPort:
         """The path the host should open: the stable link if there is one, else the pty."""
         return str(self.link_path) if self.link_path else self.slave_name
 
-    @property
-    def plugged(self) -> bool:
-        return self._master is not None
-
     def plug(self) -> None:
         with self.lock:
             master, slave = os.openpty()

@@ -140,6 +140,8 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
         folder.root,
     )
 
+    used = set(images.paths)
+    used_samples = [s for s in folder.samples if s.path in used]
     card = ModelCard(
         name="impeller_net",
         version=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d"),
@@ -165,9 +167,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
         },
         dataset={
             "path": str(data_dir),
-            "manifest_sha256": manifest_sha256(
-                [s for s in folder.samples if s.path in set(images.paths)], folder.root
-            ),
+            "manifest_sha256": manifest_sha256(used_samples, folder.root),
             "images_used": int(len(images.labels)),
             "defective": int(images.labels.sum()),
             "ok": int(len(images.labels) - images.labels.sum()),
