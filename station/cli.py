@@ -215,3 +215,101 @@ def link_bench(round_trips: int, as_json: bool) -> None:
 
     result = run_link_bench(round_trips)
     click.echo(json.dumps(result.as_dict()) if as_json else result.as_text())
+
+
+REPO_CALIBRATION = Path(__file__).resolve().parent.parent / "calibration"
+VIRTUAL_LINE_CONFIG = REPO_CALIBRATION / "virtual-line.station.yaml"
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Station configuration (YAML). With --virtual-line: "
+    "calibration/virtual-line.station.yaml.",
+)
+@click.option(
+    "--virtual-line", is_flag=True, help="Run against the virtual conveyor and a simulated Mega."
+)
+@click.option("--parts", default=60, show_default=True, help="Virtual line: parts to run.")
+@click.option(
+    "--parts-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Virtual line: labelled image folder (def_front/, ok_front/) to draw parts from.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    help="Virtual line: inject KIND@SECONDS[:DURATION]; KIND is camera-stall, unplug, "
+    "classifier-stall or mega-reset. Repeatable.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Virtual line: folder for the audit database, images and parts.csv "
+    "(default runs/virtual-line-<time>).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Virtual line: print one JSON summary.")
+def run(
+    config_path: Path | None,
+    virtual_line: bool,
+    parts: int,
+    parts_from: Path | None,
+    faults: tuple[str, ...],
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run the line: camera, classifier, Mega. Under systemd this is the service."""
+    from station.config import ConfigError, load_station_config
+
+    if not virtual_line and config_path is None:
+        raise click.UsageError("give --config FILE, or --virtual-line")
+    try:
+        config, calibration = load_station_config(config_path or VIRTUAL_LINE_CONFIG)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if virtual_line:
+        _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, as_json)
+        return
+    from station.classifier.litert_classifier import ModelLoadError
+    from station.service.assembly import StartupError, run_service
+
+    try:
+        run_service(config, calibration)
+    except (StartupError, ModelLoadError) as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+
+
+def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, as_json) -> None:
+    import time
+
+    from station.sim.virtual_line import Fault, run_virtual_line
+
+    if config.virtual_line is None:
+        raise click.UsageError(f"{config.station}: the configuration has no virtual_line section")
+    try:
+        fault_list = [Fault.parse(text) for text in faults]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from None
+    out_dir = out_dir or Path("runs") / time.strftime("virtual-line-%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    audit = config.audit.model_copy(
+        update={"database": out_dir / "audit.sqlite", "images_dir": out_dir / "images"}
+    )
+    line = config.virtual_line
+    if parts_from is not None:
+        line = line.model_copy(update={"parts_from": parts_from})
+    config = config.model_copy(update={"audit": audit, "virtual_line": line})
+    summary = run_virtual_line(config, calibration, line, parts, fault_list, out_dir)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            click.echo(f"{key:<{width}}  {value}")

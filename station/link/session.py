@@ -21,6 +21,7 @@ import numpy as np
 import serial
 
 from station.link import messages as m
+from station.link.clocksync import ClockSync
 from station.link.framing import Frame, FrameError, FrameReader, encode_frame
 from station.link.transport import PortError, open_port
 
@@ -78,13 +79,16 @@ class MegaSession:
         host_timeout_s: float = 1.0,
         boot_timeout_s: float = 3.0,
         reconnect_interval_s: float = 0.5,
+        events: queue.Queue | None = None,
     ):
         self.port = port
         self.configure = configure
         self.host_timeout_s = host_timeout_s
         self.boot_timeout_s = boot_timeout_s
         self.reconnect_interval_s = reconnect_interval_s
-        self.events: queue.Queue[m.Message | LinkState] = queue.Queue()
+        self.events: queue.Queue = queue.Queue() if events is None else events
+        """Mega events and LinkState notices, in order; the station may share it with others."""
+        self.clock = ClockSync()
         self.stats = LinkStats()
         self.identify: m.Identify | None = None
         self.connected = threading.Event()
@@ -187,6 +191,7 @@ class MegaSession:
         self._last_event_seq = 0
         self._last_mcu_ms = None
         self._needs_handshake = False
+        self.clock.reset()
         identify = self._handshake()
         self.identify = identify
         self.connected.set()
@@ -256,6 +261,8 @@ class MegaSession:
         self.stats.frames_received += 1
         self._last_heard = time.monotonic()
         msg = frame.message
+        if isinstance(msg, (m.MegaHeartbeat, m.Part, m.Gate)):
+            self.clock.observe(msg.mcu_time_ms, self._last_heard)
         if isinstance(msg, m.Identify) and msg.acked_seq == 0:
             self._rebooted(f"boot announcement, reset cause {m.ResetCause(msg.reset_cause).name}")
             return

@@ -160,7 +160,7 @@ class MegaCore:
         fifo_full = len(self.fifo) >= FIFO_SIZE
         if not fifo_full:
             self.fifo.append(part)
-        self._queue_event(m.Part(part_id, self.encoder & 0xFFFFFFFF, self._millis(now_ms)), now_ms)
+        self._queue_event(m.Part(part_id, self.encoder & 0xFFFFFFFF, self.millis(now_ms)), now_ms)
         if fifo_full:
             # No room to track it to the gate: the gate opens now for a pulse, the
             # alarm latches, and the part is reported as fail-safe.
@@ -169,7 +169,7 @@ class MegaCore:
             self.counters.fired += 1
             self.counters.failsafe += 1
             self._queue_event(
-                m.Gate(part_id, m.GateAction.FIRED, m.GateReason.FIFO_FULL, self._millis(now_ms)),
+                m.Gate(part_id, m.GateAction.FIRED, m.GateReason.FIFO_FULL, self.millis(now_ms)),
                 now_ms,
             )
         return part_id
@@ -181,7 +181,7 @@ class MegaCore:
         self._run_events(now_ms)
         if now_ms - self._last_heartbeat_out >= HEARTBEAT_PERIOD_MS:
             self._last_heartbeat_out = now_ms
-            self._send(0, m.MegaHeartbeat(self._millis(now_ms), self.fault, len(self.fifo)))
+            self._send(0, m.MegaHeartbeat(self.millis(now_ms), self.fault, len(self.fifo)))
 
     def take_output(self) -> bytes:
         out = bytes(self._out)
@@ -273,7 +273,7 @@ class MegaCore:
 
     # --- time-driven behaviour ------------------------------------------------
 
-    def _millis(self, now_ms: int) -> int:
+    def millis(self, now_ms: int) -> int:
         """Time since this boot, as the firmware's millis(): it restarts at 0 on every reset."""
         return (now_ms - self.boot_ms) & 0xFFFFFFFF
 
@@ -312,7 +312,7 @@ class MegaCore:
                 self.counters.passed += 1
             action = m.GateAction.FIRED if part.fire else m.GateAction.PASSED
             self._queue_event(
-                m.Gate(part.part_id, action, part.reason, self._millis(now_ms)), now_ms
+                m.Gate(part.part_id, action, part.reason, self.millis(now_ms)), now_ms
             )
 
     def _start_pulse(self, now_ms: int, width_us: int) -> None:
@@ -329,7 +329,7 @@ class MegaCore:
             _, width = self._test_fires.popleft()
             self._start_pulse(now_ms, width)
             self._queue_event(
-                m.Gate(0, m.GateAction.FIRED, m.GateReason.TEST, self._millis(now_ms)), now_ms
+                m.Gate(0, m.GateAction.FIRED, m.GateReason.TEST, self.millis(now_ms)), now_ms
             )
         if self.servo_until is not None and now_ms >= self.servo_until:
             self.servo_us = self.config.servo_rest_us
@@ -387,7 +387,7 @@ class MegaCore:
         c = self.counters
         return m.Status(
             seq,
-            self._millis(now_ms),
+            self.millis(now_ms),
             self.encoder & 0xFFFFFFFF,
             c.parts,
             c.fired,

@@ -42,6 +42,8 @@ class SimulatedMega:
         self.eeprom: GateConfig | None = None
         self.core = MegaCore(self.clock.now_ms(), m.ResetCause.POWER_ON)
         self.boots = 1
+        self.last_trigger_ms = 0
+        """millis() of the last photo-eye trigger: what its PART event carries."""
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,7 +85,18 @@ class SimulatedMega:
 
     def photo_eye(self) -> int:
         with self.lock:
-            return self.core.photo_eye(self.clock.now_ms())
+            now = self.clock.now_ms()
+            self.last_trigger_ms = self.core.millis(now)
+            return self.core.photo_eye(now)
+
+    def servo_out(self) -> bool:
+        """True while the servo is away from rest: the pusher is sweeping the belt."""
+        with self.lock:
+            return self.core.servo_us != self.core.config.servo_rest_us
+
+    def set_encoder(self, count: int) -> None:
+        with self.lock:
+            self.core.encoder = count
 
     def step(self, ms: int) -> None:
         """Stepped clock only: advance time 1 ms at a time so every deadline is met exactly."""

@@ -1,0 +1,194 @@
+"""The audit trail: every part in SQLite, images of rejects under a disk quota.
+
+One row per part that broke the beam (or crossed the vision trigger line),
+written when the PART event arrives and updated at the verdict and at the
+gate, each in its own committed transaction: with WAL journaling a killed
+process loses nothing that was committed, and the row exists before the
+part is judged, so a crash mid-judgement still leaves the part on record.
+Times are stored as UNIX seconds (UTC) so the table can be read without
+this program.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS parts (
+    uid             INTEGER PRIMARY KEY AUTOINCREMENT,
+    link_epoch      INTEGER NOT NULL,   -- counts handshakes: Mega part IDs restart at each boot
+    part_id         INTEGER NOT NULL,   -- the Mega's ID; vision-trigger IDs have bit 31 set
+    trigger_source  TEXT NOT NULL,      -- photo_eye | vision | gate_only
+    mcu_trigger_ms  INTEGER,            -- the Mega's millis() at the trigger
+    trigger_time    REAL,               -- UNIX s
+    frame_time      REAL,
+    verdict_time    REAL,
+    gate_time       REAL,
+    score           REAL,
+    verdict         TEXT,               -- pass | reject (fail-safe rejects included)
+    failsafe_reason TEXT,               -- why a reject was not a judgement; NULL if judged
+    gate_action     TEXT,               -- fired | passed; NULL until the Mega reports it
+    gate_reason     TEXT,               -- the Mega's reason (verdict, no_verdict, link_lost...)
+    model_version   TEXT NOT NULL,
+    calibration_crc TEXT NOT NULL,
+    image_path      TEXT,
+    note            TEXT,
+    UNIQUE (link_epoch, part_id)
+);
+CREATE TABLE IF NOT EXISTS alarms (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    time   REAL NOT NULL,
+    kind   TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+class AuditLog:
+    """The SQLite audit database. Used from one thread (the station's main loop)."""
+
+    def __init__(self, path: Path, model_version: str, calibration_crc: int):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill in WAL
+        self.db.executescript(SCHEMA)
+        self.model_version = model_version
+        self.calibration_crc = f"{calibration_crc:#010x}"
+        self._clock_offset = time.time() - time.monotonic()
+
+    def wall(self, monotonic_s: float | None) -> float | None:
+        return None if monotonic_s is None else monotonic_s + self._clock_offset
+
+    def next_epoch(self) -> int:
+        """One more than any epoch on record, so IDs never collide across restarts."""
+        row = self.db.execute("SELECT COALESCE(MAX(link_epoch), 0) FROM parts").fetchone()
+        return int(row[0]) + 1
+
+    def new_part(
+        self,
+        epoch: int,
+        part_id: int,
+        source: str,
+        mcu_trigger_ms: int | None,
+        trigger_time: float | None,
+        note: str | None = None,
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO parts (link_epoch, part_id, trigger_source, mcu_trigger_ms, "
+            "trigger_time, model_version, calibration_crc, note) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                epoch,
+                part_id,
+                source,
+                mcu_trigger_ms,
+                self.wall(trigger_time),
+                self.model_version,
+                self.calibration_crc,
+                note,
+            ),
+        )
+        return int(cur.lastrowid)
+
+    def update(self, uid: int, **fields) -> None:
+        """Set columns of one part; times given as monotonic seconds are converted."""
+        for name in ("trigger_time", "frame_time", "verdict_time", "gate_time"):
+            if name in fields:
+                fields[name] = self.wall(fields[name])
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        self.db.execute(f"UPDATE parts SET {columns} WHERE uid = ?", (*fields.values(), uid))
+
+    def alarm(self, kind: str, detail: str) -> None:
+        self.db.execute(
+            "INSERT INTO alarms (time, kind, detail) VALUES (?,?,?)", (time.time(), kind, detail)
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass(frozen=True)
+class _ImageJob:
+    path: Path
+    image: np.ndarray
+
+
+class ImageStore:
+    """PNG files under a quota; the oldest go first. Written by a thread of its own.
+
+    PNG because it is lossless: a saved reject can be replayed and gives the
+    same score. The queue is bounded and never blocks the line: when the
+    disk is too slow, an image is dropped and counted, the audit row stays.
+    """
+
+    def __init__(self, root: Path, quota_mb: float, queue_size: int = 64):
+        self.root = Path(root)
+        self.quota_bytes = int(quota_mb * 1e6)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.dropped = 0
+        self.removed = 0
+        self._queue: queue.Queue[_ImageJob | None] = queue.Queue(maxsize=queue_size)
+        self._files: list[tuple[Path, int]] = self._scan()
+        self._bytes = sum(size for _, size in self._files)
+        self._thread = threading.Thread(target=self._write_loop, name="image-store", daemon=True)
+        self._thread.start()
+
+    def save(self, relative: str, image: np.ndarray) -> Path | None:
+        """Queue `image` to be written at root/relative; returns the path or None if dropped."""
+        path = self.root / relative
+        try:
+            self._queue.put_nowait(_ImageJob(path, image))
+        except queue.Full:
+            self.dropped += 1
+            log.warning("image store busy: %s not saved", relative)
+            return None
+        return path
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    @property
+    def used_bytes(self) -> int:
+        return self._bytes
+
+    def _scan(self) -> list[tuple[Path, int]]:
+        files = [
+            (p, p.stat().st_size)
+            for p in self.root.rglob("*.png")
+            if p.is_file() and not p.name.endswith(".part.png")
+        ]
+        return sorted(files, key=lambda f: (f[0].stat().st_mtime, str(f[0])))
+
+    def _write_loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            job.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = job.path.with_suffix(".part.png")
+            if not cv2.imwrite(str(tmp), job.image):
+                log.error("%s: could not write image", job.path)
+                continue
+            os.replace(tmp, job.path)
+            size = job.path.stat().st_size
+            self._files.append((job.path, size))
+            self._bytes += size
+            self._enforce_quota()
+
+    def _enforce_quota(self) -> None:
+        while self._bytes > self.quota_bytes and len(self._files) > 1:
+            path, size = self._files.pop(0)
+            path.unlink(missing_ok=True)
+            self._bytes -= size
+            self.removed += 1

@@ -1,0 +1,1 @@
+"""Frame sources behind one interface, a time-indexed frame buffer, and the watchdog feed."""

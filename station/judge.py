@@ -1,0 +1,92 @@
+"""Frame in, verdict out: locate the part, classify it, apply the fail-safe rules.
+
+`station run` and `station replay` both judge through `Judge.judge`, so a
+replay reproduces exactly what the line would have decided. Anything that
+stops a sound judgement (no frame, a frame that does not decode, no whole
+part in view, a classifier error) gives a reject with the reason named:
+a defective part must never pass because something broke.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+
+from station.camera.frames import Frame
+from station.classifier.litert_classifier import Classifier
+from station.classifier.preprocess import Roi
+from station.vision.locate import PartNotFound, locate_part
+
+
+class FailSafe(str, enum.Enum):
+    """Why a part was rejected without a judgement (the audit's `failsafe_reason`)."""
+
+    NO_FRAME = "no_frame"
+    PART_NOT_FOUND = "part_not_found"
+    BAD_FRAME = "bad_frame"
+    CLASSIFIER_ERROR = "classifier_error"
+    CLASSIFIER_TIMEOUT = "classifier_timeout"
+    LINK_LOST = "link_lost"
+    LATE = "late"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    reject: bool
+    score: float | None
+    failsafe: FailSafe | None
+    detail: str
+    frame: Frame | None
+    roi: Roi | None
+    seconds: float
+    """Time spent locating and classifying."""
+
+    @property
+    def verdict(self) -> str:
+        return "reject" if self.reject else "pass"
+
+
+class Judge:
+    def __init__(
+        self,
+        classifier: Classifier,
+        crop_px: int,
+        min_part_area_px: int,
+        threshold: float | None = None,
+    ):
+        self.classifier = classifier
+        self.crop_px = crop_px
+        self.min_part_area_px = min_part_area_px
+        self.threshold = classifier.threshold if threshold is None else threshold
+
+    def judge(self, frame: Frame | None) -> Judgement:
+        started = time.perf_counter()
+        if frame is None:
+            return self._failsafe(FailSafe.NO_FRAME, "no frame shows the part", None, started)
+        try:
+            where = locate_part(frame.image, self.crop_px, self.min_part_area_px)
+        except PartNotFound as exc:
+            return self._failsafe(FailSafe.PART_NOT_FOUND, str(exc), frame, started)
+        except ValueError as exc:
+            return self._failsafe(FailSafe.BAD_FRAME, str(exc), frame, started)
+        try:
+            score = self.classifier.score(frame.image, where.roi)
+        except Exception as exc:  # noqa: BLE001 - any model failure must fail safe
+            return self._failsafe(
+                FailSafe.CLASSIFIER_ERROR, f"{type(exc).__name__}: {exc}", frame, started
+            )
+        return Judgement(
+            reject=score >= self.threshold,
+            score=score,
+            failsafe=None,
+            detail="",
+            frame=frame,
+            roi=where.roi,
+            seconds=time.perf_counter() - started,
+        )
+
+    @staticmethod
+    def _failsafe(reason: FailSafe, detail: str, frame: Frame | None, started: float) -> Judgement:
+        return Judgement(True, None, reason, detail, frame, None, time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""The line service: the station's main loop, metrics, systemd integration, assembly."""

@@ -1,0 +1,70 @@
+"""Vision trigger, for lines with no photo-eye: see a part cross a line in the frame.
+
+Each new frame's blobs are compared with the previous frame's: a blob whose
+centre is past the trigger line, with a blob short of it a plausible step
+back, is a part that just crossed. The crossing frame shows the part near
+the middle of the view, so it is the frame that is judged; a reject is sent
+as VISION_REJECT with the delay to the gate (see LineStation).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+from station.calibration import Calibration
+from station.camera.frames import FrameBuffer
+from station.classifier.preprocess import to_grey
+from station.config import VisionTriggerConfig
+from station.service.line_station import VisionSighting
+from station.vision.locate import find_blobs
+
+
+class VisionTrigger:
+    def __init__(
+        self,
+        frames: FrameBuffer,
+        inbox: queue.Queue,
+        config: VisionTriggerConfig,
+        calibration: Calibration,
+    ):
+        self.frames = frames
+        self.inbox = inbox
+        self.config = config
+        self.min_area_px = calibration.camera.min_part_area_px
+        self.sightings = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vision-trigger", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def crossings(self, image, previous: list[float]) -> tuple[list[float], bool]:
+        """Blob centres along the belt (0..1, downstream increasing) and whether one crossed."""
+        grey = to_grey(image)
+        width = grey.shape[1]
+        centres = []
+        for x, _, w, _, _ in find_blobs(grey, self.min_area_px):
+            c = (x + w / 2) / width
+            centres.append(c if self.config.direction == "left_to_right" else 1 - c)
+        line = self.config.line_x_fraction
+        crossed = any(
+            c >= line and any(line - 0.34 < p < line <= c and c - p < 0.34 for p in previous)
+            for c in centres
+        )
+        return centres, crossed
+
+    def _run(self) -> None:
+        last = float("-inf")
+        previous: list[float] = []
+        while not self._stop.is_set():
+            for frame in self.frames.wait_newer(last, 0.1):
+                last = frame.timestamp
+                previous, crossed = self.crossings(frame.image, previous)
+                if crossed:
+                    self.sightings += 1
+                    self.inbox.put(VisionSighting(frame, frame.timestamp))
