@@ -53,6 +53,12 @@ class CameraConfig(_Section):
         default=1.0, gt=0, le=60, description="no frame for this long: the camera is stalled"
     )
     reopen_interval_s: float = Field(default=1.0, gt=0, le=60)
+    max_frame_lag_s: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="a frame later than this after the wanted instant shows another part",
+    )
     buffer_s: float = Field(
         default=3.0, gt=0, le=60, description="how far back frames are kept to find a part"
     )

@@ -80,8 +80,11 @@ class FrameBuffer:
                 newer = [f for f in self._frames if f.timestamp > than]
             return newer
 
-    def wait_first_after(self, when: float, until: float) -> Frame | None:
-        """The first frame exposed at or after `when` (monotonic s); None if none by `until`.
+    def wait_first_after(self, when: float, until: float, max_lag_s: float) -> Frame | None:
+        """The first frame exposed at or after `when` (monotonic s).
+
+        None if none came by `until`, or if the first one is more than `max_lag_s`
+        late: after a camera stall the next frame shows a later part, not this one.
 
         The first rather than the nearest: waiting to see whether the next frame is
         nearer would add a frame period to every verdict, and the locator centres
@@ -91,7 +94,7 @@ class FrameBuffer:
             while True:
                 for frame in self._frames:
                     if frame.timestamp >= when:
-                        return frame
+                        return frame if frame.timestamp - when <= max_lag_s else None
                 remaining = until - time.monotonic()
                 if remaining <= 0:
                     return None

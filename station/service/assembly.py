@@ -57,7 +57,7 @@ class Assembly:
     station: LineStation
     classifier: Classifier
     metrics: LineMetrics
-    vision_trigger: VisionTrigger | None
+    vision_trigger: VisionTrigger
 
 
 def assemble(
@@ -106,6 +106,7 @@ def assemble(
         pass_sample_every=config.audit.pass_sample_every,
         auto_reset_faults=config.auto_reset_faults,
         summary_every_s=config.metrics.summary_every_s,
+        max_frame_lag_s=config.camera.max_frame_lag_s,
         vision_to_gate_s=(
             config.vision_trigger.camera_to_gate_ms / 1000
             if config.trigger == TriggerMode.VISION
@@ -113,9 +114,18 @@ def assemble(
         ),
     )
     feed.on_problem = station.camera_problem
-    trigger = None
     if config.trigger == TriggerMode.VISION:
         trigger = VisionTrigger(frames, inbox, config.vision_trigger, calibration)
+    else:
+        grace_s = calibration.camera.trigger_delay_ms / 1000 + 0.1
+        trigger = VisionTrigger(
+            frames,
+            inbox,
+            config.vision_trigger,
+            calibration,
+            active=lambda: station.link_recently_down(grace_s),
+            backup=True,
+        )
     return Assembly(station, classifier, metrics, trigger)
 
 
@@ -135,8 +145,7 @@ def start(assembly: Assembly, config: StationConfig, camera_timeout_s: float = 5
     except (OSError, RuntimeError) as exc:
         station.feed.stop()
         raise StartupError(f"link: {exc}") from None
-    if assembly.vision_trigger:
-        assembly.vision_trigger.start()
+    assembly.vision_trigger.start()
     if config.metrics.listen:
         try:
             assembly.metrics.serve(config.metrics.listen)
@@ -165,6 +174,5 @@ def run_service(config: StationConfig, calibration: Calibration) -> None:
     try:
         assembly.station.run()
     finally:
-        if assembly.vision_trigger:
-            assembly.vision_trigger.stop()
+        assembly.vision_trigger.stop()
         assembly.metrics.close()

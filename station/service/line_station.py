@@ -54,6 +54,8 @@ class PartInFlight:
     judgement: Judgement | None = None
     verdict: str | None = None
     failsafe: str | None = None
+    armed_epoch: int | None = None
+    """The link epoch whose Mega holds this part (re-armed orphans: the epoch they were sent in)."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,15 @@ class JudgeResult:
 
 @dataclass(frozen=True)
 class VisionSighting:
-    """The vision trigger saw a part cross its line in `frame`."""
+    """The vision trigger saw a part cross its line in `frame`.
+
+    `backup`: seen on a photo-eye line while the link was down, when the
+    Mega's PART events cannot reach the host.
+    """
 
     frame: Frame
     trigger_time: float
+    backup: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,10 @@ class JudgeWorker:
     its deadlines and fails the waiting parts safe.
     """
 
-    def __init__(self, judge: Judge, frames: FrameBuffer, results: queue.Queue):
+    def __init__(
+        self, judge: Judge, frames: FrameBuffer, results: queue.Queue, max_frame_lag_s: float
+    ):
+        self.max_frame_lag_s = max_frame_lag_s
         self.judge = judge
         self.frames = frames
         self.results = results
@@ -117,7 +127,9 @@ class JudgeWorker:
 
     def _run(self) -> None:
         while (job := self.jobs.get()) is not None:
-            frame = job.frame or self.frames.wait_first_after(job.frame_time, job.give_up_at)
+            frame = job.frame or self.frames.wait_first_after(
+                job.frame_time, job.give_up_at, self.max_frame_lag_s
+            )
             self.results.put(JudgeResult(job.uid, self.judge.judge(frame)))
 
 
@@ -138,13 +150,14 @@ class LineStation:
         auto_reset_faults: bool = True,
         summary_every_s: float = 60.0,
         vision_to_gate_s: float | None = None,
+        max_frame_lag_s: float = 0.05,
     ):
         self.calibration = calibration
         self.link = link
         self.inbox = inbox
         self.frames = frames
         self.feed = feed
-        self.worker = JudgeWorker(judge, frames, inbox)
+        self.worker = JudgeWorker(judge, frames, inbox, max_frame_lag_s)
         self.audit = audit
         self.images = images
         self.metrics = metrics
@@ -161,6 +174,7 @@ class LineStation:
         self._passes_seen = 0
         self._last_summary = time.monotonic()
         self._last_ping = 0.0
+        self._link_up_at = 0.0
         self._stopping = threading.Event()
 
     # --- life cycle ----------------------------------------------------------------
@@ -256,14 +270,58 @@ class LineStation:
         delay = self.calibration.camera.trigger_delay_ms / 1000
         self.worker.jobs.put(JudgeJob(part.uid, trigger + delay, part.deadline - FRAME_MARGIN_S))
 
+    def link_recently_down(self, grace_s: float) -> bool:
+        """For the vision backup: the link is down, or came up less than `grace_s` ago."""
+        if not self.link.connected.is_set():
+            return True
+        return time.monotonic() - self._link_up_at < grace_s
+
     def _on_vision(self, sighting: VisionSighting) -> None:
-        self._vision_seq = (self._vision_seq + 1) & 0x7FFF_FFFF
-        part = self._new_part(
-            VISION_ID_BIT | self._vision_seq, "vision", sighting.trigger_time, None
-        )
+        if sighting.backup:
+            self._on_backup_sighting(sighting)
+            return
+        part = self._new_part(self._next_vision_id(), "vision", sighting.trigger_time, None)
         self.worker.jobs.put(
             JudgeJob(part.uid, sighting.frame.timestamp, part.deadline, sighting.frame)
         )
+
+    def _on_backup_sighting(self, sighting: VisionSighting) -> None:
+        """A part the camera saw while the Mega could not report it: reject it, re-arm later.
+
+        Parts already known from a PART event are recognised by time: the camera
+        sees a part `trigger_delay_ms` after the photo-eye does.
+        """
+        cal = self.calibration
+        eye_time = sighting.trigger_time - cal.camera.trigger_delay_ms / 1000
+        tolerance = 0.05
+        known = list(self.parts.by_uid.values()) + self.parts.orphans
+        if any(abs(p.trigger_time - eye_time) < tolerance for p in known):
+            return
+        part = self._new_part(
+            self._next_vision_id(),
+            "vision_backup",
+            eye_time,
+            None,
+            note="seen by the camera while the link was down",
+        )
+        self.parts.by_uid.pop(part.uid)
+        part.verdict, part.failsafe = "reject", FailSafe.LINK_LOST.value
+        self.metrics.verdict_sent(True, part.failsafe, None, None)
+        self.audit.update(
+            part.uid,
+            frame_time=sighting.frame.timestamp,
+            verdict="reject",
+            failsafe_reason=part.failsafe,
+            verdict_time=time.monotonic(),
+            image_path=self._keep_image(part, sighting.frame),
+        )
+        self.parts.orphans.append(part)
+        if self.link.connected.is_set():
+            self._rearm_orphans()
+
+    def _next_vision_id(self) -> int:
+        self._vision_seq = self._vision_seq % 0x7FFF_FFFF + 1
+        return VISION_ID_BIT | self._vision_seq
 
     def _new_part(
         self, part_id: int, source: str, trigger: float, mcu_ms: int | None, note: str | None = None
@@ -439,6 +497,7 @@ class LineStation:
 
     def _on_link_state(self, state: LinkState) -> None:
         if state.up:
+            self._link_up_at = time.monotonic()
             self.epoch += 1
             self._last_part_id = None
             self.parts.by_mega_id.clear()
@@ -446,9 +505,21 @@ class LineStation:
             self._rearm_orphans()
             return
         self._alarm("link_down", state.reason)
+        # Lost contact means reject (PROTOCOL.md): the Mega fires what it holds once it
+        # misses our heartbeat. Only a pass the Mega will act on before that stays a pass.
+        cal = self.calibration
+        heartbeat_lost_at = time.monotonic() + cal.link.heartbeat_timeout_ms / 1000
         for part in list(self.parts.by_uid.values()):
             self.parts.by_uid.pop(part.uid)
-            if part.verdict is None:
+            decided_at = part.gate_due - cal.decision_lead_ms / 1000
+            if (
+                part.verdict == "pass"
+                and part.source == "photo_eye"
+                and (decided_at < heartbeat_lost_at)
+            ):
+                self.audit.update(part.uid, note="link lost after its pass verdict was taken")
+                continue
+            if part.verdict != "reject":
                 part.verdict, part.failsafe = "reject", FailSafe.LINK_LOST.value
                 self.metrics.verdict_sent(True, part.failsafe, None, None)
                 self.audit.update(
@@ -463,16 +534,18 @@ class LineStation:
         """After a reconnect the Mega is freshly booted: fire for the parts it forgot."""
         now = time.monotonic()
         for part in list(self.parts.orphans):
+            if part.armed_epoch == self.epoch:
+                continue  # already re-armed on this boot
             remaining_ms = (part.gate_due - now) * 1000
             if remaining_ms < 20:
                 self.parts.orphans.remove(part)
                 self.audit.update(part.uid, note="gate outcome unknown: link down at gate time")
                 continue
-            self._vision_seq = (self._vision_seq + 1) & 0x7FFF_FFFF
-            rearm_id = VISION_ID_BIT | self._vision_seq
+            rearm_id = self._next_vision_id()
             error = self._send_to_mega(m.VisionReject(rearm_id & 0x7FFF_FFFF, int(remaining_ms)))
             if error is None:
                 part.part_id = rearm_id
+                part.armed_epoch = self.epoch
                 self.audit.update(part.uid, note=f"re-armed after link loss as {rearm_id:#x}")
             else:
                 self.parts.orphans.remove(part)

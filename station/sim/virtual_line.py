@@ -120,8 +120,7 @@ def run_virtual_line(
         station.run()
     finally:
         conveyor.stop()
-        if assembly.vision_trigger:
-            assembly.vision_trigger.stop()
+        assembly.vision_trigger.stop()
         assembly.metrics.close()
         mega.stop()
     wall_s = time.monotonic() - started
@@ -174,13 +173,13 @@ def _nearest_by_time(spare: list, part: PartOnBelt, offset: float, conveyor: Vir
     """Rows with no Mega trigger time (vision parts, gate-only parts): match on time."""
     best, best_gap = None, conveyor.config.pitch_mm / conveyor.config.belt_speed_mm_s / 3
     for row in spare:
-        if conveyor.config.photo_eye:
+        if row["trigger_source"] == "gate_only":
             if row["part_id"] != part.part_id or row["gate_time"] is None or not part.gate_time:
                 continue
             gap = abs(row["gate_time"] - (part.gate_time + offset))
-        else:
-            if row["trigger_time"] is None:
-                continue
+        elif row["trigger_source"] == "vision_backup":  # stamped with its photo-eye time
+            gap = abs(row["trigger_time"] - (part.eye_time + offset))
+        else:  # vision: stamped when its centre crossed the camera's axis
             seen = conveyor.time_centred_at(part, conveyor.config.camera_x_mm)
             gap = abs(row["trigger_time"] - (seen + offset))
         if gap < best_gap:

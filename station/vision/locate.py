@@ -30,10 +30,24 @@ class Located:
     roi: Roi
 
 
+MIN_CONTRAST = 40
+"""Grey levels between the part and the belt, at the least, for the split to mean anything."""
+
+
 def find_blobs(grey: np.ndarray, min_area_px: int) -> list[tuple[int, int, int, int, int]]:
-    """Bright blobs on the belt: (x, y, w, h, area) of each, largest first."""
+    """Bright blobs on the belt: (x, y, w, h, area) of each, largest first.
+
+    Otsu always splits a frame in two, even an empty belt's noise (into one
+    huge speckled "blob"); a split whose two sides differ by less than
+    MIN_CONTRAST is no part at all.
+    """
     small = cv2.GaussianBlur(grey, (5, 5), 0)
     _, mask = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = mask > 0
+    if bright.all() or not bright.any():
+        return []
+    if float(small[bright].mean()) - float(small[~bright].mean()) < MIN_CONTRAST:
+        return []
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     blobs = [tuple(int(v) for v in stats[i]) for i in range(1, count)]
     blobs = [b for b in blobs if b[4] >= min_area_px]

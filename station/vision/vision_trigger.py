@@ -1,4 +1,9 @@
-"""Vision trigger, for lines with no photo-eye: see a part cross a line in the frame.
+"""Vision trigger: see a part cross a line in the frame.
+
+Lines with no photo-eye run on it. Photo-eye lines run it as a backup while
+the link is down: the Mega cannot report parts then, and after the reconnect
+(which reboots it) it has forgotten them, so the camera is the only witness.
+
 
 Each new frame's blobs are compared with the previous frame's: a blob whose
 centre is past the trigger line, with a blob short of it a plausible step
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 
 from station.calibration import Calibration
 from station.camera.frames import FrameBuffer
@@ -27,11 +33,16 @@ class VisionTrigger:
         inbox: queue.Queue,
         config: VisionTriggerConfig,
         calibration: Calibration,
+        active: Callable[[], bool] | None = None,
+        backup: bool = False,
     ):
         self.frames = frames
         self.inbox = inbox
         self.config = config
         self.min_area_px = calibration.camera.min_part_area_px
+        self.active = active or (lambda: True)
+        """Photo-eye lines: only while the link is down (the backup that finds unreported parts)."""
+        self.backup = backup
         self.sightings = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vision-trigger", daemon=True)
@@ -64,7 +75,10 @@ class VisionTrigger:
         while not self._stop.is_set():
             for frame in self.frames.wait_newer(last, 0.1):
                 last = frame.timestamp
+                if not self.active():
+                    previous = []
+                    continue
                 previous, crossed = self.crossings(frame.image, previous)
                 if crossed:
                     self.sightings += 1
-                    self.inbox.put(VisionSighting(frame, frame.timestamp))
+                    self.inbox.put(VisionSighting(frame, frame.timestamp, self.backup))
