@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from station.camera.sources import decode_image_file
+
 log = logging.getLogger(__name__)
 
 CLASS_FOLDERS = {"def_front": 1, "ok_front": 0}
@@ -91,12 +93,10 @@ class BadImage(ValueError):
 
 def load_grey(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image file as 2-D uint8 grey, refusing corrupt, colour or mis-sized files."""
-    raw = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
-    if image is None:
-        raise BadImage(f"{path}: cannot be decoded as an image (corrupt or truncated)")
-    if image.dtype != np.uint8:
-        raise BadImage(f"{path}: {image.dtype} pixels, expected 8-bit")
+    try:
+        image = decode_image_file(path)
+    except ValueError as exc:
+        raise BadImage(str(exc)) from None
     if image.ndim == 3 and image.shape[2] >= 3:
         channels = image[:, :, :3].astype(np.int16)
         spread = max(

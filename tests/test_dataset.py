@@ -50,8 +50,8 @@ def test_non_image_files_are_skipped_with_a_reason(damaged_folder):
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("ok_front/truncated.jpeg", "truncated.jpeg: cannot be decoded"),
-        ("def_front/empty.jpeg", "empty.jpeg: cannot be decoded"),
+        ("ok_front/truncated.jpeg", "truncated.jpeg: JPEG cut short"),
+        ("def_front/empty.jpeg", "empty.jpeg: empty file"),
         ("ok_front/small.png", "small.png: 200x200 pixels, expected 300x300"),
         ("def_front/colour.png", "colour.png: colour image"),
     ],

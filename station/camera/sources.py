@@ -163,15 +163,33 @@ class ImageFolder:
                 time.sleep(delay)
             offset = time.monotonic()
         meta = {"file": str(path.relative_to(self.root)), "label": label_of(path)}
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None or image.size == 0:
-            raise BadFrame(f"{path}: not a readable image (corrupt, empty or not an image)")
-        if image.dtype != np.uint8:
-            raise BadFrame(f"{path}: {image.dtype} pixels; the station reads 8-bit images")
+        try:
+            image = decode_image_file(path)
+        except ValueError as exc:
+            raise BadFrame(str(exc)) from None
         return Frame(image, offset, index + 1, self.name, meta)
 
     def close(self) -> None:
         pass
+
+
+def decode_image_file(path: Path) -> np.ndarray:
+    """Decode an 8-bit image file; ValueError naming the file if it is empty, corrupt or cut short.
+
+    OpenCV decodes a JPEG cut short without complaint (the missing rows come
+    out grey), so a JPEG must end with its end-of-image marker.
+    """
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0:
+        raise ValueError(f"{path}: empty file")
+    if raw[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in raw[-64:].tobytes():
+        raise ValueError(f"{path}: JPEG cut short (no end-of-image marker)")
+    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ValueError(f"{path}: cannot be decoded as an image (corrupt or not an image)")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{path}: {image.dtype} pixels, expected 8-bit")
+    return image
 
 
 def label_of(path: Path) -> str | None:

@@ -1,0 +1,319 @@
+"""The parts `station run` is built from, each on real inputs: YAML files, images,
+SQLite, a Unix datagram socket, an HTTP endpoint, systemd-analyze."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from station.audit import AuditLog, ImageStore
+from station.calibration import Calibration, CalibrationError
+from station.camera.feed import CameraFeed
+from station.camera.frames import BadFrame, CameraError, Frame, FrameBuffer
+from station.camera.sources import ImageFolder, VideoFile
+from station.config import ConfigError, load_station_config
+from station.service.metrics import LineMetrics
+from station.service.systemd_notify import SystemdNotifier
+from station.vision.locate import PartNotFound, locate_part
+
+REPO = Path(__file__).resolve().parent.parent
+CALIBRATION = REPO / "calibration" / "virtual-line.yaml"
+STATION_YAML = REPO / "calibration" / "virtual-line.station.yaml"
+
+
+# --- calibration and configuration ---------------------------------------------------
+
+
+def test_shipped_virtual_line_files_load_and_checksum_matches():
+    config, calibration = load_station_config(STATION_YAML)
+    assert calibration.station == config.station == "virtual-line"
+    stored = yaml.safe_load(CALIBRATION.read_text())["checksum"]
+    assert int(str(stored), 0) == calibration.checksum()
+    assert calibration.configure_message().calibration_crc == calibration.checksum()
+
+
+def _edited_calibration(tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load(CALIBRATION.read_text())
+    data.pop("checksum")
+    edit(data)
+    path = tmp_path / "cal.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda d: d["servo"].update(pulse_ms=5000), "servo.pulse_ms"),
+        (lambda d: d["servo"].pop("rest_us"), "servo.rest_us"),
+        (lambda d: d["timing"].update(decision_lead=5000), "timing.decision_lead"),
+        (lambda d: d["camera"].update(trigger_delay_ms=1200), "camera.trigger_delay_ms"),
+        (lambda d: d["timing"].update(mode="encoder"), "timing.counts_per_mm"),
+        (lambda d: d.update(colour="red"), "colour"),
+    ],
+)
+def test_unsafe_or_missing_calibration_values_are_named(tmp_path, edit, named):
+    path = _edited_calibration(tmp_path, edit)
+    with pytest.raises(CalibrationError) as err:
+        Calibration.load(path)
+    assert str(path) in str(err.value) and named in str(err.value)
+
+
+def test_hand_edited_calibration_fails_its_checksum(tmp_path):
+    path = tmp_path / "cal.yaml"
+    path.write_text(CALIBRATION.read_text().replace("pulse_ms: 80", "pulse_ms: 90"))
+    with pytest.raises(CalibrationError, match="checksum"):
+        Calibration.load(path)
+
+
+def test_calibration_save_round_trips_and_keeps_a_backup(tmp_path):
+    calibration = Calibration.load(CALIBRATION)
+    path = tmp_path / "line.yaml"
+    calibration.save(path)
+    changed = calibration.model_copy(update={"threshold": 0.3})
+    changed.save(path)
+    assert Calibration.load(path).threshold == 0.3
+    assert Calibration.load(path.with_suffix(".yaml.bak")) == calibration
+    assert "# the maximum servo on-time" in path.read_text()
+
+
+def test_station_config_errors_name_file_and_field(tmp_path):
+    shutil.copy(CALIBRATION, tmp_path / "virtual-line.yaml")
+    data = yaml.safe_load(STATION_YAML.read_text())
+    data["camera"]["stall_timeout_s"] = -1
+    bad = tmp_path / "station.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"station\.yaml: camera\.stall_timeout_s"):
+        load_station_config(bad)
+    data = yaml.safe_load(STATION_YAML.read_text())
+    data["station"] = "line-7"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="calibration of station 'virtual-line'"):
+        load_station_config(bad)
+    bad.write_text("station: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_station_config(bad)
+
+
+# --- locating the part ------------------------------------------------------------------
+
+
+def _on_belt(image: np.ndarray, left: int, top: int, size=(360, 640)) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    frame = rng.normal(32, 6, size=size).clip(0, 255).astype(np.uint8)
+    h, w = image.shape
+    frame[top : top + h, left : left + w] = image
+    return frame
+
+
+def test_locate_crops_each_sample_image_exactly(sample_images):
+    for k, path in enumerate(sample_images):
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        left, top = 20 + 27 * k, 20 + (k % 5) * 7
+        where = locate_part(_on_belt(image, left, top), 300)
+        assert (where.roi.x, where.roi.y) == (left, top), path.name
+
+
+def test_locate_refuses_an_empty_belt_and_a_part_cut_by_the_edge(sample_images):
+    image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
+    with pytest.raises(PartNotFound, match="no part"):
+        locate_part(_on_belt(image, 0, 0)[:, 320:][:, :10].repeat(64, axis=1), 300)
+    with pytest.raises(PartNotFound, match="no part"):
+        locate_part(_on_belt(np.full((1, 1), 30, np.uint8), 0, 0), 300)
+    with pytest.raises(PartNotFound, match="cut by the frame edge"):
+        locate_part(_on_belt(image[:, 100:], 0, 30), 300)
+
+
+# --- frames -------------------------------------------------------------------------------
+
+
+def _frame(t: float, index: int = 0) -> Frame:
+    return Frame(np.zeros((2, 2), np.uint8), t, index, "test")
+
+
+def test_frame_buffer_gives_the_first_frame_after_and_refuses_a_late_one():
+    buffer = FrameBuffer(keep_s=10)
+    for k, t in enumerate([1.0, 1.02, 1.04, 2.0]):
+        buffer.push(_frame(t, k))
+    now = time.monotonic()
+    assert buffer.wait_first_after(1.01, now, max_lag_s=0.05).index == 1
+    assert buffer.wait_first_after(1.5, now, max_lag_s=0.05) is None  # camera gap: no frame
+    assert buffer.wait_first_after(5.0, now + 0.05, max_lag_s=0.05) is None
+
+
+def test_image_folder_names_each_bad_file_and_goes_on(damaged_folder):
+    source = ImageFolder(damaged_folder)
+    source.open()
+    good, bad = 0, []
+    while True:
+        try:
+            frame = source.read()
+        except BadFrame as exc:
+            bad.append(str(exc))
+            continue
+        if frame is None:
+            break
+        good += 1
+        assert frame.meta["label"] in ("defective", "ok")
+    assert good == 14  # 12 samples, the small one and the colour one decode
+    assert len(bad) == 2 and any("truncated.jpeg" in b for b in bad)
+    assert any("empty.jpeg" in b for b in bad)
+
+
+def test_video_file_reads_frames_and_reports_truncation(tmp_path, sample_images):
+    path = tmp_path / "belt.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (300, 300))
+    for image_path in sample_images:
+        writer.write(cv2.imread(str(image_path)))
+    writer.release()
+    source = VideoFile(path)
+    source.open()
+    frames = []
+    while (frame := source.read()) is not None:
+        frames.append(frame)
+    assert len(frames) == len(sample_images)
+    assert frames[1].timestamp == pytest.approx(0.1)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    source = VideoFile(cut)
+    with pytest.raises(CameraError, match="cut.avi"):
+        source.open()
+        while source.read() is not None:
+            pass
+    with pytest.raises(CameraError, match="not found"):
+        VideoFile(tmp_path / "missing.avi").open()
+
+
+class HangingSource:
+    """A camera whose driver hangs after a few frames (the unit under test is the feed)."""
+
+    opened = 0
+
+    def __init__(self, hang: threading.Event):
+        self.name = "hanging camera"
+        self.hang = hang
+        self.sent = 0
+
+    def open(self) -> None:
+        HangingSource.opened += 1
+
+    def read(self) -> Frame:
+        if self.hang.is_set() and HangingSource.opened == 1:
+            time.sleep(60)
+        time.sleep(0.01)
+        self.sent += 1
+        return _frame(time.monotonic(), self.sent)
+
+    def close(self) -> None:
+        pass
+
+
+def test_camera_watchdog_replaces_a_hung_reader():
+    hang = threading.Event()
+    buffer = FrameBuffer()
+    problems = []
+    feed = CameraFeed(
+        lambda: HangingSource(hang),
+        buffer,
+        stall_timeout_s=0.3,
+        on_problem=lambda kind, detail: problems.append(kind),
+    )
+    feed.start()
+    time.sleep(0.2)
+    hang.set()
+    time.sleep(0.9)
+    try:
+        assert problems == ["camera_stall"]
+        assert HangingSource.opened == 2
+        assert feed.healthy() and buffer.latest().timestamp > time.monotonic() - 0.1
+    finally:
+        feed.stop()
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+def test_audit_rows_survive_reopening_and_epochs_continue(tmp_path):
+    audit = AuditLog(tmp_path / "audit.sqlite", "model-x", 0x1234)
+    uid = audit.new_part(1, 7, "photo_eye", 1000, time.monotonic())
+    audit.update(uid, verdict="reject", failsafe_reason="no_frame", gate_action="fired")
+    audit.close()
+    again = AuditLog(tmp_path / "audit.sqlite", "model-x", 0x1234)
+    row = again.db.execute("SELECT verdict, gate_action, calibration_crc FROM parts").fetchone()
+    assert row == ("reject", "fired", "0x00001234")
+    assert again.next_epoch() == 2
+    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_image_store_removes_the_oldest_over_quota(tmp_path):
+    store = ImageStore(tmp_path / "images", quota_mb=0.25)
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        store.save(f"d/{k:03d}.png", rng.integers(0, 255, (200, 200), dtype=np.uint8))
+    store.close()
+    left = sorted(p.name for p in (tmp_path / "images" / "d").glob("*.png"))
+    assert store.used_bytes <= 0.25e6 and store.removed > 0
+    assert left == [f"{k:03d}.png" for k in range(8 - len(left), 8)]
+
+
+# --- service integration ------------------------------------------------------------------
+
+
+def test_sd_notify_datagrams_reach_the_socket(tmp_path):
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(1)
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "10000000"})
+    assert notifier.watchdog_s == 10
+    notifier.ready("running")
+    notifier.watchdog()
+    assert sock.recv(100) == b"READY=1\nSTATUS=running"
+    assert sock.recv(100) == b"WATCHDOG=1"
+    SystemdNotifier({}).ready("nobody listening")  # outside systemd: a no-op
+
+
+def test_metrics_endpoint_serves_the_counters():
+    metrics = LineMetrics()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    metrics.serve(f"127.0.0.1:{port}")
+    try:
+        metrics.part_triggered()
+        metrics.verdict_sent(True, "no_frame", None, None)
+        metrics.gated("fired", None)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    finally:
+        metrics.close()
+    text = body.decode()
+    assert 'station_failsafe_rejects_total{reason="no_frame"} 1.0' in text
+    assert 'station_parts_total{action="fired"} 1.0' in text
+    assert "failsafe[no_frame=1]" in metrics.summary_line()
+
+
+def test_systemd_unit_verifies(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed (tools/setup installs the systemd package)")
+    unit = (REPO / "systemd" / "station.service").read_text()
+    station = REPO / ".venv" / "bin" / "station"
+    assert "/opt/station/.venv/bin/station" in unit and station.exists()
+    path = tmp_path / "station.service"
+    path.write_text(unit.replace("/opt/station/.venv/bin/station", str(station)))
+    result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    for key in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "SupplementaryGroups=dialout"):
+        assert key in unit
+    rule = (REPO / "systemd" / "99-reject-mega.rules").read_text()
+    assert 'SYMLINK+="reject-mega"' in rule
