@@ -175,6 +175,8 @@ class LineStation:
         self._last_summary = time.monotonic()
         self._last_ping = 0.0
         self._link_up_at = 0.0
+        self.stopped_at: float | None = None
+        """When the loop stopped taking parts (the virtual line's report ends there)."""
         self._stopping = threading.Event()
 
     # --- life cycle ----------------------------------------------------------------
@@ -201,6 +203,7 @@ class LineStation:
                     log.info("stopping: finishing %d parts in flight", len(self.parts.by_uid))
                 if not self.parts.by_uid or time.monotonic() > drain_until:
                     break
+        self.stopped_at = time.monotonic()
         self._shutdown()
 
     def _shutdown(self) -> None:

@@ -22,6 +22,9 @@ class SystemdNotifier:
         self._sock: socket.socket | None = None
         if self.address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            # Never block the main loop: a busy or stuck systemd gets the next ping instead
+            # (a datagram socket's queue is short, 10 by default, and sendto waits when full).
+            self._sock.setblocking(False)
 
     def notify(self, *lines: str) -> None:
         if self._sock is None:
@@ -29,7 +32,7 @@ class SystemdNotifier:
         try:
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError:
-            pass  # systemd gone (shutdown) or not listening: nothing useful to do
+            pass  # queue full, systemd gone or not listening: nothing useful to do
 
     def ready(self, status: str) -> None:
         self.notify("READY=1", f"STATUS={status}")

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import resource
 import sqlite3
+import sys
 import threading
 import time
 from collections import Counter
@@ -23,7 +25,8 @@ from pathlib import Path
 
 from station.calibration import Calibration
 from station.config import StationConfig
-from station.service.assembly import assemble, start
+from station.service.assembly import assemble, install_signal_handlers, start
+from station.service.systemd_notify import SystemdNotifier
 from station.sim.conveyor import PartOnBelt, VirtualCamera, VirtualConveyor, VirtualLineConfig
 from station.sim.mega_pty import SimulatedMega
 
@@ -92,6 +95,7 @@ def run_virtual_line(
     faults: list[Fault],
     out_dir: Path,
 ) -> dict:
+    started = time.monotonic()
     mega = SimulatedMega(out_dir / "mega-port").start()
     config = config.model_copy(update={"link": config.link.model_copy(update={"port": mega.port})})
     conveyor = VirtualConveyor(line, mega, parts)
@@ -102,11 +106,16 @@ def run_virtual_line(
         return stalling[0]
 
     assembly = assemble(
-        config, calibration, make_source=lambda: VirtualCamera(conveyor), wrap_classifier=wrap
+        config,
+        calibration,
+        make_source=lambda: VirtualCamera(conveyor),
+        wrap_classifier=wrap,
+        notifier=SystemdNotifier(),
     )
+    install_signal_handlers(assembly.station)
     station = assembly.station
-    started = time.monotonic()
     start(assembly, config)
+    startup_s = time.monotonic() - started
     log.info("virtual line: %d parts at %.1f parts/s", parts, conveyor.parts_per_s)
     conveyor.start(lead_in_s=0.5)
     injector = threading.Thread(
@@ -124,9 +133,12 @@ def run_virtual_line(
         assembly.metrics.close()
         mega.stop()
     wall_s = time.monotonic() - started
-    outcomes = _join(conveyor, config.audit.database)
+    outcomes = _join(conveyor, config.audit.database, station.stopped_at or time.monotonic())
     _write_parts_csv(outcomes, out_dir / "parts.csv")
     summary = _summary(outcomes, assembly.metrics, conveyor, wall_s, faults)
+    summary["startup_s"] = round(startup_s, 2)
+    summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    summary["tensorflow_loaded"] = "tensorflow" in sys.modules
     summary["audit_database"] = str(config.audit.database)
     summary["parts_csv"] = str(out_dir / "parts.csv")
     return summary
@@ -149,7 +161,9 @@ def _inject(faults, conveyor: VirtualConveyor, mega: SimulatedMega, classifier) 
             mega.plug()
 
 
-def _join(conveyor: VirtualConveyor, database: Path) -> list[PartOutcome]:
+def _join(conveyor: VirtualConveyor, database: Path, stopped: float) -> list[PartOutcome]:
+    """Ledger joined with audit rows; parts that reached the eye after the station stopped
+    (SIGTERM) were never its business and are left out."""
     photo_eye = conveyor.config.photo_eye
     db = sqlite3.connect(database)
     db.row_factory = sqlite3.Row
@@ -162,6 +176,8 @@ def _join(conveyor: VirtualConveyor, database: Path) -> list[PartOutcome]:
     offset = time.time() - time.monotonic()
     outcomes = []
     for part in conveyor.parts:
+        if part.eye_time > stopped:
+            break
         row = exact.pop((part.part_id, part.mcu_trigger_ms), None) if photo_eye else None
         if row is None:
             row = _nearest_by_time(spare, part, offset, conveyor)
