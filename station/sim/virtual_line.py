@@ -169,16 +169,19 @@ def _join(conveyor: VirtualConveyor, database: Path, stopped: float) -> list[Par
     db.row_factory = sqlite3.Row
     rows = db.execute("SELECT * FROM parts ORDER BY uid").fetchall()
     db.close()
-    exact = {
-        (r["part_id"], r["mcu_trigger_ms"]): r for r in rows if r["mcu_trigger_ms"] is not None
-    }
+    # Part IDs restart at every boot of the Mega, so one key can recur: keep rows in order.
+    exact: dict[tuple[int, int], list] = {}
+    for r in rows:
+        if r["mcu_trigger_ms"] is not None:
+            exact.setdefault((r["part_id"], r["mcu_trigger_ms"]), []).append(r)
     spare = [r for r in rows if r["mcu_trigger_ms"] is None]
     offset = time.time() - time.monotonic()
     outcomes = []
     for part in conveyor.parts:
         if part.eye_time > stopped:
             break
-        row = exact.pop((part.part_id, part.mcu_trigger_ms), None) if photo_eye else None
+        matches = exact.get((part.part_id, part.mcu_trigger_ms), []) if photo_eye else []
+        row = matches.pop(0) if matches else None
         if row is None:
             row = _nearest_by_time(spare, part, offset, conveyor)
         outcomes.append(_outcome(part, row))
