@@ -309,6 +309,21 @@ def test_vision_reject_fires_after_the_delay(mega, session):
     assert time.monotonic() - sent >= 0.1
 
 
+def test_a_part_due_first_fires_first_whatever_order_it_came_in(mega, session):
+    """After a reboot the host re-arms forgotten parts with VISION_REJECT while new parts
+    already queue from the photo-eye: each must fire at its own time, not wait behind a
+    part that arrived earlier but is due later."""
+    part_id = mega.photo_eye()
+    part = next_event(session, m.Part)
+    assert session.send_verdict(part_id, reject=True) == m.Error.OK
+    assert session.command(m.VisionReject(7, 60)).error == m.Error.OK
+    first, second = next_event(session, m.Gate), next_event(session, m.Gate)
+    assert (first.part_id, first.reason) == (0x80000007, m.GateReason.VISION)
+    assert first.mcu_time_ms < part.mcu_time_ms + GATE_OFFSET_MS - 100
+    assert second.part_id == part_id
+    assert abs(second.mcu_time_ms - (part.mcu_time_ms + GATE_OFFSET_MS)) <= 2
+
+
 def test_unsafe_calibration_is_refused_by_the_mega(mega):
     unsafe = m.Configure(**{**CONFIG.__dict__, "reject_pulse_ms": 5000})
     link = MegaSession(mega.port, unsafe)

@@ -234,7 +234,7 @@ static void send_ack(core_t *core, uint8_t seq, uint8_t error)
 
 static pending_part_t *fifo_at(core_t *core, uint8_t i)
 {
-    return &core->fifo[(core->fifo_head + i) % FIFO_SIZE];
+    return &core->fifo[i];
 }
 
 static void decide(pending_part_t *part, bool fire, uint8_t reason)
@@ -258,6 +258,14 @@ static pending_part_t *fifo_push(core_t *core)
     memset(part, 0, sizeof *part);
     part->verdict = -1;
     return part;
+}
+
+/* Remove entry i, keeping the others in order (at most FIFO_SIZE - 1 copies). */
+static void fifo_remove(core_t *core, uint8_t i)
+{
+    for (; i + 1 < core->fifo_count; i++)
+        *fifo_at(core, i) = *fifo_at(core, i + 1);
+    core->fifo_count--;
 }
 
 static void start_pulse(core_t *core, uint32_t now_ms, uint16_t width_us);
@@ -525,10 +533,15 @@ static void run_gate(core_t *core, uint32_t now_ms, uint32_t encoder)
                 decide(part, part->verdict == 1, REASON_VERDICT);
         }
     }
-    while (core->fifo_count) {
-        pending_part_t *part = fifo_at(core, 0);
-        if (!reached(position(part->mode, now_ms, encoder), part->fire_at))
-            break;
+    /* Fire in the order parts fall due, not the order they came in: a VISION_REJECT
+     * re-arming a forgotten part can be due before a photo-eye part queued earlier. */
+    uint8_t i = 0;
+    while (i < core->fifo_count) {
+        pending_part_t *part = fifo_at(core, i);
+        if (!reached(position(part->mode, now_ms, encoder), part->fire_at)) {
+            i++;
+            continue;
+        }
         if (part->fire) {
             start_pulse(core, now_ms, core->config.servo_reject_us);
             core->counters.fired++;
@@ -540,8 +553,7 @@ static void run_gate(core_t *core, uint32_t now_ms, uint32_t encoder)
         uint32_t part_id = part->part_id;
         bool fired = part->fire;
         uint8_t reason = part->reason;
-        core->fifo_head = (uint8_t)((core->fifo_head + 1) % FIFO_SIZE);
-        core->fifo_count--;
+        fifo_remove(core, i);
         queue_gate(core, part_id, fired, reason, now_ms);
     }
 }

@@ -118,7 +118,7 @@ typedef struct {
     uint32_t pending_fault_detail;
     counters_t counters;
     pending_part_t fifo[FIFO_SIZE];
-    uint8_t fifo_head, fifo_count;
+    uint8_t fifo_count; /* parts in arrival order; one leaves when it falls due */
     uint32_t next_part_id;
     uint32_t boot_ms;
     uint32_t encoder; /* last count seen by core_tick, for STATUS */

@@ -301,8 +301,11 @@ class MegaCore:
                     self._decide(part, fire=True, reason=m.GateReason.NO_VERDICT)
                 else:
                     self._decide(part, fire=part.verdict == 1, reason=m.GateReason.VERDICT)
-        while self.fifo and self._position(now_ms, self.fifo[0].mode) >= self.fifo[0].fire_at:
-            part = self.fifo.popleft()
+        # Fire in the order parts fall due, not the order they came in: a VISION_REJECT
+        # re-arming a forgotten part can be due before a photo-eye part queued earlier.
+        due = [p for p in self.fifo if self._position(now_ms, p.mode) >= p.fire_at]
+        for part in due:
+            self.fifo.remove(part)
             if part.fire:
                 self._start_pulse(now_ms, self.config.servo_reject_us)
                 self.counters.fired += 1
