@@ -134,6 +134,24 @@ def test_locate_refuses_an_empty_belt_and_a_part_cut_by_the_edge(sample_images):
         locate_part(_on_belt(image[:, 100:], 0, 30), 300)
 
 
+def test_vision_trigger_times_the_crossing_between_frames(sample_images):
+    """A part moving 40 px per frame crosses the middle line (320 px) between two frames;
+    the crossing is timed by interpolation, not stamped with the later frame."""
+    from station.config import VisionTriggerConfig
+    from station.vision.vision_trigger import VisionTrigger
+
+    image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
+    config = VisionTriggerConfig(line_x_fraction=0.5, camera_to_gate_ms=1000)
+    trigger = VisionTrigger(FrameBuffer(), None, config, Calibration.load(CALIBRATION))
+    # Centres at 290 and 330 px: 30 of the 40 px step are before the line.
+    before = trigger.centres(_on_belt(image, 290 - 150, 30))
+    after = trigger.centres(_on_belt(image, 330 - 150, 30))
+    assert before == [pytest.approx(290 / 640)] and after == [pytest.approx(330 / 640)]
+    assert trigger.crossing(before, after) == pytest.approx(0.75)
+    assert trigger.crossing(after, after) is None  # already past: counted once
+    assert trigger.crossing([], after) is None  # no earlier sighting: not a crossing
+
+
 # --- frames -------------------------------------------------------------------------------
 
 

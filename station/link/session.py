@@ -52,6 +52,11 @@ class LinkState:
     up: bool
     reason: str
     identify: m.Identify | None = None
+    rebooted: bool = False
+    """Down because the Mega rebooted: it forgot every part it held, and fires none of them."""
+    heard_by_mega_at: float = 0.0
+    """Host monotonic time by which the Mega had certainly heard us (it answered a command
+    sent then). Its heartbeat deadline is no earlier than this plus heartbeat_timeout_ms."""
 
 
 @dataclass
@@ -101,6 +106,7 @@ class MegaSession:
         self._seq = 0
         self._last_event_seq = 0
         self._last_heard = 0.0
+        self._heard_by_mega_at = 0.0
         self._last_mcu_ms: int | None = None
         self._needs_handshake = False
         self._stop = threading.Event()
@@ -163,6 +169,7 @@ class MegaSession:
                     self.stats.retransmits += 1
                 self._write(wire)
                 if self._reply_ready.wait(interval_s):
+                    self._heard_by_mega_at = started  # it heard one of the sends, all after this
                     self.stats.rtt_s.append(time.monotonic() - started)
                     self._awaited_seq = 0
                     assert self._reply is not None
@@ -293,7 +300,14 @@ class MegaSession:
         self.connected.clear()
         self._needs_handshake = True
         log.error("%s: the Mega rebooted (%s); handshaking again", self.port, why)
-        self.events.put(LinkState(False, f"Mega rebooted: {why}"))
+        self.events.put(
+            LinkState(
+                False,
+                f"Mega rebooted: {why}",
+                rebooted=True,
+                heard_by_mega_at=self._heard_by_mega_at,
+            )
+        )
 
     def _supervise(self) -> None:
         last_beat = 0.0
@@ -336,7 +350,7 @@ class MegaSession:
             log.error(
                 "link down on %s: %s; the Mega fails safe until it is back", self.port, reason
             )
-            self.events.put(LinkState(False, reason))
+            self.events.put(LinkState(False, reason, heard_by_mega_at=self._heard_by_mega_at))
 
     # --- port helpers -----------------------------------------------------------------
 

@@ -508,21 +508,15 @@ class LineStation:
             self._rearm_orphans()
             return
         self._alarm("link_down", state.reason)
-        # Lost contact means reject (PROTOCOL.md): the Mega fires what it holds once it
-        # misses our heartbeat. Only a pass the Mega will act on before that stays a pass.
-        cal = self.calibration
-        heartbeat_lost_at = time.monotonic() + cal.link.heartbeat_timeout_ms / 1000
         for part in list(self.parts.by_uid.values()):
             self.parts.by_uid.pop(part.uid)
-            decided_at = part.gate_due - cal.decision_lead_ms / 1000
-            if (
-                part.verdict == "pass"
-                and part.source == "photo_eye"
-                and (decided_at < heartbeat_lost_at)
-            ):
-                self.audit.update(part.uid, note="link lost after its pass verdict was taken")
+            kept = self._pass_survives(part, state)
+            if kept:
+                self.audit.update(part.uid, note=kept)
                 continue
             if part.verdict != "reject":
+                if part.verdict == "pass":
+                    self.metrics.pass_revoked()
                 part.verdict, part.failsafe = "reject", FailSafe.LINK_LOST.value
                 self.metrics.verdict_sent(True, part.failsafe, None, None)
                 self.audit.update(
@@ -532,6 +526,24 @@ class LineStation:
                     verdict_time=time.monotonic(),
                 )
             self.parts.orphans.append(part)
+
+    def _pass_survives(self, part: PartInFlight, state: LinkState) -> str | None:
+        """Why a pass verdict still stands after the link went down, or None if it cannot.
+
+        Lost contact means reject (PROTOCOL.md): once the Mega misses our heartbeat it
+        fires every part it still holds, passes included. A pass stands only where the
+        part certainly leaves the gate before that, or the Mega has forgotten it (a
+        reboot) so that nothing will fire it. Anything else becomes a fail-safe reject,
+        re-armed when the link is back.
+        """
+        if part.verdict != "pass" or part.source != "photo_eye":
+            return None
+        if state.rebooted:
+            return "the Mega rebooted and forgot this part: it passes, as judged"
+        timeout_s = self.calibration.link.heartbeat_timeout_ms / 1000
+        if part.gate_due < state.heard_by_mega_at + timeout_s:
+            return "link lost; the part reaches the gate before the Mega can time out"
+        return None
 
     def _rearm_orphans(self) -> None:
         """After a reconnect the Mega is freshly booted: fire for the parts it forgot."""

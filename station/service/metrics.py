@@ -86,6 +86,10 @@ class LineMetrics:
             self.trigger_to_verdict_s.append(trigger_s)
             self._trigger_to_verdict.observe(trigger_s)
 
+    def pass_revoked(self) -> None:
+        """A pass verdict the link loss turned into a fail-safe reject (counted again as one)."""
+        self.counts["pass"] -= 1
+
     def gated(self, action: str, mega_failsafe: str | None) -> None:
         self.counts[f"gate_{action}"] += 1
         self._parts.labels(action).inc()

@@ -76,8 +76,14 @@ class PartOutcome:
     file: str
     label: str
     part_id: int | None
+    eye_time: float
+    """UNIX s, the same clock as the audit's times."""
     fate: str
+    pusher_time: float | None
+    """UNIX s at which the part's centre left the pusher's strike zone."""
     audited: bool
+    uid: int | None
+    """The part's row in the audit."""
     verdict: str | None
     score: float | None
     failsafe_reason: str | None
@@ -169,23 +175,34 @@ def _join(conveyor: VirtualConveyor, database: Path, stopped: float) -> list[Par
     db.row_factory = sqlite3.Row
     rows = db.execute("SELECT * FROM parts ORDER BY uid").fetchall()
     db.close()
-    # Part IDs restart at every boot of the Mega, so one key can recur: keep rows in order.
+    # Part IDs and millis() restart at every boot of the Mega, so one key can recur (and a
+    # part whose PART event died with a reboot has no row under it): match on time too.
     exact: dict[tuple[int, int], list] = {}
     for r in rows:
         if r["mcu_trigger_ms"] is not None:
             exact.setdefault((r["part_id"], r["mcu_trigger_ms"]), []).append(r)
     spare = [r for r in rows if r["mcu_trigger_ms"] is None]
     offset = time.time() - time.monotonic()
+    pitch_s = conveyor.config.pitch_mm / conveyor.config.belt_speed_mm_s
     outcomes = []
     for part in conveyor.parts:
         if part.eye_time > stopped:
             break
         matches = exact.get((part.part_id, part.mcu_trigger_ms), []) if photo_eye else []
-        row = matches.pop(0) if matches else None
+        row = _nearest_in_time(matches, part.eye_time + offset, pitch_s / 3)
         if row is None:
             row = _nearest_by_time(spare, part, offset, conveyor)
-        outcomes.append(_outcome(part, row))
+        outcomes.append(_outcome(part, row, offset))
     return outcomes
+
+
+def _nearest_in_time(rows: list, when: float, within_s: float):
+    """Take from `rows` the one whose trigger time is nearest `when`, if within `within_s`."""
+    best = min(rows, key=lambda r: abs(r["trigger_time"] - when), default=None)
+    if best is None or abs(best["trigger_time"] - when) > within_s:
+        return None
+    rows.remove(best)
+    return best
 
 
 def _nearest_by_time(spare: list, part: PartOnBelt, offset: float, conveyor: VirtualConveyor):
@@ -208,15 +225,18 @@ def _nearest_by_time(spare: list, part: PartOnBelt, offset: float, conveyor: Vir
     return best
 
 
-def _outcome(part: PartOnBelt, row) -> PartOutcome:
+def _outcome(part: PartOnBelt, row, offset: float) -> PartOutcome:
     verdict = row["verdict"] if row is not None else None
     return PartOutcome(
         index=part.index,
         file=part.file,
         label=part.label,
         part_id=part.part_id,
+        eye_time=round(part.eye_time + offset, 3),
         fate=part.fate or "on_belt",
+        pusher_time=round(part.gate_time + offset, 3) if part.gate_time else None,
         audited=row is not None,
+        uid=row["uid"] if row is not None else None,
         verdict=verdict,
         score=row["score"] if row is not None else None,
         failsafe_reason=row["failsafe_reason"] if row is not None else None,
