@@ -11,6 +11,7 @@ this program.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -123,15 +124,19 @@ class AuditLog:
 @dataclass(frozen=True)
 class _ImageJob:
     path: Path
-    image: np.ndarray
+    image: np.ndarray | None
+    """None: only merge `sidecar` into the JSON file already beside `path`."""
+    sidecar: dict | None = None
 
 
 class ImageStore:
     """PNG files under a quota; the oldest go first. Written by a thread of its own.
 
     PNG because it is lossless: a saved reject can be replayed and gives the
-    same score. The queue is bounded and never blocks the line: when the
-    disk is too slow, an image is dropped and counted, the audit row stays.
+    same score. An image may carry a JSON sidecar (same name, `.json`) that
+    counts towards the quota and goes with it. The queue is bounded and never
+    blocks the line: when the disk is too slow, an image is dropped and
+    counted, the audit row stays.
     """
 
     def __init__(self, root: Path, quota_mb: float, queue_size: int = 64):
@@ -146,16 +151,13 @@ class ImageStore:
         self._thread = threading.Thread(target=self._write_loop, name="image-store", daemon=True)
         self._thread.start()
 
-    def save(self, relative: str, image: np.ndarray) -> Path | None:
+    def save(self, relative: str, image: np.ndarray, sidecar: dict | None = None) -> Path | None:
         """Queue `image` to be written at root/relative; returns the path or None if dropped."""
-        path = self.root / relative
-        try:
-            self._queue.put_nowait(_ImageJob(path, image))
-        except queue.Full:
-            self.dropped += 1
-            log.warning("image store busy: %s not saved", relative)
-            return None
-        return path
+        return self._put(_ImageJob(self.root / relative, image, sidecar))
+
+    def update_sidecar(self, relative: str, fields: dict) -> None:
+        """Merge `fields` into the sidecar of an image saved earlier (if it is still there)."""
+        self._put(_ImageJob(self.root / relative, None, fields))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -165,9 +167,18 @@ class ImageStore:
     def used_bytes(self) -> int:
         return self._bytes
 
+    def _put(self, job: _ImageJob) -> Path | None:
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self.dropped += 1
+            log.warning("image store busy: %s not saved", job.path.relative_to(self.root))
+            return None
+        return job.path
+
     def _scan(self) -> list[tuple[Path, int]]:
         files = [
-            (p, p.stat().st_size)
+            (p, p.stat().st_size + _size(p.with_suffix(".json")))
             for p in self.root.rglob("*.png")
             if p.is_file() and not p.name.endswith(".part.png")
         ]
@@ -175,20 +186,48 @@ class ImageStore:
 
     def _write_loop(self) -> None:
         while (job := self._queue.get()) is not None:
+            if job.image is None:
+                self._merge_sidecar(job.path.with_suffix(".json"), job.sidecar or {})
+                continue
             job.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = job.path.with_suffix(".part.png")
             if not cv2.imwrite(str(tmp), job.image):
                 log.error("%s: could not write image", job.path)
                 continue
             os.replace(tmp, job.path)
-            size = job.path.stat().st_size
+            if job.sidecar is not None:
+                _write_json(job.path.with_suffix(".json"), job.sidecar)
+            size = job.path.stat().st_size + _size(job.path.with_suffix(".json"))
             self._files.append((job.path, size))
             self._bytes += size
             self._enforce_quota()
+
+    def _merge_sidecar(self, path: Path, fields: dict) -> None:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return  # removed by the quota (or never written): nothing to update
+        data.update(fields)
+        _write_json(path, data)
 
     def _enforce_quota(self) -> None:
         while self._bytes > self.quota_bytes and len(self._files) > 1:
             path, size = self._files.pop(0)
             path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
             self._bytes -= size
             self.removed += 1
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomically: a reader (or a crash) never sees half a file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)

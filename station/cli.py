@@ -255,6 +255,14 @@ VIRTUAL_LINE_CONFIG = REPO_CALIBRATION / "virtual-line.station.yaml"
     help="Virtual line: folder for the audit database, images and parts.csv "
     "(default runs/virtual-line-<time>).",
 )
+@click.option(
+    "--record",
+    "record_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep each judged frame with its metadata in this folder, for `station replay` "
+    "(overrides the configuration's record.directory; layout in station/recording.py).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Virtual line: print one JSON summary.")
 def run(
     config_path: Path | None,
@@ -263,10 +271,11 @@ def run(
     parts_from: Path | None,
     faults: tuple[str, ...],
     out_dir: Path | None,
+    record_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Run the line: camera, classifier, Mega. Under systemd this is the service."""
-    from station.config import ConfigError, load_station_config
+    from station.config import ConfigError, RecordConfig, load_station_config
 
     if not virtual_line and config_path is None:
         raise click.UsageError("give --config FILE, or --virtual-line")
@@ -274,16 +283,111 @@ def run(
         config, calibration = load_station_config(config_path or VIRTUAL_LINE_CONFIG)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if record_dir is not None:
+        quota = (
+            config.record.quota_mb
+            if config.record
+            else RecordConfig.model_fields["quota_mb"].default
+        )
+        record = RecordConfig(directory=record_dir.resolve(), quota_mb=quota)
+        config = config.model_copy(update={"record": record})
     if virtual_line:
         _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, as_json)
         return
     from station.classifier.litert_classifier import ModelLoadError
+    from station.recording import RecordingError
     from station.service.assembly import StartupError, run_service
 
     try:
         run_service(config, calibration)
-    except (StartupError, ModelLoadError) as exc:
+    except (StartupError, ModelLoadError, RecordingError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Station configuration whose calibration, model and vision trigger the replay uses "
+    "(default: calibration/virtual-line.station.yaml).",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model A (default: the configuration's model).",
+)
+@click.option("--threshold", type=float, default=None, help="Model A's threshold, to try.")
+@click.option(
+    "--against",
+    "against_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model B: what would change if it replaced model A.",
+)
+@click.option("--against-threshold", type=float, default=None, help="Model B's threshold.")
+@click.option(
+    "--rate",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1, max=50),
+    help="Parts per second on the simulated line (the Mega's timing; not the replay's speed).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default runs/replay-<time>).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def replay(
+    source: Path,
+    config_path: Path | None,
+    model_dir: Path | None,
+    threshold: float | None,
+    against_dir: Path | None,
+    against_threshold: float | None,
+    rate: float,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Dry-run SOURCE (a recording, an image folder, or a video) through the station.
+
+    The same judging as `station run`, verdicts to a simulated Mega; no serial
+    port or camera is opened. Labels come from def_front/ and ok_front/
+    folders, or from a recording's `label` fields.
+    """
+    import time
+
+    from station.classifier.litert_classifier import Classifier, ModelLoadError
+    from station.config import ConfigError, load_station_config
+    from station.replay import report
+    from station.replay.inputs import ReplayError, ReplaySource
+    from station.replay.replay import replay as run_replay
+    from station.vision.vision_trigger import LineCrossing
+
+    try:
+        config, calibration = load_station_config(config_path or VIRTUAL_LINE_CONFIG)
+        models = [(Classifier(model_dir or config.model, threshold), threshold)]
+        if against_dir is not None:
+            models.append((Classifier(against_dir, against_threshold), against_threshold))
+        crossing = LineCrossing(config.vision_trigger, calibration.camera.min_part_area_px)
+        replay_source = ReplaySource(source, calibration.camera.crop_px, crossing)
+        result = run_replay(replay_source, models, calibration, rate, progress=not as_json)
+    except (ConfigError, ModelLoadError, ReplayError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not result.runs[0].results:
+        raise click.ClickException(
+            f"{source}: no part could be replayed ({len(result.bad_inputs)} unreadable)"
+        )
+    out_dir = out_dir or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
+    summary = report.write(result, out_dir)
+    click.echo(json.dumps(summary) if as_json else report.as_text(summary))
 
 
 def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, as_json) -> None:

@@ -61,18 +61,26 @@ class Judge:
         self.min_part_area_px = min_part_area_px
         self.threshold = classifier.threshold if threshold is None else threshold
 
-    def judge(self, frame: Frame | None) -> Judgement:
+    def judge(self, frame: Frame | None, whole: bool = False) -> Judgement:
+        """Locate the part in `frame`, classify it, decide.
+
+        `whole`: the frame is already the part's crop (replaying a folder of crops
+        such as the training images), so it is classified whole, as `station
+        evaluate` does; everything after locating is the same.
+        """
         started = time.perf_counter()
         if frame is None:
             return self._failsafe(FailSafe.NO_FRAME, "no frame shows the part", None, started)
+        roi = None
+        if not whole:
+            try:
+                roi = locate_part(frame.image, self.crop_px, self.min_part_area_px).roi
+            except PartNotFound as exc:
+                return self._failsafe(FailSafe.PART_NOT_FOUND, str(exc), frame, started)
+            except ValueError as exc:
+                return self._failsafe(FailSafe.BAD_FRAME, str(exc), frame, started)
         try:
-            where = locate_part(frame.image, self.crop_px, self.min_part_area_px)
-        except PartNotFound as exc:
-            return self._failsafe(FailSafe.PART_NOT_FOUND, str(exc), frame, started)
-        except ValueError as exc:
-            return self._failsafe(FailSafe.BAD_FRAME, str(exc), frame, started)
-        try:
-            score = self.classifier.score(frame.image, where.roi)
+            score = self.classifier.score(frame.image, roi)
         except Exception as exc:  # noqa: BLE001 - any model failure must fail safe
             return self._failsafe(
                 FailSafe.CLASSIFIER_ERROR, f"{type(exc).__name__}: {exc}", frame, started
@@ -83,7 +91,7 @@ class Judge:
             failsafe=None,
             detail="",
             frame=frame,
-            roi=where.roi,
+            roi=roi,
             seconds=time.perf_counter() - started,
         )
 

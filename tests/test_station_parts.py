@@ -3,6 +3,7 @@ SQLite, a Unix datagram socket, an HTTP endpoint, systemd-analyze."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -138,11 +139,11 @@ def test_vision_trigger_times_the_crossing_between_frames(sample_images):
     """A part moving 40 px per frame crosses the middle line (320 px) between two frames;
     the crossing is timed by interpolation, not stamped with the later frame."""
     from station.config import VisionTriggerConfig
-    from station.vision.vision_trigger import VisionTrigger
+    from station.vision.vision_trigger import LineCrossing
 
     image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
     config = VisionTriggerConfig(line_x_fraction=0.5, camera_to_gate_ms=1000)
-    trigger = VisionTrigger(FrameBuffer(), None, config, Calibration.load(CALIBRATION))
+    trigger = LineCrossing(config, min_area_px=20000)
     # Centres at 290 and 330 px: 30 of the 40 px step are before the line.
     before = trigger.centres(_on_belt(image, 290 - 150, 30))
     after = trigger.centres(_on_belt(image, 330 - 150, 30))
@@ -282,6 +283,25 @@ def test_image_store_removes_the_oldest_over_quota(tmp_path):
     left = sorted(p.name for p in (tmp_path / "images" / "d").glob("*.png"))
     assert store.used_bytes <= 0.25e6 and store.removed > 0
     assert left == [f"{k:03d}.png" for k in range(8 - len(left), 8)]
+
+
+def test_image_store_sidecars_are_updated_and_leave_with_their_image(tmp_path):
+    store = ImageStore(tmp_path / "rec", quota_mb=0.25)
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        image = rng.integers(0, 255, (200, 200), dtype=np.uint8)
+        store.save(f"d/{k:03d}.png", image, {"uid": k, "gate_action": None})
+        store.update_sidecar(f"d/{k:03d}.png", {"gate_action": "fired"})
+    store.close()
+    pngs = sorted(p.stem for p in (tmp_path / "rec" / "d").glob("*.png"))
+    sidecars = sorted((tmp_path / "rec" / "d").glob("*.json"))
+    assert [p.stem for p in sidecars] == pngs and len(pngs) < 8
+    assert all(json.loads(p.read_text())["gate_action"] == "fired" for p in sidecars)
+    reopened = ImageStore(tmp_path / "rec", quota_mb=0.25)  # the quota counts sidecars too
+    assert reopened.used_bytes == sum(
+        p.stat().st_size for p in (tmp_path / "rec").rglob("*") if p.is_file()
+    )
+    reopened.close()
 
 
 # --- service integration ------------------------------------------------------------------

@@ -26,6 +26,7 @@ from station.classifier.litert_classifier import Classifier
 from station.config import CameraConfig, CameraKind, StationConfig, TriggerMode
 from station.judge import Judge
 from station.link.session import MegaSession
+from station.recording import Recorder
 from station.service.line_station import LineStation
 from station.service.metrics import LineMetrics
 from station.service.systemd_notify import SystemdNotifier
@@ -85,6 +86,11 @@ def assemble(
     )
     audit = AuditLog(config.audit.database, classifier.version, calibration.checksum())
     images = ImageStore(config.audit.images_dir, config.audit.images_quota_mb)
+    recorder = (
+        Recorder(config.record.directory, config.record.quota_mb, config.station)
+        if config.record
+        else None
+    )
     metrics = LineMetrics()
     feed = CameraFeed(
         make_source or source_factory(config.camera),
@@ -107,6 +113,7 @@ def assemble(
         auto_reset_faults=config.auto_reset_faults,
         summary_every_s=config.metrics.summary_every_s,
         max_frame_lag_s=config.camera.max_frame_lag_s,
+        recorder=recorder,
         vision_to_gate_s=(
             config.vision_trigger.camera_to_gate_ms / 1000
             if config.trigger == TriggerMode.VISION

@@ -31,6 +31,7 @@ from station.camera.frames import Frame, FrameBuffer
 from station.judge import FailSafe, Judge, Judgement
 from station.link import messages as m
 from station.link.session import LinkError, LinkState, MegaSession
+from station.recording import Recorder
 from station.service.metrics import LineMetrics
 from station.service.systemd_notify import SystemdNotifier
 
@@ -151,6 +152,7 @@ class LineStation:
         summary_every_s: float = 60.0,
         vision_to_gate_s: float | None = None,
         max_frame_lag_s: float = 0.05,
+        recorder: Recorder | None = None,
     ):
         self.calibration = calibration
         self.link = link
@@ -160,6 +162,8 @@ class LineStation:
         self.worker = JudgeWorker(judge, frames, inbox, max_frame_lag_s)
         self.audit = audit
         self.images = images
+        self.recorder = recorder
+        """`station run --record`: judged frames kept for `station replay`."""
         self.metrics = metrics
         self.notifier = notifier or SystemdNotifier({})
         self.pass_sample_every = pass_sample_every
@@ -216,6 +220,8 @@ class LineStation:
         self.link.close()
         if self.images:
             self.images.close()
+        if self.recorder:
+            self.recorder.close()
         log.info("stopped: %s", self.metrics.summary_line())
 
     # --- the loop ------------------------------------------------------------------
@@ -405,6 +411,23 @@ class LineStation:
             image_path=self._keep_image(part, frame),
             note=(j.detail or None) if j else (f"mega: {error}" if error else None),
         )
+        if self.recorder and j and frame:
+            self.recorder.part_judged(
+                part.uid,
+                frame,
+                j,
+                {
+                    "part_id": part.part_id,
+                    "link_epoch": part.epoch,
+                    "trigger_source": part.source,
+                    "trigger_time": self.audit.wall(part.trigger_time),
+                    "verdict_time": self.audit.wall(sent),
+                    "verdict": part.verdict,
+                    "failsafe_reason": part.failsafe,
+                    "model_version": self.audit.model_version,
+                    "calibration_checksum": self.audit.calibration_crc,
+                },
+            )
 
     def _send_vision(self, part: PartInFlight, reject: bool) -> str | None:
         if not reject:
@@ -489,6 +512,10 @@ class LineStation:
                 f"part {part.part_id}: verdict {part.verdict} but the gate {action} ({reason})",
             )
         self.audit.update(part.uid, gate_action=action, gate_reason=reason, gate_time=when)
+        if self.recorder:
+            self.recorder.part_changed(
+                part.uid, gate_action=action, gate_reason=reason, gate_time=self.audit.wall(when)
+            )
 
     def _on_fault(self, msg: m.FaultEvent) -> None:
         name = m.Fault(msg.code).name
@@ -525,6 +552,10 @@ class LineStation:
                     failsafe_reason=part.failsafe,
                     verdict_time=time.monotonic(),
                 )
+                if self.recorder:
+                    self.recorder.part_changed(
+                        part.uid, verdict="reject", failsafe_reason=part.failsafe
+                    )
             self.parts.orphans.append(part)
 
     def _pass_survives(self, part: PartInFlight, state: LinkState) -> str | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from station.calibration import Calibration
 from station.config import StationConfig
+from station.recording import label_parts
 from station.service.assembly import assemble, install_signal_handlers, start
 from station.service.systemd_notify import SystemdNotifier
 from station.sim.conveyor import PartOnBelt, VirtualCamera, VirtualConveyor, VirtualLineConfig
@@ -147,6 +148,10 @@ def run_virtual_line(
     summary["tensorflow_loaded"] = "tensorflow" in sys.modules
     summary["audit_database"] = str(config.audit.database)
     summary["parts_csv"] = str(out_dir / "parts.csv")
+    if config.record:
+        labels = {o.uid: o.label for o in outcomes if o.uid is not None}
+        summary["recorded_parts_labelled"] = label_parts(config.record.directory, labels)
+        summary["recording"] = str(config.record.directory)
     return summary
 
 

@@ -27,33 +27,12 @@ from station.service.line_station import VisionSighting
 from station.vision.locate import find_blobs
 
 
-class VisionTrigger:
-    def __init__(
-        self,
-        frames: FrameBuffer,
-        inbox: queue.Queue,
-        config: VisionTriggerConfig,
-        calibration: Calibration,
-        active: Callable[[], bool] | None = None,
-        backup: bool = False,
-    ):
-        self.frames = frames
-        self.inbox = inbox
+class LineCrossing:
+    """Finds parts crossing the trigger line; shared by the live trigger and video replay."""
+
+    def __init__(self, config: VisionTriggerConfig, min_area_px: int):
         self.config = config
-        self.min_area_px = calibration.camera.min_part_area_px
-        self.active = active or (lambda: True)
-        """Photo-eye lines: only while the link is down (the backup that finds unreported parts)."""
-        self.backup = backup
-        self.sightings = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vision-trigger", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
+        self.min_area_px = min_area_px
 
     def centres(self, image) -> list[float]:
         """Blob centres along the belt: 0..1 across the frame, increasing downstream."""
@@ -80,6 +59,34 @@ class VisionTrigger:
                     return (line - p) / (c - p)
         return None
 
+
+class VisionTrigger:
+    def __init__(
+        self,
+        frames: FrameBuffer,
+        inbox: queue.Queue,
+        config: VisionTriggerConfig,
+        calibration: Calibration,
+        active: Callable[[], bool] | None = None,
+        backup: bool = False,
+    ):
+        self.frames = frames
+        self.inbox = inbox
+        self.crossings = LineCrossing(config, calibration.camera.min_part_area_px)
+        self.active = active or (lambda: True)
+        """Photo-eye lines: only while the link is down (the backup that finds unreported parts)."""
+        self.backup = backup
+        self.sightings = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vision-trigger", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
     def _run(self) -> None:
         last = float("-inf")
         previous: list[float] = []
@@ -89,8 +96,8 @@ class VisionTrigger:
                 if not self.active():
                     previous = []
                     continue
-                current = self.centres(frame.image)
-                fraction = self.crossing(previous, current)
+                current = self.crossings.centres(frame.image)
+                fraction = self.crossings.crossing(previous, current)
                 previous = current
                 if fraction is not None:
                     self.sightings += 1

@@ -1,0 +1,1 @@
+"""`station replay`: run recorded or collected frames through the station, safely."""

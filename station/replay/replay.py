@@ -1,0 +1,198 @@
+"""Judge a source's parts as the line would, and send each verdict to a simulated Mega.
+
+The path is the line's: `Judge.judge` (locate, crop, preprocess, LiteRT,
+threshold, fail-safe rules), the host's verdict deadline, and the Mega's
+own decision from PART/VERDICT/GATE on the wire (`SteppedMega`, on a
+virtual clock). What is not the line's: parts arrive at a fixed spacing
+(`rate`), and time does not wait for the belt, so a replay runs as fast
+as the frames can be judged.
+
+With `against`, a second model judges the same frames through its own
+Judge and its own simulated Mega; the report lists the parts whose verdict
+flips.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from tqdm import tqdm
+
+from station.calibration import Calibration, TimingMode
+from station.classifier.litert_classifier import Classifier
+from station.judge import FailSafe, Judge, Judgement
+from station.link import messages as m
+from station.replay.inputs import BadInput, ReplayPart, ReplaySource
+from station.sim.stepped_mega import SteppedMega
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartResult:
+    """One part as one model saw it, and what the simulated Mega did with the verdict."""
+
+    index: int
+    name: str
+    label: str | None
+    score: float | None
+    verdict: str
+    failsafe_reason: str | None
+    detail: str
+    latency_ms: float
+    """Frame to verdict: locating and classifying, as on the line."""
+    gate_action: str | None = None
+    gate_reason: str | None = None
+    recorded_verdict: str | None = None
+    recorded_score: float | None = None
+
+    @property
+    def missed_defect(self) -> bool:
+        return self.label == "defective" and self.verdict == "pass"
+
+    @property
+    def false_reject(self) -> bool:
+        return self.label == "ok" and self.verdict == "reject"
+
+
+@dataclass
+class ModelRun:
+    """One model's pass over the source: its judge, its simulated Mega, its results."""
+
+    classifier: Classifier
+    judge: Judge
+    calibration: Calibration
+    spacing_ms: int
+    results: list[PartResult] = field(default_factory=list)
+    mega: SteppedMega = field(init=False)
+    _pending: dict[int, PartResult] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.mega = SteppedMega(replay_configure(self.calibration))
+
+    def judge_part(self, index: int, part: ReplayPart) -> tuple[PartResult, Judgement]:
+        j = self.judge.judge(part.frame, whole=part.whole)
+        result = PartResult(
+            index=index,
+            name=part.name,
+            label=part.label,
+            score=j.score,
+            verdict=j.verdict,
+            failsafe_reason=j.failsafe.value if j.failsafe else None,
+            detail=j.detail,
+            latency_ms=j.seconds * 1000,
+            recorded_verdict=(part.recorded or {}).get("verdict"),
+            recorded_score=(part.recorded or {}).get("score"),
+        )
+        self._to_gate(result)
+        self.results.append(result)
+        return result, j
+
+    def _to_gate(self, result: PartResult) -> None:
+        """The line's timing: PART at the eye, VERDICT after camera delay plus judging."""
+        cal = self.calibration
+        eye_ms = len(self.results) * self.spacing_ms
+        ready_ms = cal.camera.trigger_delay_ms + result.latency_ms
+        if ready_ms > cal.verdict_deadline_ms and result.failsafe_reason is None:
+            # The line's host gives up on a judgement this late (LineStation deadlines).
+            result.verdict, result.failsafe_reason = "reject", FailSafe.CLASSIFIER_TIMEOUT.value
+        part_id = self.mega.photo_eye(eye_ms)
+        answer = self.mega.verdict(
+            eye_ms + int(np.ceil(min(ready_ms, cal.verdict_deadline_ms))),
+            part_id,
+            result.verdict == "reject",
+        )
+        if answer == m.Error.LATE.name:
+            result.verdict, result.failsafe_reason = "reject", FailSafe.LATE.value
+        self._pending[part_id] = result
+        self._collect_gates()
+
+    def finish(self) -> None:
+        self.mega.settle()
+        self._collect_gates()
+        for result in self._pending.values():
+            result.detail = (result.detail + "; " if result.detail else "") + "no GATE event"
+
+    def _collect_gates(self) -> None:
+        for part_id in [p for p in self._pending if p in self.mega.gates]:
+            result = self._pending.pop(part_id)
+            gate = self.mega.gates.pop(part_id)
+            result.gate_action, result.gate_reason = gate.action, gate.reason
+
+
+def replay_configure(calibration: Calibration) -> m.Configure:
+    """The calibration's CONFIGURE in milliseconds: replay time is a clock, not a belt."""
+    configure = calibration.configure_message()
+    if calibration.timing.mode == TimingMode.MILLISECONDS:
+        return configure
+    return replace(
+        configure,
+        mode=m.TimingMode.MILLISECONDS,
+        gate_offset=int(round(calibration.gate_travel_ms)),
+        decision_lead=int(round(calibration.decision_lead_ms)),
+    )
+
+
+@dataclass
+class ReplayRun:
+    source: ReplaySource
+    runs: list[ModelRun]
+    bad_inputs: list[BadInput]
+    wall_s: float
+    examples: dict[int, tuple[ReplayPart, list[Judgement]]]
+    """Frames worth saving (a disagreement with the label, or a flip), by part index."""
+
+
+def replay(
+    source: ReplaySource,
+    models: list[tuple[Classifier, float | None]],
+    calibration: Calibration,
+    rate_parts_s: float = 5.0,
+    progress: bool = True,
+) -> ReplayRun:
+    """Judge every part of `source` with each (classifier, threshold); the first is "A"."""
+    spacing_ms = int(round(1000 / rate_parts_s))
+    runs = [
+        ModelRun(
+            classifier,
+            Judge(
+                classifier,
+                calibration.camera.crop_px,
+                calibration.camera.min_part_area_px,
+                threshold=classifier.threshold if threshold is None else threshold,
+            ),
+            calibration,
+            spacing_ms,
+        )
+        for classifier, threshold in models
+    ]
+    bad: list[BadInput] = []
+    examples: dict[int, tuple[ReplayPart, list[Judgement]]] = {}
+    started = time.perf_counter()
+    unit = "frame" if source.kind == "video" else "part"
+    bar = tqdm(total=source.total, desc="replaying", unit=unit, mininterval=1, disable=not progress)
+    with bar:
+        for item in source:
+            bar.update(1)
+            if item is None:
+                continue
+            if isinstance(item, BadInput):
+                log.warning("%s: %s", item.name, item.reason)
+                bad.append(item)
+                continue
+            index = len(runs[0].results)
+            judged = [run.judge_part(index, item) for run in runs]
+            if _worth_keeping([r for r, _ in judged]):
+                examples[index] = (item, [j for _, j in judged])
+    for run in runs:
+        run.finish()
+    return ReplayRun(source, runs, bad, time.perf_counter() - started, examples)
+
+
+def _worth_keeping(results: list[PartResult]) -> bool:
+    disagrees = any(r.missed_defect or r.false_reject for r in results)
+    flips = len({r.verdict for r in results}) > 1
+    return disagrees or flips
