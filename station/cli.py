@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from station.calibrate.commands import calibrate
 from station.classifier.litert_classifier import DEFAULT_MODEL_DIR
 from station.training.config import TrainConfig
 
@@ -417,3 +418,6 @@ def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, a
         width = max(len(k) for k in summary)
         for key, value in summary.items():
             click.echo(f"{key:<{width}}  {value}")
+
+
+main.add_command(calibrate)

@@ -66,23 +66,7 @@ def evaluate(
     model_dir: Path, data_dir: Path, threshold: float | None, plots_dir: Path
 ) -> EvaluationReport:
     classifier = Classifier(model_dir, threshold=threshold)
-    folder = scan_labelled_folder(data_dir)
-    side = int(classifier.card.training.get("image_size", 300))
-    skipped = list(folder.skipped)
-    labels, scores = [], []
-    for sample in tqdm(folder.samples, desc="evaluating", unit="img", mininterval=2, disable=None):
-        try:
-            grey = load_grey(sample.path, (side, side))
-        except BadImage as exc:
-            skipped.append(Skipped(sample.path, str(exc)))
-            continue
-        labels.append(sample.label)
-        scores.append(classifier.score(grey))
-    for item in skipped:
-        log.warning("skipped %s: %s", item.path, item.reason)
-    if not labels:
-        raise BadImage(f"{data_dir}: no usable image")
-    labels_arr, scores_arr = np.array(labels), np.array(scores)
+    labels_arr, scores_arr, skipped = score_folder(classifier, data_dir)
     figures = figures_at(labels_arr, scores_arr, classifier.threshold)
     plots_dir.mkdir(parents=True, exist_ok=True)
     title = f"{data_dir.name} ({classifier.version})"
@@ -97,3 +81,26 @@ def evaluate(
     return EvaluationReport(
         classifier.version, data_dir, classifier.threshold, figures, skipped, written
     )
+
+
+def score_folder(
+    classifier: Classifier, data_dir: Path
+) -> tuple[np.ndarray, np.ndarray, list[Skipped]]:
+    """Labels (1 = defective) and scores of every readable image; the skipped files, named."""
+    folder = scan_labelled_folder(data_dir)
+    side = int(classifier.card.training.get("image_size", 300))
+    skipped = list(folder.skipped)
+    labels, scores = [], []
+    for sample in tqdm(folder.samples, desc="scoring", unit="img", mininterval=2, disable=None):
+        try:
+            grey = load_grey(sample.path, (side, side))
+        except BadImage as exc:
+            skipped.append(Skipped(sample.path, str(exc)))
+            continue
+        labels.append(sample.label)
+        scores.append(classifier.score(grey))
+    for item in skipped:
+        log.warning("skipped %s: %s", item.path, item.reason)
+    if not labels:
+        raise BadImage(f"{data_dir}: no usable image")
+    return np.array(labels), np.array(scores), skipped

@@ -78,3 +78,33 @@ def score_histogram(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def misses_against_false_rejects(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, title: str, path: Path
+) -> None:
+    """Missed defects and false rejects at every threshold: the price of each operating point."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    candidates = np.unique(np.concatenate([scores, [threshold]]))
+    missed = [int(np.sum(labels & (scores < t))) for t in candidates]
+    false_rejects = [int(np.sum(~labels & (scores >= t))) for t in candidates]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.step(false_rejects, missed, where="post", color="tab:blue")
+    chosen = int(np.searchsorted(candidates, threshold))
+    ax.plot(
+        false_rejects[chosen],
+        missed[chosen],
+        "o",
+        color="black",
+        label=f"threshold {threshold:.4f}: {missed[chosen]} missed, "
+        f"{false_rejects[chosen]} false rejects",
+    )
+    ax.set_xlabel("false rejects (good parts thrown away)")
+    ax.set_ylabel("missed defects (defective parts passed)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -298,3 +300,30 @@ def _summary(outcomes, metrics, conveyor, wall_s, faults) -> dict:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+@contextmanager
+def virtual_rig(line: VirtualLineConfig, parts: int, workdir: Path) -> Iterator[VirtualRig]:
+    """The virtual conveyor running past a simulated Mega on a pty: a machine for
+    `station calibrate --virtual-line` to measure, with no station attached."""
+    mega = SimulatedMega(workdir / "mega-port").start()
+    conveyor = VirtualConveyor(line, mega, parts)
+    conveyor.start(lead_in_s=0.3)
+    try:
+        yield VirtualRig(mega, conveyor)
+    finally:
+        conveyor.stop()
+        mega.stop()
+
+
+@dataclass
+class VirtualRig:
+    mega: SimulatedMega
+    conveyor: VirtualConveyor
+
+    @property
+    def port(self) -> str:
+        return self.mega.port
+
+    def camera(self) -> VirtualCamera:
+        return VirtualCamera(self.conveyor)

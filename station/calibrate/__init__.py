@@ -1,0 +1,1 @@
+"""`station calibrate`: camera and roi (camera.py), timing, servo, threshold; store.py writes."""

@@ -1,0 +1,68 @@
+"""`calibrate threshold`: the operating point from this station's golden samples.
+
+Every defective sample must score at or above the threshold (zero missed
+defects); among such thresholds the one with the fewest false rejects is
+taken, centred in its gap (`station.scoring.zero_miss_threshold`). The
+figures and two plots show what it costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from station import plots
+from station.classifier.litert_classifier import Classifier
+from station.dataset import Skipped
+from station.evaluation import score_folder
+from station.scoring import figures_at, zero_miss_threshold
+
+
+class NotEnoughSamples(ValueError):
+    """The folder cannot support a threshold (no defective or no OK sample)."""
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    threshold: float
+    samples: int
+    defective: int
+    missed_defects: int
+    false_rejects: int
+    lowest_defect_score: float
+    skipped: list[Skipped]
+    plots: dict[str, str]
+
+
+def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) -> ThresholdChoice:
+    labels, scores, skipped = score_folder(classifier, data_dir)
+    defective = int(labels.sum())
+    if defective == 0 or defective == len(labels):
+        missing = "defective" if defective == 0 else "OK"
+        raise NotEnoughSamples(
+            f"{data_dir}: no {missing} sample; golden samples need both def_front/ and ok_front/"
+        )
+    threshold = zero_miss_threshold(labels, scores)
+    figures = figures_at(labels, scores, threshold)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = {
+        "score_histogram": plots_dir / "threshold_score_histogram.png",
+        "misses_against_false_rejects": plots_dir / "threshold_misses_vs_false_rejects.png",
+    }
+    title = f"golden samples {data_dir.name} ({classifier.version})"
+    plots.score_histogram(labels, scores, threshold, title, written["score_histogram"])
+    plots.misses_against_false_rejects(
+        labels, scores, threshold, title, written["misses_against_false_rejects"]
+    )
+    return ThresholdChoice(
+        threshold=threshold,
+        samples=len(labels),
+        defective=defective,
+        missed_defects=figures.missed_defects,
+        false_rejects=figures.false_rejects,
+        lowest_defect_score=float(np.min(scores[labels.astype(bool)])),
+        skipped=skipped,
+        plots={k: str(v) for k, v in written.items()},
+    )

@@ -1,0 +1,190 @@
+"""`station calibrate` against the virtual conveyor and the simulated Mega (real pty, real
+OpenCV, real LiteRT), and every refusal leaving the previous file byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import SAMPLE_DIR
+
+from station.calibrate.servo import fire_test_pulses
+from station.calibration import Calibration
+from station.cli import main
+from station.sim.mega_pty import SimulatedMega
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def station_dir(tmp_path: Path) -> Path:
+    """A copy of the virtual line's station and calibration files to change."""
+    calibration = (REPO / "calibration" / "virtual-line.yaml").read_text()
+    (tmp_path / "virtual-line.yaml").write_text(calibration)
+    config = yaml.safe_load((REPO / "calibration" / "virtual-line.station.yaml").read_text())
+    config["virtual_line"]["parts_from"] = str(SAMPLE_DIR)
+    config["audit"] = {"database": "audit.sqlite", "images_dir": "images"}
+    (tmp_path / "station.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def _calibrate(station_dir: Path, *args: str):
+    config = str(station_dir / "station.yaml")
+    return CliRunner().invoke(main, ["calibrate", *args, "--config", config])
+
+
+def _cal(station_dir: Path) -> Path:
+    return station_dir / "virtual-line.yaml"
+
+
+def test_roi_finds_the_part_and_writes_a_checked_file_with_a_backup(station_dir, monkeypatch):
+    monkeypatch.chdir(station_dir)
+    before = _cal(station_dir).read_text()
+    result = _calibrate(station_dir, "roi", "--virtual-line", "--margin-pct", "10", "--yes")
+    assert result.exit_code == 0, result.output
+    new = Calibration.load(_cal(station_dir))  # the checksum matches the values
+    assert new.camera.crop_px == 330  # the 300 px part, 10 % wider
+    assert 30_000 < new.camera.min_part_area_px < 40_000  # half the part's blob
+    assert (station_dir / "virtual-line.yaml.bak").read_text() == before
+    text = _cal(station_dir).read_text()
+    assert "`station calibrate roi`: camera.crop_px 300 -> 330" in text
+    assert text.splitlines()[0] == before.splitlines()[0]  # the site's own header is kept
+    assert (station_dir / "runs" / "calibrate-virtual-line-roi.png").is_file()
+
+
+def test_camera_check_reports_quality_and_saves_a_snapshot(station_dir, monkeypatch):
+    monkeypatch.chdir(station_dir)
+    before = _cal(station_dir).read_text()
+    result = _calibrate(station_dir, "camera", "--virtual-line", "--frames", "60")
+    assert result.exit_code == 0, result.output
+    assert "camera OK" in result.output and "focus" in result.output
+    assert (station_dir / "runs" / "calibrate-virtual-line.png").is_file()
+    assert _cal(station_dir).read_text() == before
+
+
+def test_timing_measures_the_camera_delay_and_computes_the_gate(station_dir, monkeypatch):
+    monkeypatch.chdir(station_dir)
+    result = _calibrate(
+        station_dir,
+        "timing",
+        "--virtual-line",
+        "--measure-camera",
+        "4",
+        "--gate-distance-mm",
+        "757.5",
+        "--part-length-mm",
+        "75",
+        "--belt-speed-mm-s",
+        "500",
+        "--yes",
+    )
+    assert result.exit_code == 0, result.output
+    new = Calibration.load(_cal(station_dir))
+    # Physics of the virtual line: (60 mm to the camera + 37.5 mm to the centre) at 600 mm/s.
+    assert new.camera.trigger_delay_ms == pytest.approx(162.5, abs=5)
+    # (757.5 + 37.5) mm at 500 mm/s is 1590 ms to the centre; the pulse starts 40 ms early.
+    assert new.timing.gate_offset == 1550 and new.timing.belt_speed_mm_s == 500
+
+    result = _calibrate(
+        station_dir,
+        "timing",
+        "--gate-distance-mm",
+        "757.5",
+        "--part-length-mm",
+        "75",
+        "--belt-speed-mm-s",
+        "600",
+        "--counts-per-mm",
+        "10",
+        "--yes",
+    )
+    assert result.exit_code == 0, result.output
+    encoder = Calibration.load(_cal(station_dir))
+    assert encoder.timing.mode.value == "encoder" and encoder.timing.gate_offset == 7710
+    assert encoder.gate_travel_ms == pytest.approx(1285)
+
+
+def test_servo_test_fires_through_the_mega_and_refuses_unsafe_widths(station_dir, monkeypatch):
+    monkeypatch.chdir(station_dir)
+    before = _cal(station_dir).read_text()
+    result = _calibrate(station_dir, "servo", "--virtual-line", "--reject-us", "2600", "--yes")
+    assert result.exit_code == 1
+    assert "servo.reject_us" in result.output and "2500" in result.output
+    assert _cal(station_dir).read_text() == before and not Path("virtual-line.yaml.bak").exists()
+
+    result = _calibrate(
+        station_dir, "servo", "--virtual-line", "--pulse-ms", "100", "--fire", "3", "--yes"
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 of 3" in result.output and "[200, 200]" in result.output
+    assert Calibration.load(_cal(station_dir)).servo.pulse_ms == 100
+
+
+def test_test_fire_moves_the_servo_to_the_widths_asked(tmp_path):
+    """The pulses themselves, seen on the simulated Mega's servo output."""
+    calibration = Calibration.load(REPO / "calibration" / "virtual-line.yaml")
+    servo = calibration.servo.model_copy(update={"reject_us": 1800, "pulse_ms": 60})
+    calibration = calibration.model_copy(update={"servo": servo})
+    mega = SimulatedMega(tmp_path / "port").start()
+    try:
+        report = fire_test_pulses(calibration, mega.port, 2)
+        pulses = list(mega.core.servo_log)
+    finally:
+        mega.stop()
+    assert report.fired == 2 and report.calibration_crc == calibration.checksum()
+    assert [p.width_us for p in pulses] == [1800, 1800]
+    assert all(p.end_ms - p.start_ms == 60 for p in pulses)
+
+
+def test_threshold_from_golden_samples(station_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(station_dir)
+    result = _calibrate(station_dir, "threshold", "--data", str(SAMPLE_DIR), "--yes")
+    assert result.exit_code == 0, result.output
+    threshold = Calibration.load(_cal(station_dir)).threshold
+    # Between the highest OK score (0.195) and the lowest defect score (0.99996).
+    assert 0.2 < threshold < 0.99995
+    plots = station_dir / "runs" / "calibrate-threshold"
+    assert (plots / "threshold_score_histogram.png").is_file()
+    assert (plots / "threshold_misses_vs_false_rejects.png").is_file()
+
+    only_defects = tmp_path / "golden"
+    (only_defects / "def_front").mkdir(parents=True)
+    for image in (SAMPLE_DIR / "def_front").glob("*.jpeg"):
+        (only_defects / "def_front" / image.name).write_bytes(image.read_bytes())
+    (only_defects / "ok_front").mkdir()
+    before = _cal(station_dir).read_text()
+    result = _calibrate(station_dir, "threshold", "--data", str(only_defects), "--yes")
+    assert result.exit_code == 1 and "unchanged" in result.output
+    assert _cal(station_dir).read_text() == before
+
+
+def test_a_corrupt_calibration_is_named_and_left_alone(station_dir):
+    damaged = _cal(station_dir).read_text().replace("pulse_ms: 80", "pulse_ms: 81")
+    _cal(station_dir).write_text(damaged)
+    result = _calibrate(station_dir, "roi", "--virtual-line", "--yes")
+    assert result.exit_code == 1
+    assert "checksum" in result.output and "virtual-line.yaml" in result.output
+    assert _cal(station_dir).read_text() == damaged
+
+
+def test_an_absent_port_or_camera_is_named(station_dir):
+    config = yaml.safe_load((station_dir / "station.yaml").read_text())
+    config["link"]["port"] = str(station_dir / "no-such-port")
+    config["camera"] = {"kind": "opencv", "device": "/dev/video-missing"}
+    (station_dir / "station.yaml").write_text(yaml.safe_dump(config))
+    before = _cal(station_dir).read_text()
+    result = _calibrate(station_dir, "servo", "--fire", "1", "--yes")
+    assert result.exit_code == 1 and "no-such-port" in result.output
+    result = _calibrate(station_dir, "camera")
+    assert result.exit_code == 1 and "/dev/video-missing" in result.output
+    assert _cal(station_dir).read_text() == before
+
+
+def test_show_prints_the_file_and_its_checksum(station_dir):
+    result = _calibrate(station_dir, "show")
+    assert result.exit_code == 0, result.output
+    checksum = f"{Calibration.load(_cal(station_dir)).checksum():#010x}"
+    assert f"checksum: {checksum}" in result.output
+    assert "gate travel 1285 ms" in result.output
