@@ -3,6 +3,7 @@ OpenCV, real LiteRT), and every refusal leaving the previous file byte for byte.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,10 @@ def test_servo_test_fires_through_the_mega_and_refuses_unsafe_widths(station_dir
         station_dir, "servo", "--virtual-line", "--pulse-ms", "100", "--fire", "3", "--yes"
     )
     assert result.exit_code == 0, result.output
-    assert "3 of 3" in result.output and "[200, 200]" in result.output
+    assert "3 of 3" in result.output
+    spacing = re.search(r"spacing \[(\d+), (\d+)\] ms", result.output)
+    assert spacing, result.output  # by the Mega's clock, which ticks in real time here
+    assert all(abs(int(s) - 200) <= 2 for s in spacing.groups())
     assert Calibration.load(_cal(station_dir)).servo.pulse_ms == 100
 
 

@@ -33,7 +33,6 @@ DEFAULT_CONFIG = REPO_CALIBRATION / "virtual-line.station.yaml"
 class Machine:
     """Where a step finds the camera and the Mega: the real ones, or the virtual line's."""
 
-    config: StationConfig
     port: str
     make_source: Callable[[], FrameSource]
 
@@ -75,7 +74,7 @@ def _machine(config: StationConfig, virtual: bool, parts: int = 20) -> Iterator[
             make_source = source_factory(config.camera)
         except StartupError as exc:
             raise click.ClickException(f"camera: {exc}") from None
-        yield Machine(config, config.link.port, make_source)
+        yield Machine(config.link.port, make_source)
         return
     from station.sim.virtual_line import virtual_rig
 
@@ -83,7 +82,7 @@ def _machine(config: StationConfig, virtual: bool, parts: int = 20) -> Iterator[
         raise click.ClickException(f"{config.station}: no virtual_line section in the config")
     line = config.virtual_line.model_copy(update={"pitch_mm": 300.0, "pitch_jitter": 0.0})
     with tempfile.TemporaryDirectory() as work, virtual_rig(line, parts, Path(work)) as rig:
-        yield Machine(config, rig.port, rig.camera)
+        yield Machine(rig.port, rig.camera)
 
 
 def _ask(value, prompt: str, default, kind=float):

@@ -58,7 +58,7 @@ def model_summary(run: ModelRun) -> dict:
         ),
     }
     if labelled:
-        figures = _figures(labelled, run.judge.threshold)
+        figures = _figures(labelled)
         summary["accuracy"] = round(figures.accuracy, 5)
         summary["confusion"] = figures.confusion
     recorded = [r for r in results if r.recorded_verdict]
@@ -67,7 +67,7 @@ def model_summary(run: ModelRun) -> dict:
     return summary
 
 
-def _figures(labelled: list[PartResult], threshold: float):
+def _figures(labelled: list[PartResult]):
     """Figures on the verdicts (fail-safe rejects included), not on the scores."""
     labels = np.array([r.label == "defective" for r in labelled])
     rejected = np.array([1.0 if r.verdict == "reject" else 0.0 for r in labelled])
@@ -251,7 +251,7 @@ def _write_plots(run: ModelRun, out_dir: Path) -> dict:
         "score_histogram": out_dir / "score_histogram.png",
     }
     plots.confusion_matrix(
-        _figures(labelled, run.judge.threshold),
+        _figures(labelled),
         run.judge.threshold,
         title,
         written["confusion_matrix"],
