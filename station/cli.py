@@ -62,14 +62,17 @@ def main(verbose: bool) -> None:
     "--width", default=TRAIN_DEFAULTS.width, show_default=True, help="Channels of the first stage."
 )
 @click.option(
-    "--epochs", default=TRAIN_DEFAULTS.epochs, show_default=True, help="Upper bound; stops early."
+    "--epochs",
+    default=TRAIN_DEFAULTS.epochs,
+    show_default=True,
+    help="Length of the learning-rate schedule; stops early if validation loss stalls.",
 )
 @click.option("--batch-size", default=TRAIN_DEFAULTS.batch_size, show_default=True)
 @click.option(
     "--learning-rate",
     default=TRAIN_DEFAULTS.learning_rate,
     show_default=True,
-    help="Initial Adam learning rate; halved on plateaus.",
+    help="Peak Adam learning rate: warm-up for 2 epochs, then cosine decay to 1% of it.",
 )
 @click.option(
     "--patience",

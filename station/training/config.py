@@ -9,10 +9,10 @@ from dataclasses import dataclass
 class TrainConfig:
     input_size: int = 192
     width: int = 16
-    epochs: int = 60
+    epochs: int = 45
     batch_size: int = 64
     learning_rate: float = 3e-3
-    patience: int = 10
+    patience: int = 15
     val_fraction: float = 0.15
     seed: int = 20261122
     views: int = 2
