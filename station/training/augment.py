@@ -8,11 +8,9 @@ images), while validation and line images keep theirs, and the defects
 (blow holes, burrs, pits) are exactly that kind of detail. Turning the
 300 px frame with cubic interpolation and then shrinking it with
 `preprocess` (the line's own INTER_AREA resize) keeps a turned frame as sharp
-as a real one (0.0064 against 0.0060). It did not, on its own, stop
-validation accuracy swinging between epochs early in training (epochs 2 to
-21 still had collapses to "all defective"); as the cosine schedule in
-`trainer.learning_rate_schedule` decays the rate they stop (none after epoch
-30: 95% to 99.5% at a 0.5 cut).
+as a real one (0.0064 against 0.0060). It did not stop validation
+accuracy swinging between epochs; that is the batch-norm statistics (see
+`architecture.py`).
 
 Each batch draws from its own generator seeded by (seed, epoch, batch), so a
 batch does not depend on which worker thread makes it.

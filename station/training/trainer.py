@@ -41,7 +41,6 @@ from station.dataset import (
 from station.scoring import figures_at, zero_miss_threshold
 from station.training.architecture import impeller_net
 from station.training.augment import AugmentedBatches
-from station.training.batch_norm import PreciseBatchNorm
 from station.training.config import TrainConfig
 from station.training.export import to_tflite
 
@@ -234,9 +233,7 @@ def _fit(
         loss="binary_crossentropy",
         metrics=["accuracy"],
     )
-    # PreciseBatchNorm first: early stopping must judge (and keep) the re-estimated statistics.
     callbacks = [
-        PreciseBatchNorm(train_batches),
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True
         ),
