@@ -60,7 +60,13 @@ CREATE TABLE IF NOT EXISTS alarms (
 class AuditLog:
     """The SQLite audit database. Used from one thread (the station's main loop)."""
 
-    def __init__(self, path: Path, model_version: str, calibration_crc: int):
+    def __init__(
+        self,
+        path: Path,
+        model_version: str,
+        calibration_crc: int,
+        clock_offset_s: float | None = None,
+    ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -69,7 +75,10 @@ class AuditLog:
         self.db.executescript(SCHEMA)
         self.model_version = model_version
         self.calibration_crc = f"{calibration_crc:#010x}"
-        self._clock_offset = time.time() - time.monotonic()
+        self._clock_offset = (
+            time.time() - time.monotonic() if clock_offset_s is None else clock_offset_s
+        )
+        """Added to the station's clock (monotonic, or a simulation's) to give UNIX time."""
 
     def wall(self, monotonic_s: float | None) -> float | None:
         return None if monotonic_s is None else monotonic_s + self._clock_offset
@@ -79,8 +88,13 @@ class AuditLog:
         row = self.db.execute("SELECT COALESCE(MAX(link_epoch), 0) FROM parts").fetchone()
         return int(row[0]) + 1
 
+    def next_uid(self) -> int:
+        row = self.db.execute("SELECT COALESCE(MAX(uid), 0) FROM parts").fetchone()
+        return int(row[0]) + 1
+
     def new_part(
         self,
+        uid: int,
         epoch: int,
         part_id: int,
         source: str,
@@ -89,9 +103,10 @@ class AuditLog:
         note: str | None = None,
     ) -> int:
         cur = self.db.execute(
-            "INSERT INTO parts (link_epoch, part_id, trigger_source, mcu_trigger_ms, "
-            "trigger_time, model_version, calibration_crc, note) VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO parts (uid, link_epoch, part_id, trigger_source, mcu_trigger_ms, "
+            "trigger_time, model_version, calibration_crc, note) VALUES (?,?,?,?,?,?,?,?,?)",
             (
+                uid,
                 epoch,
                 part_id,
                 source,
@@ -112,9 +127,11 @@ class AuditLog:
         columns = ", ".join(f"{name} = ?" for name in fields)
         self.db.execute(f"UPDATE parts SET {columns} WHERE uid = ?", (*fields.values(), uid))
 
-    def alarm(self, kind: str, detail: str) -> None:
+    def alarm(self, kind: str, detail: str, when: float | None = None) -> None:
+        """`when` on the station's clock; None: now."""
+        at = time.time() if when is None else self.wall(when)
         self.db.execute(
-            "INSERT INTO alarms (time, kind, detail) VALUES (?,?,?)", (time.time(), kind, detail)
+            "INSERT INTO alarms (time, kind, detail) VALUES (?,?,?)", (at, kind, detail)
         )
 
     def close(self) -> None:

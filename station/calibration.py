@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -22,6 +23,58 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from station.link import messages as m
 
 CALIBRATION_FORMAT = 1
+
+JUDGE_MARGIN_MS = 30.0
+"""The host stops waiting for a part's frame this long before the verdict deadline:
+the time to locate, classify and send once the frame is there."""
+FRAME_ARRIVAL_MS = 20.0
+"""A frame reaches the host up to this long after its exposure (one period at 50 fps plus
+transfer); the wanted frame must be able to arrive before the host gives up on it."""
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Every deadline of a part, in ms after its photo-eye trigger, derived in one place.
+
+    Validation, `station calibrate timing` and `show`, the line service, replay
+    and the virtual lines all read these, so a calibration that validates can
+    never leave the host no time to judge.
+    """
+
+    trigger_delay_ms: float
+    """The wanted frame: the one exposed this long after the trigger shows the part."""
+    frame_give_up_ms: float
+    """No frame by now: the part is failed safe (no_frame)."""
+    verdict_deadline_ms: float
+    """No judgement by now: the part is failed safe (classifier_timeout)."""
+    decision_point_ms: float
+    """The Mega decides (fires on no verdict) here; a verdict after it is LATE."""
+    gate_travel_ms: float
+    """The part reaches the gate."""
+
+    @property
+    def judge_slack_ms(self) -> float:
+        """Spare time between the frame's latest arrival and the host giving up on it."""
+        return self.frame_give_up_ms - self.trigger_delay_ms - FRAME_ARRIVAL_MS
+
+    def problem(self) -> str | None:
+        if self.judge_slack_ms < 0:
+            return (
+                f"camera.trigger_delay_ms {self.trigger_delay_ms:g} leaves no time to judge: "
+                f"the frame may arrive {FRAME_ARRIVAL_MS:g} ms after it, and the host gives up "
+                f"on it at {self.frame_give_up_ms:.0f} ms after the trigger (verdict deadline "
+                f"{self.verdict_deadline_ms:.0f} ms less {JUDGE_MARGIN_MS:g} ms to judge), so "
+                f"at most {self.frame_give_up_ms - FRAME_ARRIVAL_MS:.0f} ms"
+            )
+        return None
+
+    def describe(self) -> str:
+        return (
+            f"after the photo-eye: frame at {self.trigger_delay_ms:g} ms, given up at "
+            f"{self.frame_give_up_ms:.0f} ms, verdict deadline {self.verdict_deadline_ms:.0f} ms, "
+            f"Mega decides at {self.decision_point_ms:.0f} ms, gate at "
+            f"{self.gate_travel_ms:.0f} ms (slack {self.judge_slack_ms:.0f} ms)"
+        )
 
 
 class CalibrationError(ValueError):
@@ -115,13 +168,7 @@ class Calibration(_Section):
             )
         if self.servo.rest_us == self.servo.reject_us:
             return "servo.rest_us equals servo.reject_us: the gate would never move"
-        if self.camera.trigger_delay_ms >= self.gate_travel_ms - self.decision_lead_ms:
-            return (
-                f"camera.trigger_delay_ms {self.camera.trigger_delay_ms} leaves no time to "
-                f"judge before the Mega's decision point "
-                f"({self.gate_travel_ms - self.decision_lead_ms:.0f} ms after the trigger)"
-            )
-        return None
+        return self.deadlines().problem()
 
     # --- derived figures ------------------------------------------------------
 
@@ -140,13 +187,21 @@ class Calibration(_Section):
     def decision_lead_ms(self) -> float:
         return self._ms(self.timing.decision_lead)
 
-    @property
-    def verdict_deadline_ms(self) -> float:
-        """After the trigger, the host's last moment to send a verdict the Mega will take.
+    def deadlines(self) -> Deadlines:
+        """Every deadline of a part after its trigger (the one place they are derived).
 
-        Half the lead is kept as margin for the round trip and a retransmission.
+        The verdict deadline keeps half the decision lead before the Mega's
+        decision point as margin for the round trip and a retransmission.
         """
-        return self.gate_travel_ms - self.decision_lead_ms - self.decision_lead_ms / 2
+        decision = self.gate_travel_ms - self.decision_lead_ms
+        verdict = decision - self.decision_lead_ms / 2
+        return Deadlines(
+            trigger_delay_ms=self.camera.trigger_delay_ms,
+            frame_give_up_ms=verdict - JUDGE_MARGIN_MS,
+            verdict_deadline_ms=verdict,
+            decision_point_ms=decision,
+            gate_travel_ms=self.gate_travel_ms,
+        )
 
     def checksum(self) -> int:
         """CRC-32 of the canonical text: the values only, keys sorted, no comments."""

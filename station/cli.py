@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from station.calibrate.commands import calibrate
-from station.classifier.litert_classifier import DEFAULT_MODEL_DIR
+from station.models import DEFAULT_MODEL_DIR
 from station.training.config import TrainConfig
 
 log = logging.getLogger("station")

@@ -21,7 +21,7 @@ from station.calibration import (
     describe_validation_error,
     load_yaml_mapping,
 )
-from station.classifier.litert_classifier import DEFAULT_MODEL_DIR
+from station.models import DEFAULT_MODEL_DIR
 from station.sim.conveyor import VirtualLineConfig
 
 

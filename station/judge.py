@@ -9,43 +9,12 @@ a defective part must never pass because something broke.
 
 from __future__ import annotations
 
-import enum
 import time
-from dataclasses import dataclass
 
 from station.camera.frames import Frame
 from station.classifier.litert_classifier import Classifier
-from station.classifier.preprocess import Roi
+from station.judgement import FailSafe, Judgement
 from station.vision.locate import PartNotFound, locate_part
-
-
-class FailSafe(str, enum.Enum):
-    """Why a part was rejected without a judgement (the audit's `failsafe_reason`)."""
-
-    NO_FRAME = "no_frame"
-    PART_NOT_FOUND = "part_not_found"
-    BAD_FRAME = "bad_frame"
-    CLASSIFIER_ERROR = "classifier_error"
-    CLASSIFIER_TIMEOUT = "classifier_timeout"
-    LINK_LOST = "link_lost"
-    LATE = "late"
-    SHUTDOWN = "shutdown"
-
-
-@dataclass(frozen=True)
-class Judgement:
-    reject: bool
-    score: float | None
-    failsafe: FailSafe | None
-    detail: str
-    frame: Frame | None
-    roi: Roi | None
-    seconds: float
-    """Time spent locating and classifying."""
-
-    @property
-    def verdict(self) -> str:
-        return "reject" if self.reject else "pass"
 
 
 class Judge:

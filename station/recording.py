@@ -36,7 +36,7 @@ import yaml
 
 from station.audit import ImageStore
 from station.camera.frames import Frame
-from station.judge import Judgement
+from station.judgement import Judgement
 
 FORMAT = 1
 INDEX_NAME = "recording.yaml"

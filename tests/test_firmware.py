@@ -14,7 +14,7 @@ import pytest
 from mega_targets import FIRMWARE_DIR, FirmwareMegaTarget, build_firmware
 
 from station.link import messages as m
-from station.link.session import LinkState, MegaSession
+from station.link.session import LinkState, MegaEvent, MegaSession
 
 ENCODER_STEP_US = 200
 
@@ -57,9 +57,12 @@ def _gates(link: MegaSession, count: int, timeout: float = 10.0) -> list[m.Gate]
     gates, end = [], time.monotonic() + timeout
     while len(gates) < count and time.monotonic() < end:
         try:
-            event = link.events.get(timeout=0.1)
+            notice = link.events.get(timeout=0.1)
         except queue.Empty:
             continue
+        if not isinstance(notice, MegaEvent):
+            continue  # link up/down notices
+        event = notice.message
         if isinstance(event, m.Part):
             link.send_verdict(event.part_id, reject=True)
         elif isinstance(event, m.Gate):

@@ -10,7 +10,7 @@ from mega_targets import FirmwareMegaTarget, PythonMegaTarget, RawHost, build_fi
 
 from station.link import messages as m
 from station.link.framing import Frame, FrameReader
-from station.link.session import HandshakeError, LinkError, LinkState, MegaSession
+from station.link.session import HandshakeError, LinkError, LinkState, MegaEvent, MegaSession
 
 GATE_OFFSET_MS = 300
 DECISION_LEAD_MS = 50
@@ -53,12 +53,17 @@ def session(mega):
     link.close()
 
 
+def unwrap(notice):
+    """A Mega event's message (events carry their link epoch); link notices as they are."""
+    return notice.message if isinstance(notice, MegaEvent) else notice
+
+
 def next_event(link: MegaSession, kind: type, timeout: float = 3.0):
     """The next event of `kind`, skipping others (heartbeat-free: only reliable events queue)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            event = link.events.get(timeout=max(0.01, end - time.monotonic()))
+            event = unwrap(link.events.get(timeout=max(0.01, end - time.monotonic())))
         except queue.Empty:
             break
         if isinstance(event, kind):
@@ -246,7 +251,7 @@ def test_a_part_with_no_room_in_the_fifo_is_rejected_at_once(mega):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and sum(isinstance(e, m.Gate) for e in events) < 17:
             try:
-                event = link.events.get(timeout=0.1)
+                event = unwrap(link.events.get(timeout=0.1))
             except queue.Empty:
                 continue
             events.append(event)
@@ -284,7 +289,7 @@ def test_host_notices_a_mega_reboot_and_handshakes_again(mega, session):
     assert not down.up and "reboot" in down.reason
     seen = []
     while not (seen and isinstance(seen[-1], LinkState)):
-        seen.append(session.events.get(timeout=5))
+        seen.append(unwrap(session.events.get(timeout=5)))
     assert seen[-1].up and seen[-1].identify.reset_cause == m.ResetCause.WATCHDOG
     assert [e.code for e in seen if isinstance(e, m.FaultEvent)] == [m.Fault.WATCHDOG_RESET]
     part_id = mega.photo_eye()

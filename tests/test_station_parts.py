@@ -264,13 +264,14 @@ def test_camera_watchdog_replaces_a_hung_reader():
 
 def test_audit_rows_survive_reopening_and_epochs_continue(tmp_path):
     audit = AuditLog(tmp_path / "audit.sqlite", "model-x", 0x1234)
-    uid = audit.new_part(1, 7, "photo_eye", 1000, time.monotonic())
+    uid = audit.new_part(audit.next_uid(), 1, 7, "photo_eye", 1000, time.monotonic())
     audit.update(uid, verdict="reject", failsafe_reason="no_frame", gate_action="fired")
     audit.close()
     again = AuditLog(tmp_path / "audit.sqlite", "model-x", 0x1234)
     row = again.db.execute("SELECT verdict, gate_action, calibration_crc FROM parts").fetchone()
     assert row == ("reject", "fired", "0x00001234")
     assert again.next_epoch() == 2
+    assert again.next_uid() == uid + 1
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

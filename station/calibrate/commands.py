@@ -11,6 +11,7 @@ runs a step against the virtual conveyor and the simulated Mega.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,8 +26,17 @@ from station.camera.frames import CameraError, FrameSource
 from station.config import ConfigError, StationConfig, load_station_config
 from station.link.session import LinkError
 
-REPO_CALIBRATION = Path(__file__).resolve().parent.parent.parent / "calibration"
-DEFAULT_CONFIG = REPO_CALIBRATION / "virtual-line.station.yaml"
+SYSTEM_CONFIG = Path("/etc/station/station.yaml")
+CONFIG_ENV = "STATION_CONFIG"
+
+
+def default_config() -> Path:
+    """The line PC's station file: $STATION_CONFIG, else /etc/station/station.yaml.
+
+    Never a file inside the installed package: a technician who forgets
+    --config must not rewrite the calibration shipped with the source.
+    """
+    return Path(os.environ.get(CONFIG_ENV) or SYSTEM_CONFIG)
 
 
 @dataclass
@@ -47,9 +57,9 @@ def _common(f):
         "--config",
         "config_path",
         type=click.Path(path_type=Path),
-        default=DEFAULT_CONFIG,
-        show_default=True,
-        help="Station file; the calibration it names is the one changed.",
+        default=None,
+        help=f"Station file; the calibration it names is the one changed "
+        f"[default: ${CONFIG_ENV}, else {SYSTEM_CONFIG}].",
     )(f)
     f = click.option(
         "--virtual-line", is_flag=True, help="Use the virtual conveyor and the simulated Mega."
@@ -57,12 +67,16 @@ def _common(f):
     return click.option("--yes", is_flag=True, help="Write without asking.")(f)
 
 
-def _load(config_path: Path) -> tuple[StationConfig, CalibrationFile]:
+def _load(config_path: Path | None) -> tuple[StationConfig, CalibrationFile]:
+    config_path = config_path or default_config()
     try:
         config, _ = load_station_config(config_path)
-        return config, CalibrationFile(config.calibration)
+        store = CalibrationFile(config.calibration)
     except (ConfigError, CalibrationError) as exc:
-        raise click.ClickException(str(exc)) from None
+        hint = "" if config_path.exists() else f" (give --config or set ${CONFIG_ENV})"
+        raise click.ClickException(f"{exc}{hint}") from None
+    click.echo(f"station file {config_path}; calibration {store.path}", err=True)
+    return config, store
 
 
 @contextlib.contextmanager
@@ -272,6 +286,7 @@ def timing(
     if not changes["timing"] and not changes["camera"]:
         raise click.UsageError("give --gate-distance-mm (with speed or counts) or --measure-camera")
     proposed, diff = _propose(store, **{k: v for k, v in changes.items() if v})
+    click.echo(f"deadlines {proposed.deadlines().describe()}")
     _write(store, proposed, diff, "timing", yes)
 
 
@@ -368,8 +383,8 @@ def threshold(config_path, virtual_line, yes, data_dir, model_dir, plots_dir) ->
     "--config",
     "config_path",
     type=click.Path(path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
+    default=None,
+    help=f"Station file [default: ${CONFIG_ENV}, else {SYSTEM_CONFIG}].",
 )
 def show(config_path) -> None:
     """Print the current calibration, its checksum and the figures derived from it."""
@@ -378,7 +393,5 @@ def show(config_path) -> None:
     click.echo(f"# {store.path}")
     click.echo(store.path.read_text().rstrip())
     click.echo(
-        f"# checksum {cal.checksum():#010x} (matches the file); gate travel "
-        f"{cal.gate_travel_ms:.0f} ms, verdict deadline {cal.verdict_deadline_ms:.0f} ms "
-        "after the photo-eye"
+        f"# checksum {cal.checksum():#010x} (matches the file); {cal.deadlines().describe()}"
     )

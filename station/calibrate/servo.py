@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from station.calibration import Calibration
 from station.link import messages as m
-from station.link.session import LinkError, MegaSession
+from station.link.session import LinkError, MegaEvent, MegaSession
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,12 @@ def _test_gates(events: queue.Queue, count: int, timeout_s: float) -> list[int]:
     times: list[int] = []
     while len(times) < count and time.monotonic() < deadline:
         try:
-            event = events.get(timeout=0.1)
+            notice = events.get(timeout=0.1)
         except queue.Empty:
             continue
+        if not isinstance(notice, MegaEvent):
+            continue  # link up/down notices
+        event = notice.message
         if isinstance(event, m.Gate) and event.reason == m.GateReason.TEST:
             times.append(event.mcu_time_ms)
     return times

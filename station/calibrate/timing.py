@@ -22,7 +22,7 @@ from station.camera.feed import CameraFeed
 from station.camera.frames import FrameBuffer, FrameSource
 from station.config import VisionTriggerConfig
 from station.link import messages as m
-from station.link.session import MegaSession
+from station.link.session import MegaEvent, MegaSession
 from station.vision.vision_trigger import LineCrossing
 
 
@@ -75,9 +75,12 @@ def _part_times(link: MegaSession, events: queue.Queue, parts: int, timeout_s: f
     times: list[float] = []
     while len(times) < parts and time.monotonic() < deadline:
         try:
-            event = events.get(timeout=0.1)
+            notice = events.get(timeout=0.1)
         except queue.Empty:
             continue
+        if not isinstance(notice, MegaEvent):
+            continue  # link up/down notices
+        event = notice.message
         if isinstance(event, m.Part):
             synced = link.clock.to_host(event.mcu_time_ms)
             times.append(synced if synced is not None else time.monotonic())

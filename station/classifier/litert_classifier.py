@@ -20,8 +20,7 @@ from station.classifier.model_card import (
     ModelCardError,
 )
 from station.classifier.preprocess import Roi, preprocess
-
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+from station.models import DEFAULT_MODEL_DIR
 
 
 class ModelLoadError(RuntimeError):

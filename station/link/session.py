@@ -1,11 +1,12 @@
-"""The host side of the link: handshake, reliable commands, heartbeat, reconnect.
+"""The link on a real serial port: `HostEndpoint` behind two threads.
 
-Threads: a reader (bytes -> frames -> replies and events) and a supervisor
-(heartbeats out, silence detection, reopening a vanished port). Commands are
-stop-and-wait: one in flight, retransmitted with the same seq until
-acknowledged (PROTOCOL.md, "Sequence numbers, acks and retransmission").
-Events from the Mega are acknowledged, de-duplicated and put on `events`,
-together with `LinkState` notices, for the station to consume in order.
+All protocol decisions are the endpoint's (`endpoint.py`); this shell only
+moves bytes and time. A reader thread feeds what the port gives to the
+endpoint; a supervisor thread ticks it (heartbeats, retransmissions,
+silence) and reopens a vanished port. Both hold one lock while they call
+the endpoint, then write what it produced. Notices go to `events` in
+order (`MegaEvent`, `LinkState`), except the answers to `command()`, which
+wake the caller blocked in it.
 """
 
 from __future__ import annotations
@@ -14,23 +15,35 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 
-import numpy as np
 import serial
 
 from station.link import messages as m
-from station.link.clocksync import ClockSync
-from station.link.framing import Frame, FrameError, FrameReader, encode_frame
+from station.link.endpoint import (
+    MAX_RETRIES,
+    RETRANSMIT_S,
+    Answered,
+    HostEndpoint,
+    LinkPhase,
+    LinkState,
+    LinkStats,
+    MegaEvent,
+)
 from station.link.transport import PortError, open_port
+
+__all__ = [
+    "HandshakeError",
+    "LinkDown",
+    "LinkError",
+    "LinkState",
+    "LinkStats",
+    "MegaEvent",
+    "MegaSession",
+]
 
 log = logging.getLogger(__name__)
 
-RETRANSMIT_S = 0.1
-MAX_RETRIES = 10
-HEARTBEAT_S = 0.25
-HELLO_INTERVAL_S = 0.25
+SUPERVISE_S = 0.05
 
 
 class LinkError(RuntimeError):
@@ -45,35 +58,12 @@ class HandshakeError(LinkError):
     """The device answered but is not a Mega this station can run with."""
 
 
-@dataclass(frozen=True)
-class LinkState:
-    """Put on the event queue when the link comes up or goes down."""
+class _Waiter:
+    """A `command()` caller blocked until its Answered notice arrives."""
 
-    up: bool
-    reason: str
-    identify: m.Identify | None = None
-    rebooted: bool = False
-    """Down because the Mega rebooted: it forgot every part it held, and fires none of them."""
-    heard_by_mega_at: float = 0.0
-    """Host monotonic time by which the Mega had certainly heard us (it answered a command
-    sent then). Its heartbeat deadline is no earlier than this plus heartbeat_timeout_ms."""
-
-
-@dataclass
-class LinkStats:
-    frames_sent: int = 0
-    frames_received: int = 0
-    retransmits: int = 0
-    duplicate_events: int = 0
-    frame_errors: dict[str, int] = field(default_factory=dict)
-    reconnects: int = 0
-    rtt_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
-
-    def rtt_ms_percentiles(self) -> tuple[float, float]:
-        if not self.rtt_s:
-            return (float("nan"), float("nan"))
-        ms = np.array(self.rtt_s) * 1000
-        return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: Answered | None = None
 
 
 class MegaSession:
@@ -87,43 +77,65 @@ class MegaSession:
         events: queue.Queue | None = None,
     ):
         self.port = port
-        self.configure = configure
-        self.host_timeout_s = host_timeout_s
-        self.boot_timeout_s = boot_timeout_s
+        self.endpoint = HostEndpoint(configure, host_timeout_s, boot_timeout_s, name=port)
         self.reconnect_interval_s = reconnect_interval_s
         self.events: queue.Queue = queue.Queue() if events is None else events
-        """Mega events and LinkState notices, in order; the station may share it with others."""
-        self.clock = ClockSync()
-        self.stats = LinkStats()
-        self.identify: m.Identify | None = None
+        """MegaEvent and LinkState notices, in order; the station may share it with others."""
         self.connected = threading.Event()
         self._serial: serial.SerialBase | None = None
-        self._write_lock = threading.Lock()
-        self._command_lock = threading.Lock()
-        self._reply_ready = threading.Event()
-        self._awaited_seq = 0
-        self._reply: m.Message | None = None
-        self._seq = 0
-        self._last_event_seq = 0
-        self._last_heard = 0.0
-        self._heard_by_mega_at = 0.0
-        self._last_mcu_ms: int | None = None
-        self._needs_handshake = False
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
         self._stop = threading.Event()
+        self._handshake_done = threading.Event()
+        self._reconnecting = False
+        """Set once start() succeeded: from then on a lost port is reopened."""
         self._threads: list[threading.Thread] = []
+
+    # --- what the endpoint knows ----------------------------------------------------
+
+    @property
+    def identify(self) -> m.Identify | None:
+        return self.endpoint.identify
+
+    @property
+    def stats(self) -> LinkStats:
+        return self.endpoint.stats
+
+    @property
+    def clock(self):
+        return self.endpoint.clock
+
+    @property
+    def epoch(self) -> int:
+        return self.endpoint.epoch
 
     # --- life cycle -----------------------------------------------------------
 
     def start(self) -> m.Identify:
         """Open the port and handshake; raises PortError or HandshakeError (nothing retried)."""
-        identify = self._connect()
+        self._open()
         supervisor = threading.Thread(target=self._supervise, name="link-supervisor", daemon=True)
         supervisor.start()
         self._threads.append(supervisor)
-        return identify
+        budget = self.endpoint.boot_timeout_s + (MAX_RETRIES + 1) * RETRANSMIT_S * 4 + 1
+        self._handshake_done.wait(budget)
+        with self._lock:
+            phase, failure, fatal = (
+                self.endpoint.phase,
+                self.endpoint.failure,
+                self.endpoint.fatal,
+            )
+        if phase != LinkPhase.UP:
+            self._close_port()
+            error = HandshakeError if fatal else LinkError
+            raise error(failure or f"{self.port}: no handshake within {budget:.1f} s")
+        self._reconnecting = True
+        assert self.identify is not None
+        return self.identify
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.connected.clear()
         self._close_port()
         for thread in self._threads:
@@ -148,105 +160,74 @@ class MegaSession:
         return reply
 
     def command(
-        self,
-        msg: m.Message,
-        _handshake: bool = False,
-        retries: int = MAX_RETRIES,
-        interval_s: float = RETRANSMIT_S,
+        self, msg: m.Message, retries: int = MAX_RETRIES, interval_s: float = RETRANSMIT_S
     ) -> m.Message:
-        """Send a reliable command and wait for its reply; retransmit the same frame until then."""
-        with self._command_lock:
-            if not (self.connected.is_set() or _handshake):
-                raise LinkDown(f"{self.port}: link down, {type(msg).__name__} not sent")
-            self._seq = self._seq % 255 + 1
-            seq = self._seq
-            wire = encode_frame(seq, msg)
-            self._reply_ready.clear()
-            self._awaited_seq = seq
-            started = time.monotonic()
-            for attempt in range(retries + 1):
-                if attempt:
-                    self.stats.retransmits += 1
-                self._write(wire)
-                if self._reply_ready.wait(interval_s):
-                    self._heard_by_mega_at = started  # it heard one of the sends, all after this
-                    self.stats.rtt_s.append(time.monotonic() - started)
-                    self._awaited_seq = 0
-                    assert self._reply is not None
-                    return self._reply
-                if self._stop.is_set():
-                    break
-            self._awaited_seq = 0
-        raise LinkError(f"{self.port}: no answer to {type(msg).__name__} after {retries + 1} tries")
+        """Send a reliable command and wait for its reply; raises LinkDown or LinkError."""
+        waiter = _Waiter()
+        with self._lock:
+            self.endpoint.submit(msg, time.monotonic(), waiter, retries, interval_s)
+            self._flush()
+        self._wake.set()  # the supervisor's next retransmission time changed
+        waiter.done.wait((retries + 1) * interval_s + 2.0)
+        answer = waiter.answer
+        name = type(msg).__name__
+        if answer is None or answer.error == "no_answer":
+            raise LinkError(f"{self.port}: no answer to {name} after {retries + 1} tries")
+        if answer.error is not None:
+            raise LinkDown(f"{self.port}: link down, {name} not sent")
+        assert answer.reply is not None
+        return answer.reply
 
-    # --- connect and handshake -------------------------------------------------
+    # --- the shell -------------------------------------------------------------------
 
-    def _connect(self) -> m.Identify:
-        self._serial = open_port(self.port)
-        reader = threading.Thread(
-            target=self._read_loop, args=(self._serial,), name="link-reader", daemon=True
-        )
-        reader.start()
-        try:
-            return self._handshake_and_go()
-        except LinkError:
-            self._close_port()
-            raise
+    def _open(self) -> None:
+        port = open_port(self.port)
+        with self._lock:
+            self._serial = port
+            self._handshake_done.clear()
+            self.endpoint.opened(time.monotonic())
+            self._flush()
+        threading.Thread(
+            target=self._read_loop, args=(port,), name="link-reader", daemon=True
+        ).start()
+        self._wake.set()
 
-    def _handshake_and_go(self) -> m.Identify:
-        self._last_heard = time.monotonic()
-        self._last_event_seq = 0
-        self._last_mcu_ms = None
-        self._needs_handshake = False
-        self.clock.reset()
-        identify = self._handshake()
-        self.identify = identify
-        self.connected.set()
-        self.events.put(LinkState(True, "handshake done", identify))
-        log.info(
-            "link up on %s: %s %d.%d.%d, reset cause %s",
-            self.port,
-            identify.firmware.decode(errors="replace"),
-            identify.version_major,
-            identify.version_minor,
-            identify.version_patch,
-            m.ResetCause(identify.reset_cause).name,
-        )
-        return identify
+    def _flush(self) -> None:
+        """Write what the endpoint produced and hand out its notices (lock held)."""
+        wire = self.endpoint.take_output()
+        if wire:
+            self._write(wire)
+        for notice in self.endpoint.take_notices():
+            if isinstance(notice, Answered) and isinstance(notice.tag, _Waiter):
+                notice.tag.answer = notice
+                notice.tag.done.set()
+                continue
+            if isinstance(notice, LinkState):
+                self._on_link_state(notice)
+            self.events.put(notice)
 
-    def _handshake(self) -> m.Identify:
-        tries = max(1, int(self.boot_timeout_s / HELLO_INTERVAL_S))
-        identify = self.command(
-            m.Hello(m.PROTOCOL_VERSION), _handshake=True, retries=tries, interval_s=HELLO_INTERVAL_S
-        )
-        if not isinstance(identify, m.Identify):
-            raise HandshakeError(f"{self.port}: HELLO answered with {identify}, not IDENTIFY")
-        if identify.firmware != m.FIRMWARE_NAME or identify.protocol != m.PROTOCOL_VERSION:
-            raise HandshakeError(
-                f"{self.port}: firmware {identify.firmware!r} protocol {identify.protocol}; this "
-                f"station needs {m.FIRMWARE_NAME!r} protocol {m.PROTOCOL_VERSION}"
+    def _on_link_state(self, state: LinkState) -> None:
+        if state.up:
+            self.connected.set()
+            self._handshake_done.set()
+            identify = state.identify
+            log.info(
+                "link up on %s (epoch %d): %s %d.%d.%d, reset cause %s",
+                self.port,
+                state.epoch,
+                identify.firmware.decode(errors="replace"),
+                identify.version_major,
+                identify.version_minor,
+                identify.version_patch,
+                m.ResetCause(identify.reset_cause).name,
             )
-        ack = self.command(self.configure, _handshake=True)
-        if getattr(ack, "error", None) != m.Error.OK:
-            name = m.Error(ack.error).name if isinstance(ack, m.Ack) else type(ack).__name__
-            raise HandshakeError(f"{self.port}: the Mega refused the calibration ({name})")
-        check = self.command(m.Hello(m.PROTOCOL_VERSION), _handshake=True)
-        if (
-            not isinstance(check, m.Identify)
-            or check.calibration_crc != self.configure.calibration_crc
-        ):
-            raise HandshakeError(
-                f"{self.port}: the Mega reports calibration "
-                f"{getattr(check, 'calibration_crc', None)}, "
-                f"sent {self.configure.calibration_crc}"
-            )
-        self.command(m.ResetFault(), _handshake=True)
-        return identify
-
-    # --- threads ------------------------------------------------------------------
+            return
+        self.connected.clear()
+        log.error("link down on %s: %s; the Mega fails safe until it is back", self.port, state)
+        if self.endpoint.phase == LinkPhase.FAILED:
+            self._handshake_done.set()
 
     def _read_loop(self, port: serial.SerialBase) -> None:
-        reader = FrameReader()
         while not self._stop.is_set() and port is self._serial:
             try:
                 # Whatever is waiting, or block (up to the read timeout) for one byte:
@@ -255,102 +236,46 @@ class MegaSession:
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 self._lost(port, f"read failed: {exc}")
                 return
-            for item in reader.feed(data):
-                if isinstance(item, FrameError):
-                    self.stats.frame_errors[item.kind] = (
-                        self.stats.frame_errors.get(item.kind, 0) + 1
-                    )
-                    log.warning("%s: dropped frame (%s)", self.port, item)
-                else:
-                    self._dispatch(item)
-
-    def _dispatch(self, frame: Frame) -> None:
-        self.stats.frames_received += 1
-        self._last_heard = time.monotonic()
-        msg = frame.message
-        if isinstance(msg, (m.MegaHeartbeat, m.Part, m.Gate)):
-            self.clock.observe(msg.mcu_time_ms, self._last_heard)
-        if isinstance(msg, m.Identify) and msg.acked_seq == 0:
-            self._rebooted(f"boot announcement, reset cause {m.ResetCause(msg.reset_cause).name}")
-            return
-        if msg.IS_REPLY:
-            if msg.acked_seq == self._awaited_seq and self._awaited_seq:
-                self._reply = msg
-                self._reply_ready.set()
-            return
-        if msg.RELIABLE:
-            self._write(encode_frame(0, m.AckEvent(frame.seq)))
-            if frame.seq == self._last_event_seq:
-                self.stats.duplicate_events += 1
-                return
-            self._last_event_seq = frame.seq
-            self.events.put(msg)
-        elif isinstance(msg, m.MegaHeartbeat):
-            self._check_reboot(msg.mcu_time_ms)
-
-    def _check_reboot(self, mcu_ms: int) -> None:
-        """The Mega's millis() went backwards (and did not just wrap at 2^32): it rebooted."""
-        last, self._last_mcu_ms = self._last_mcu_ms, mcu_ms
-        if last is not None and mcu_ms < last and last - mcu_ms < 2**31:
-            self._rebooted(f"clock went back from {last} to {mcu_ms} ms")
-
-    def _rebooted(self, why: str) -> None:
-        if not self.connected.is_set():
-            return  # during a handshake a boot is expected
-        self.connected.clear()
-        self._needs_handshake = True
-        log.error("%s: the Mega rebooted (%s); handshaking again", self.port, why)
-        self.events.put(
-            LinkState(
-                False,
-                f"Mega rebooted: {why}",
-                rebooted=True,
-                heard_by_mega_at=self._heard_by_mega_at,
-            )
-        )
+            if data:
+                with self._lock:
+                    if port is self._serial:
+                        self.endpoint.receive(data, time.monotonic())
+                        self._flush()
 
     def _supervise(self) -> None:
-        last_beat = 0.0
-        while not self._stop.wait(0.05):
-            now = time.monotonic()
-            if self.connected.is_set():
-                if now - last_beat >= HEARTBEAT_S:
-                    last_beat = now
-                    self._write(encode_frame(0, m.HostHeartbeat(int(now * 1000) & 0xFFFFFFFF)))
-                if now - self._last_heard > self.host_timeout_s:
-                    self._lost(self._serial, f"silent for {now - self._last_heard:.1f} s")
-            elif self._serial is None:
-                self._reconnect()
-            elif self._needs_handshake:
-                self._rehandshake()
+        while not self._stop.is_set():
+            with self._lock:
+                now = time.monotonic()
+                if self._serial is not None:
+                    self.endpoint.tick(now)
+                    self._flush()
+                    if self.endpoint.phase == LinkPhase.FAILED:
+                        self._close_port()
+                due = self.endpoint.next_due()
+            if self._serial is None:
+                if self._reconnecting:
+                    self._reconnect()
+                else:
+                    self._stop.wait(SUPERVISE_S)
+                continue
+            wait = SUPERVISE_S if due is None else min(SUPERVISE_S, max(0.0, due - now))
+            self._wake.wait(wait)
+            self._wake.clear()
 
     def _reconnect(self) -> None:
         try:
-            self._connect()
-            self.stats.reconnects += 1
-        except (PortError, LinkError) as exc:
+            self._open()
+        except PortError as exc:
             log.debug("reconnect failed: %s", exc)
             self._stop.wait(self.reconnect_interval_s)
 
-    def _rehandshake(self) -> None:
-        """Same port, fresh Mega: no reopen, which would pulse DTR and lose the reset cause."""
-        try:
-            self._handshake_and_go()
-            self.stats.reconnects += 1
-        except LinkError as exc:
-            self._lost(self._serial, f"handshake after reboot failed: {exc}")
-
     def _lost(self, port: serial.SerialBase | None, reason: str) -> None:
-        if port is None or port is not self._serial:
-            return
-        was_up = self.connected.is_set()
-        self.connected.clear()
-        self._close_port()
-        if was_up:
-            log.error(
-                "link down on %s: %s; the Mega fails safe until it is back", self.port, reason
-            )
-            self.events.put(LinkState(False, reason, heard_by_mega_at=self._heard_by_mega_at))
+        with self._lock:
+            if port is None or port is not self._serial:
+                return
+            self.endpoint.closed(time.monotonic(), reason)
+            self._close_port()
+            self._flush()
 
     # --- port helpers -----------------------------------------------------------------
 
@@ -359,14 +284,14 @@ class MegaSession:
         if port is None:
             return
         try:
-            with self._write_lock:
-                port.write(wire)
-            self.stats.frames_sent += 1
+            port.write(wire)
         except (serial.SerialException, OSError) as exc:
-            self._lost(port, f"write failed: {exc}")
+            self.endpoint.closed(time.monotonic(), f"write failed: {exc}")
+            self._close_port()
 
     def _close_port(self) -> None:
-        port, self._serial = self._serial, None
+        with self._lock:
+            port, self._serial = self._serial, None
         if port is not None:
             try:
                 port.close()

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from station.calibration import Calibration, TimingMode
 from station.classifier.litert_classifier import Classifier
-from station.judge import FailSafe, Judge, Judgement
+from station.judge import Judge
+from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.replay.inputs import BadInput, ReplayPart, ReplaySource
 from station.sim.stepped_mega import SteppedMega

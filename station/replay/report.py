@@ -25,7 +25,7 @@ import numpy as np
 
 from station import plots
 from station.classifier.preprocess import to_grey
-from station.judge import Judgement
+from station.judgement import Judgement
 from station.replay.replay import ModelRun, PartResult, ReplayRun
 from station.scoring import figures_at
 

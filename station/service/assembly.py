@@ -29,7 +29,9 @@ from station.link.session import MegaSession
 from station.recording import Recorder
 from station.service.line_station import LineStation
 from station.service.metrics import LineMetrics
+from station.service.records import PartRecords
 from station.service.systemd_notify import SystemdNotifier
+from station.tracker import PartTracker, TrackerSettings
 from station.vision.vision_trigger import VisionTrigger
 
 log = logging.getLogger(__name__)
@@ -92,33 +94,41 @@ def assemble(
         else None
     )
     metrics = LineMetrics()
+    records = PartRecords(audit, metrics, images, recorder, config.audit.pass_sample_every)
     feed = CameraFeed(
         make_source or source_factory(config.camera),
         frames,
         stall_timeout_s=config.camera.stall_timeout_s,
         reopen_interval_s=config.camera.reopen_interval_s,
     )
+    tracker = PartTracker(
+        TrackerSettings(
+            deadlines=calibration.deadlines(),
+            heartbeat_timeout_s=calibration.link.heartbeat_timeout_ms / 1000,
+            vision_to_gate_s=(
+                config.vision_trigger.camera_to_gate_ms / 1000
+                if config.trigger == TriggerMode.VISION
+                else None
+            ),
+            auto_reset_faults=config.auto_reset_faults,
+        ),
+        epoch_base=audit.next_epoch() - 1,
+        first_uid=audit.next_uid(),
+    )
     station = LineStation(
-        calibration,
+        tracker,
         link,
         inbox,
         frames,
         feed,
         judge,
         audit,
-        images,
+        records,
         metrics,
         notifier=notifier,
-        pass_sample_every=config.audit.pass_sample_every,
-        auto_reset_faults=config.auto_reset_faults,
         summary_every_s=config.metrics.summary_every_s,
         max_frame_lag_s=config.camera.max_frame_lag_s,
-        recorder=recorder,
-        vision_to_gate_s=(
-            config.vision_trigger.camera_to_gate_ms / 1000
-            if config.trigger == TriggerMode.VISION
-            else None
-        ),
+        drain_s=calibration.gate_travel_ms / 1000 + 1.0,
     )
     feed.on_problem = station.camera_problem
     if config.trigger == TriggerMode.VISION:

@@ -23,8 +23,8 @@ from station.calibration import Calibration
 from station.camera.frames import FrameBuffer
 from station.classifier.preprocess import to_grey
 from station.config import VisionTriggerConfig
-from station.service.line_station import VisionSighting
 from station.vision.locate import find_blobs
+from station.vision.sighting import VisionSighting
 
 
 class LineCrossing:
@@ -102,4 +102,4 @@ class VisionTrigger:
                 if fraction is not None:
                     self.sightings += 1
                     crossed_at = before + fraction * (frame.timestamp - before)
-                    self.inbox.put(VisionSighting(frame, crossed_at, self.backup))
+                    self.inbox.put(VisionSighting(crossed_at, frame.timestamp, self.backup, frame))

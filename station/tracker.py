@@ -1,0 +1,683 @@
+"""The part tracker: every rule that decides what happens to a part, with no I/O.
+
+Events in (what the Mega, the judge, the camera and the clock said), actions
+out (what to write, send, judge and count). No threads, no port, no
+database, no clock of its own: every call takes `now` (host seconds), so a
+unit test replays any interleaving exactly, and the line service
+(`service/line_station.py`), the stepped virtual line and the soak
+(`sim/stepped_line.py`) run the very same rules.
+
+The rules that keep a defective part from passing (DESIGN.md, "Who owns time"):
+- every part that broke the beam gets an audit row before anything else;
+- a part with no judgement by its verdict deadline is sent a reject
+  (`classifier_timeout`); a judgement that comes later is recorded, never sent;
+- a verdict the Mega refuses as LATE, or that cannot be delivered, is a
+  fail-safe reject: the Mega rejects it on its own;
+- when the link drops, every part not yet gated becomes a fail-safe reject
+  (`link_lost`), unless a pass certainly stands (it leaves the gate before
+  the Mega can time out, or the Mega rebooted and forgot it); after the
+  link is back on a new boot, every such part still short of the gate is
+  re-armed with a timed VISION_REJECT;
+- while the link is down the camera is the only witness: a part it sees
+  that nobody reported is recorded and re-armed the same way;
+- a GATE that disagrees with the verdict, or comes for a part never
+  reported, is recorded and alarmed.
+
+Link epochs: every Mega event carries the epoch (boot) it came from. A
+rebooted Mega numbers its parts from 1 again, so parts are keyed by
+(epoch, part ID); a PART of a new boot that arrives before the link-up
+notice is filed under its own boot, never under the previous one. The audit
+epoch is the link epoch offset by the epochs already in the database, so
+keys never collide across restarts of the service either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from station.calibration import Deadlines
+from station.judgement import FailSafe, Judgement
+from station.link import messages as m
+from station.link.endpoint import Answered, LinkState, MegaEvent
+from station.vision.sighting import VisionSighting
+
+VISION_ID_BIT = 0x8000_0000
+REARM_MIN_MS = 20
+"""A forgotten part this close to the gate cannot be re-armed in time."""
+BACKUP_MATCH_S = 0.05
+"""A camera sighting within this of a known part's trigger is that part."""
+
+
+# --- events the tracker is given (besides the link's MegaEvent, LinkState,
+# Answered and the vision trigger's VisionSighting) ---------
+
+
+@dataclass(frozen=True)
+class Judged:
+    """The judge's answer for one part."""
+
+    uid: int
+    judgement: Judgement
+
+
+@dataclass(frozen=True)
+class CameraTrouble:
+    kind: str
+    detail: str
+
+
+# --- actions the tracker asks for -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewRow:
+    uid: int
+    epoch: int
+    part_id: int
+    source: str
+    mcu_trigger_ms: int | None
+    trigger_time: float | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateRow:
+    uid: int
+    fields: dict
+    """Audit columns; *_time values are on the tracker's clock (the shell converts)."""
+
+
+@dataclass(frozen=True)
+class RaiseAlarm:
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class JudgeFrame:
+    """Find the first frame exposed at or after `wanted_at` (or use `frame`) and judge it."""
+
+    uid: int
+    wanted_at: float
+    give_up_at: float
+    frame: object = None
+
+
+@dataclass(frozen=True)
+class SendCommand:
+    """Send to the Mega; feed the link's `Answered(tag, ...)` back in."""
+
+    tag: tuple
+    message: m.Message
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A verdict is final for the record: count it, keep its image."""
+
+    uid: int
+    verdict: str
+    failsafe: str | None
+    judgement: Judgement | None
+    frame_to_verdict_s: float | None
+    trigger_to_verdict_s: float | None
+
+
+@dataclass(frozen=True)
+class Gated:
+    uid: int
+    action: str
+    reason: str
+    mega_failsafe: str | None
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A counter that is not a verdict or a gate: parts, missed_triggers, pass_revoked,
+    fault:<NAME>, camera:<kind>."""
+
+    name: str
+    n: int = 1
+
+
+Action = NewRow | UpdateRow | RaiseAlarm | JudgeFrame | SendCommand | Decided | Gated | Counted
+
+
+# --- the tracker --------------------------------------------------------------------------
+
+
+@dataclass
+class TrackedPart:
+    uid: int
+    epoch: int
+    """The audit epoch of the Mega boot that holds it (re-armed: the boot it was sent to)."""
+    part_id: int
+    source: str
+    trigger_time: float
+    deadline: float
+    gate_due: float
+    verdict: str | None = None
+    failsafe: str | None = None
+    judgement: Judgement | None = None
+    recorded: bool = False
+    """The verdict is in the audit row and counted."""
+    orphan: bool = False
+    """Its Mega forgot it (link lost, reboot): it must be re-armed on the next boot."""
+    armed_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    deadlines: Deadlines
+    heartbeat_timeout_s: float
+    vision_to_gate_s: float | None = None
+    """Vision-trigger lines: from the trigger line to the gate. None: photo-eye line."""
+    auto_reset_faults: bool = True
+
+
+@dataclass
+class _Epochs:
+    """Link epochs (the endpoint's boots) mapped to audit epochs (unique in the database)."""
+
+    base: int
+    audit_of_link: dict[int, int] = field(default_factory=dict)
+    latest_audit: int = 0
+
+    def audit(self, link_epoch: int) -> int:
+        if link_epoch not in self.audit_of_link:
+            self.latest_audit = max(self.latest_audit, self.base) + 1
+            self.audit_of_link[link_epoch] = self.latest_audit
+        return self.audit_of_link[link_epoch]
+
+    def renew(self, link_epoch: int) -> int:
+        """The Mega restarted within one link epoch (IDs went back): a fresh audit epoch."""
+        self.audit_of_link.pop(link_epoch, None)
+        return self.audit(link_epoch)
+
+
+class PartTracker:
+    def __init__(self, settings: TrackerSettings, epoch_base: int = 0, first_uid: int = 1):
+        self.settings = settings
+        self.parts: dict[int, TrackedPart] = {}
+        """Every part not yet through the gate (orphans included), by audit uid."""
+        self._by_key: dict[tuple[int, int], int] = {}
+        self._epochs = _Epochs(epoch_base)
+        self._next_uid = first_uid
+        self._link_epoch = 0
+        self._link_up = False
+        self._link_up_at = float("-inf")
+        self._last_part_id: dict[int, int] = {}
+        self._vision_seq = 0
+
+    # --- queries ---------------------------------------------------------------------------
+
+    @property
+    def link_up(self) -> bool:
+        return self._link_up
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.parts)
+
+    def link_recently_down(self, now: float, grace_s: float) -> bool:
+        """For the vision backup: the link is down, or came up less than `grace_s` ago."""
+        return not self._link_up or now - self._link_up_at < grace_s
+
+    def next_deadline(self) -> float | None:
+        pending = [p.deadline for p in self.parts.values() if p.verdict is None]
+        return min(pending) if pending else None
+
+    # --- events ----------------------------------------------------------------------------
+
+    def handle(self, event: object, now: float) -> list[Action]:
+        out: list[Action] = []
+        if isinstance(event, MegaEvent):
+            self._on_mega_event(event, now, out)
+        elif isinstance(event, Judged):
+            self._on_judged(event, now, out)
+        elif isinstance(event, Answered):
+            self._on_answer(event, now, out)
+        elif isinstance(event, LinkState):
+            self._on_link_state(event, now, out)
+        elif isinstance(event, VisionSighting):
+            self._on_sighting(event, now, out)
+        elif isinstance(event, CameraTrouble):
+            out += [Counted(f"camera:{event.kind}"), RaiseAlarm(event.kind, event.detail)]
+        else:
+            raise TypeError(f"the tracker has no rule for {type(event).__name__}")
+        return out
+
+    def tick(self, now: float) -> list[Action]:
+        """Deadlines: a part with no judgement by now is rejected."""
+        out: list[Action] = []
+        for part in list(self.parts.values()):
+            if part.verdict is None and now >= part.deadline:
+                self._decide(part, True, FailSafe.CLASSIFIER_TIMEOUT.value, None, now, out)
+        return out
+
+    def fail_safe(self, uid: int, reason: str, now: float) -> list[Action]:
+        """Something broke while handling this part's event: reject it, whatever it was."""
+        out: list[Action] = []
+        part = self.parts.get(uid)
+        if part is None:
+            return out
+        if part.verdict is None:
+            self._decide(part, True, reason, None, now, out)
+        elif part.verdict == "pass":
+            out.append(Counted("pass_revoked"))
+            part.verdict, part.failsafe, part.recorded = "reject", reason, False
+            self._send_verdict(part, now, out)
+        return out
+
+    def uid_of(self, event: object) -> int | None:
+        """The part an event is about, if the tracker knows it (for the shell's error path)."""
+        if isinstance(event, Judged):
+            return event.uid
+        if isinstance(event, Answered) and len(event.tag) > 1:
+            return event.tag[1]
+        if isinstance(event, MegaEvent) and hasattr(event.message, "part_id"):
+            key = (self._epochs.audit(event.epoch), event.message.part_id)
+            return self._by_key.get(key)
+        return None
+
+    # --- parts in ----------------------------------------------------------------------------
+
+    def _on_mega_event(self, event: MegaEvent, now: float, out: list[Action]) -> None:
+        msg = event.message
+        if event.epoch > self._link_epoch:
+            self._link_epoch = event.epoch  # a new boot's events can precede its link-up
+        if isinstance(msg, m.Part):
+            self._on_part(event, msg, now, out)
+        elif isinstance(msg, m.Gate):
+            self._on_gate(event, msg, now, out)
+        elif isinstance(msg, m.FaultEvent):
+            self._on_fault(msg, out)
+
+    def _on_part(self, event: MegaEvent, msg: m.Part, now: float, out: list[Action]) -> None:
+        epoch = self._epochs.audit(event.epoch)
+        last = self._last_part_id.get(epoch)
+        if last is not None and msg.part_id <= last:
+            # IDs went back within one boot as the host saw it: the Mega restarted unnoticed.
+            out.append(
+                RaiseAlarm(
+                    "mega_restarted",
+                    f"part ID {msg.part_id} after {last} with no reboot seen: "
+                    "treating the parts it held as forgotten",
+                )
+            )
+            self._forget_epoch(epoch, now, rebooted=True, heard_by_mega_at=0.0, out=out)
+            epoch = self._epochs.renew(event.epoch)
+            last = None
+            if self._link_up:
+                self._rearm_orphans(now, out)
+        if last is not None and msg.part_id > last + 1:
+            out.append(Counted("missed_triggers", msg.part_id - last - 1))
+            out.append(
+                RaiseAlarm(
+                    "missed_trigger",
+                    f"part IDs {last + 1}..{msg.part_id - 1} were counted by the Mega "
+                    "but never reported",
+                )
+            )
+        self._last_part_id[epoch] = msg.part_id
+        trigger = event.host_time if event.host_time is not None else event.received_at
+        part = self._new_part(epoch, msg.part_id, "photo_eye", trigger, msg.mcu_time_ms, None, out)
+        d = self.settings.deadlines
+        out.append(
+            JudgeFrame(
+                part.uid,
+                trigger + d.trigger_delay_ms / 1000,
+                trigger + d.frame_give_up_ms / 1000,
+            )
+        )
+
+    def _on_sighting(self, sighting: VisionSighting, now: float, out: list[Action]) -> None:
+        if sighting.backup:
+            self._on_backup_sighting(sighting, now, out)
+            return
+        epoch = self._epochs.audit(max(self._link_epoch, 1))
+        part = self._new_part(
+            epoch, self._next_vision_id(), "vision", sighting.trigger_time, None, None, out
+        )
+        out.append(JudgeFrame(part.uid, sighting.frame_time, part.deadline, sighting.frame))
+
+    def _on_backup_sighting(self, sighting: VisionSighting, now: float, out: list[Action]) -> None:
+        """A part the camera saw while the Mega could not report it: reject it, re-arm later.
+
+        Parts already known from a PART event are recognised by time: the camera
+        sees a part `trigger_delay_ms` after the photo-eye does.
+        """
+        eye_time = sighting.trigger_time - self.settings.deadlines.trigger_delay_ms / 1000
+        if any(abs(p.trigger_time - eye_time) < BACKUP_MATCH_S for p in self.parts.values()):
+            return
+        epoch = self._epochs.audit(max(self._link_epoch, 1))
+        part = self._new_part(
+            epoch,
+            self._next_vision_id(),
+            "vision_backup",
+            eye_time,
+            None,
+            "seen by the camera while the link was down",
+            out,
+        )
+        self._by_key.pop((part.epoch, part.part_id), None)
+        part.orphan = True
+        part.verdict, part.failsafe = "reject", FailSafe.LINK_LOST.value
+        self._record(part, now, out, frame_time=sighting.frame_time, frame=sighting.frame)
+        if self._link_up:
+            self._rearm_orphans(now, out)
+
+    def _new_part(
+        self,
+        epoch: int,
+        part_id: int,
+        source: str,
+        trigger: float,
+        mcu_ms: int | None,
+        note: str | None,
+        out: list[Action],
+    ) -> TrackedPart:
+        uid = self._next_uid
+        self._next_uid += 1
+        s = self.settings
+        vision = source == "vision" and s.vision_to_gate_s is not None
+        part = TrackedPart(
+            uid=uid,
+            epoch=epoch,
+            part_id=part_id,
+            source=source,
+            trigger_time=trigger,
+            deadline=trigger
+            + (s.vision_to_gate_s / 2 if vision else s.deadlines.verdict_deadline_ms / 1000),
+            gate_due=trigger
+            + (s.vision_to_gate_s if vision else s.deadlines.gate_travel_ms / 1000),
+        )
+        self.parts[uid] = part
+        self._by_key[(epoch, part_id)] = uid
+        out.append(NewRow(uid, epoch, part_id, source, mcu_ms, trigger, note))
+        out.append(Counted("parts"))
+        return part
+
+    def _next_vision_id(self) -> int:
+        self._vision_seq = self._vision_seq % 0x7FFF_FFFF + 1
+        return VISION_ID_BIT | self._vision_seq
+
+    # --- verdicts ----------------------------------------------------------------------------
+
+    def _on_judged(self, event: Judged, now: float, out: list[Action]) -> None:
+        part = self.parts.get(event.uid)
+        j = event.judgement
+        if part is None or part.verdict is not None:
+            # Too late: the part was already failed safe. Keep the score for the record.
+            out.append(
+                UpdateRow(event.uid, {"score": j.score, "note": f"late judgement ({j.verdict})"})
+            )
+            return
+        failsafe = j.failsafe.value if j.failsafe else None
+        self._decide(part, j.reject, failsafe, j, now, out)
+
+    def _decide(
+        self,
+        part: TrackedPart,
+        reject: bool,
+        failsafe: str | None,
+        j: Judgement | None,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        part.verdict = "reject" if reject else "pass"
+        part.failsafe = failsafe
+        part.judgement = j
+        if part.orphan:
+            self._record(part, now, out)  # its Mega is gone; re-arming covers it
+            return
+        if part.source == "vision":
+            self._send_vision(part, now, out)
+        else:
+            self._send_verdict(part, now, out)
+
+    def _send_verdict(self, part: TrackedPart, now: float, out: list[Action]) -> None:
+        if not self._link_up or part.epoch != self._epochs.audit(self._link_epoch):
+            # The Mega holding it cannot hear us: it rejects the part on its own.
+            part.verdict = "reject"
+            part.failsafe = part.failsafe or FailSafe.LINK_LOST.value
+            self._record(part, now, out, note="link down: verdict not sent")
+            return
+        reject = int(part.verdict == "reject")
+        out.append(SendCommand(("verdict", part.uid), m.Verdict(part.part_id, reject)))
+
+    def _send_vision(self, part: TrackedPart, now: float, out: list[Action]) -> None:
+        if part.verdict == "pass":
+            # Nothing to tell the Mega: with no photo-eye it tracks only what it must fire.
+            self._record(part, now, out)
+            self._gated(part, "passed", "not_actuated", now, out)
+            return
+        delay_ms = int((part.gate_due - now) * 1000)
+        if delay_ms < 0:
+            out.append(RaiseAlarm("vision_late", f"part {part.uid} judged after its gate time"))
+            part.failsafe = FailSafe.LATE.value
+            self._record(part, now, out)
+            return
+        vision_id = part.part_id & 0x7FFF_FFFF
+        out.append(
+            SendCommand(("verdict", part.uid), m.VisionReject(vision_id, min(delay_ms, 65535)))
+        )
+
+    def _on_answer(self, answer: Answered, now: float, out: list[Action]) -> None:
+        kind = answer.tag[0]
+        if kind == "reset_fault":
+            if answer.error is None:
+                out.append(RaiseAlarm("fault_cleared", "latched Mega fault cleared"))
+            return
+        part = self.parts.get(answer.tag[1])
+        if part is None:
+            return
+        error = _answer_error(answer)
+        if kind == "rearm":
+            if error is None:
+                out.append(UpdateRow(part.uid, {"note": f"re-armed as {part.part_id:#x}"}))
+            else:
+                self._drop(part, f"re-arm after link loss refused: {error}", out)
+            return
+        if part.recorded:
+            return  # already settled by a link loss while the command was on its way
+        if error == m.Error.LATE.name:
+            part.verdict, part.failsafe = "reject", FailSafe.LATE.value
+        elif error is not None:
+            part.verdict = "reject"
+            part.failsafe = part.failsafe or FailSafe.LINK_LOST.value
+        self._record(part, now, out, note=f"mega: {error}" if error else None)
+
+    def _record(
+        self,
+        part: TrackedPart,
+        now: float,
+        out: list[Action],
+        note: str | None = None,
+        frame_time: float | None = None,
+        frame: object = None,
+    ) -> None:
+        """Write the verdict to the audit row and count it (once per part)."""
+        if part.recorded:
+            return
+        part.recorded = True
+        j = part.judgement
+        judged = j is not None and j.failsafe is None and part.failsafe is None
+        frame = frame if frame is not None else (j.frame if j else None)
+        if frame_time is None and frame is not None:
+            frame_time = getattr(frame, "timestamp", None)
+        fields = {
+            "frame_time": frame_time,
+            "verdict_time": now,
+            "score": j.score if j else None,
+            "verdict": part.verdict,
+            "failsafe_reason": part.failsafe,
+            "note": note or ((j.detail or None) if j else None),
+        }
+        out.append(UpdateRow(part.uid, fields))
+        out.append(
+            Decided(
+                part.uid,
+                part.verdict,
+                part.failsafe,
+                j,
+                now - frame_time if judged and frame_time is not None else None,
+                now - part.trigger_time if judged else None,
+            )
+        )
+
+    # --- the gate ------------------------------------------------------------------------------
+
+    def _on_gate(self, event: MegaEvent, msg: m.Gate, now: float, out: list[Action]) -> None:
+        if msg.part_id == 0:
+            return  # a test fire
+        action = "fired" if msg.action == m.GateAction.FIRED else "passed"
+        reason = m.GateReason(msg.reason).name.lower()
+        epoch = self._epochs.audit(event.epoch)
+        uid = self._by_key.get((epoch, msg.part_id))
+        part = self.parts.get(uid) if uid is not None else None
+        if part is None:
+            # A part the Mega saw but never reported (its PART was lost): record it now.
+            part = self._new_part(
+                epoch,
+                msg.part_id,
+                "gate_only",
+                now,
+                None,
+                "PART never received; known from its GATE event",
+                out,
+            )
+            part.verdict, part.failsafe = "reject", f"mega_{reason}"
+            if action == "passed":
+                part.verdict, part.failsafe = "pass", None
+            self._record(part, now, out)
+        elif not part.recorded:
+            # The Mega decided before the host's verdict was settled (no or late verdict).
+            part.verdict = "reject" if action == "fired" else "pass"
+            if action == "fired" and reason != "verdict":
+                part.failsafe = part.failsafe or f"mega_{reason}"
+            self._record(part, now, out)
+        self._gated(part, action, reason, now, out)
+
+    def _gated(
+        self, part: TrackedPart, action: str, reason: str, now: float, out: list[Action]
+    ) -> None:
+        self.parts.pop(part.uid, None)
+        self._by_key.pop((part.epoch, part.part_id), None)
+        mega_failsafe = reason if reason not in ("verdict", "vision", "not_actuated") else None
+        if (part.verdict == "reject") != (action == "fired"):
+            out.append(
+                RaiseAlarm(
+                    "gate_mismatch",
+                    f"part {part.uid}: verdict {part.verdict} but the gate {action} ({reason})",
+                )
+            )
+        out.append(
+            UpdateRow(part.uid, {"gate_action": action, "gate_reason": reason, "gate_time": now})
+        )
+        out.append(Gated(part.uid, action, reason, mega_failsafe))
+
+    def _on_fault(self, msg: m.FaultEvent, out: list[Action]) -> None:
+        name = m.Fault(msg.code).name
+        out += [Counted(f"fault:{name}"), RaiseAlarm("mega_fault", f"{name} (detail {msg.detail})")]
+        if self.settings.auto_reset_faults and self._link_up:
+            out.append(SendCommand(("reset_fault",), m.ResetFault()))
+
+    # --- the link ------------------------------------------------------------------------------
+
+    def _on_link_state(self, state: LinkState, now: float, out: list[Action]) -> None:
+        if state.up:
+            self._link_epoch = max(self._link_epoch, state.epoch)
+            self._link_up = True
+            self._link_up_at = now
+            out.append(RaiseAlarm("link_up", f"epoch {state.epoch}: {state.reason}"))
+            self._rearm_orphans(now, out)
+            return
+        if state.epoch < self._link_epoch:
+            return  # a notice about a boot already superseded
+        was_up, self._link_up = self._link_up, False
+        if was_up:
+            out.append(RaiseAlarm("link_down", state.reason))
+        epoch = self._epochs.audit(state.epoch)
+        self._forget_epoch(epoch, now, state.rebooted, state.heard_by_mega_at, out)
+
+    def _forget_epoch(
+        self,
+        epoch: int,
+        now: float,
+        rebooted: bool,
+        heard_by_mega_at: float,
+        out: list[Action],
+    ) -> None:
+        """The Mega of `epoch` can no longer be told anything: settle each part it held."""
+        for part in list(self.parts.values()):
+            if part.orphan or part.epoch != epoch:
+                continue
+            kept = self._pass_survives(part, rebooted, heard_by_mega_at)
+            if kept:
+                self._record(part, now, out)
+                self.parts.pop(part.uid)
+                out.append(UpdateRow(part.uid, {"note": kept}))
+                continue
+            if part.verdict == "pass" and part.recorded:
+                out.append(Counted("pass_revoked"))
+                part.recorded = False
+            if part.verdict != "reject":
+                part.verdict, part.failsafe = "reject", FailSafe.LINK_LOST.value
+            self._record(part, now, out)  # nothing new if a reject is already on record
+            part.orphan = True
+            self._by_key.pop((part.epoch, part.part_id), None)
+
+    def _pass_survives(self, part: TrackedPart, rebooted: bool, heard_by_mega_at: float):
+        """Why a pass verdict still stands after the link went down, or None if it cannot.
+
+        Lost contact means reject (PROTOCOL.md): once the Mega misses our heartbeat it
+        fires every part it still holds, passes included. A pass stands only where the
+        part certainly leaves the gate before that, or the Mega has forgotten it (a
+        reboot) so that nothing will fire it. Anything else becomes a fail-safe reject,
+        re-armed when the link is back.
+        """
+        if part.verdict != "pass" or part.source != "photo_eye" or part.failsafe:
+            return None
+        if rebooted:
+            return "the Mega rebooted and forgot this part: it passes, as judged"
+        if part.gate_due < heard_by_mega_at + self.settings.heartbeat_timeout_s:
+            return "link lost; the part reaches the gate before the Mega can time out"
+        return None
+
+    def _rearm_orphans(self, now: float, out: list[Action]) -> None:
+        """After a reconnect the Mega is freshly booted: fire for the parts it forgot."""
+        epoch = self._epochs.audit(self._link_epoch)
+        for part in list(self.parts.values()):
+            if not part.orphan or part.armed_epoch == epoch:
+                continue
+            remaining_ms = (part.gate_due - now) * 1000
+            if remaining_ms < REARM_MIN_MS:
+                self._drop(part, "gate outcome unknown: link down at gate time", out)
+                continue
+            rearm_id = self._next_vision_id()
+            part.part_id, part.epoch, part.armed_epoch = rearm_id, epoch, epoch
+            self._by_key[(epoch, rearm_id)] = part.uid
+            delay = min(int(remaining_ms), 65535)
+            rearm = m.VisionReject(rearm_id & 0x7FFF_FFFF, delay)
+            out.append(SendCommand(("rearm", part.uid), rearm))
+
+    def _drop(self, part: TrackedPart, note: str, out: list[Action]) -> None:
+        """Stop tracking a part whose gate outcome nobody can report."""
+        self.parts.pop(part.uid, None)
+        self._by_key.pop((part.epoch, part.part_id), None)
+        out.append(UpdateRow(part.uid, {"note": note}))
+
+    def stop(self, now: float) -> list[Action]:
+        """The service stops: what is still in flight is noted (the Mega gates it alone)."""
+        out: list[Action] = []
+        for part in list(self.parts.values()):
+            self._drop(part, "gate outcome unknown: station stopped first", out)
+        return out
+
+
+def _answer_error(answer: Answered) -> str | None:
+    if answer.error is not None:
+        return answer.error
+    error = getattr(answer.reply, "error", m.Error.OK)
+    return None if error == m.Error.OK else m.Error(error).name
