@@ -394,6 +394,87 @@ def replay(
     click.echo(json.dumps(summary) if as_json else report.as_text(summary))
 
 
+@main.command()
+@click.option("--parts", default=100_000, show_default=True, help="Parts to run past the gate.")
+@click.option(
+    "--faults",
+    "fault_text",
+    default="default",
+    show_default=True,
+    help="none, default, or NAME=VALUE,... over the default (e.g. default,garble=0.01): "
+    "mega_reset_every_s, unplug_every_s, unplug_s, camera_stall_every_s, camera_stall_s, "
+    "classifier_stall_every_s, classifier_stall_s, classifier_error, garble, drop, lost_ack.",
+)
+@click.option("--seed", default=1, show_default=True, help="Belt layout and fault draws.")
+@click.option(
+    "--render",
+    is_flag=True,
+    help="Render and classify every frame (real judge); default: the model's score per image.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Station file with a virtual_line section (default: the virtual line's).",
+)
+@click.option(
+    "--parts-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labelled image folder (def_front/, ok_front/) to draw parts from.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the audit database and parts.csv (default runs/soak-<time>).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
+def soak(parts, fault_text, seed, render, config_path, parts_from, out_dir, as_json) -> None:
+    """The stepped virtual line over many parts, with faults; exit 1 if a part was lost
+    or a defective part passed for any reason but the model's own judgement."""
+    import time
+
+    from station.classifier.litert_classifier import Classifier, ModelLoadError
+    from station.config import ConfigError, load_station_config
+    from station.sim.soak import SoakRequest, run_soak
+    from station.sim.stepped_line import FaultPlan
+
+    try:
+        plan = FaultPlan.parse(fault_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from None
+    try:
+        config, calibration = load_station_config(config_path or VIRTUAL_LINE_CONFIG)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if config.virtual_line is None:
+        raise click.UsageError(f"{config.station}: the configuration has no virtual_line section")
+    line = config.virtual_line
+    if parts_from is not None:
+        line = line.model_copy(update={"parts_from": parts_from})
+    try:
+        classifier = Classifier(config.model, threshold=calibration.threshold)
+    except ModelLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    out_dir = out_dir or Path("runs") / time.strftime("soak-%Y%m%d-%H%M%S")
+    request = SoakRequest(parts, plan, out_dir, seed, render, progress=not as_json)
+    try:
+        summary = run_soak(request, calibration, line, classifier, config.camera.max_frame_lag_s)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            click.echo(f"{key:<{width}}  {value}")
+    if not summary["ok"]:
+        raise SystemExit(1)
+
+
 def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, as_json) -> None:
     import time
 

@@ -33,6 +33,7 @@ keys never collide across restarts of the service either.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from station.calibration import Deadlines
@@ -42,8 +43,9 @@ from station.link.endpoint import Answered, LinkState, MegaEvent
 from station.vision.sighting import VisionSighting
 
 VISION_ID_BIT = 0x8000_0000
-REARM_MIN_MS = 20
-"""A forgotten part this close to the gate cannot be re-armed in time."""
+REARM_MIN_MS = 2
+"""A forgotten part whose centre is this close to the pusher cannot be re-armed in time
+(one round trip on the link)."""
 BACKUP_MATCH_S = 0.05
 """A camera sighting within this of a known part's trigger is that part."""
 
@@ -109,6 +111,8 @@ class SendCommand:
 
     tag: tuple
     message: m.Message
+    due_at: float | None = None
+    """VISION_REJECT: the host time to fire at (the link recomputes the delay per copy)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,8 @@ class TrackerSettings:
     vision_to_gate_s: float | None = None
     """Vision-trigger lines: from the trigger line to the gate. None: photo-eye line."""
     auto_reset_faults: bool = True
+    pulse_s: float = 0.0
+    """The servo's pulse; the gate fires pulse_s/2 before the part's centre reaches it."""
 
 
 @dataclass
@@ -208,6 +214,8 @@ class PartTracker:
         self._link_up_at = float("-inf")
         self._last_part_id: dict[int, int] = {}
         self._vision_seq = 0
+        self._recent_fires: deque[tuple[float, TrackedPart]] = deque()
+        """Parts fired within the last pulse: a reboot cuts a pulse short (re-armed then)."""
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -459,9 +467,8 @@ class PartTracker:
             self._record(part, now, out)
             return
         vision_id = part.part_id & 0x7FFF_FFFF
-        out.append(
-            SendCommand(("verdict", part.uid), m.VisionReject(vision_id, min(delay_ms, 65535)))
-        )
+        reject = m.VisionReject(vision_id, min(delay_ms, 65535))
+        out.append(SendCommand(("verdict", part.uid), reject, due_at=part.gate_due))
 
     def _on_answer(self, answer: Answered, now: float, out: list[Action]) -> None:
         kind = answer.tag[0]
@@ -576,6 +583,10 @@ class PartTracker:
             UpdateRow(part.uid, {"gate_action": action, "gate_reason": reason, "gate_time": now})
         )
         out.append(Gated(part.uid, action, reason, mega_failsafe))
+        if action == "fired" and self.settings.pulse_s:
+            self._recent_fires.append((now, part))
+            while self._recent_fires and now - self._recent_fires[0][0] > self.settings.pulse_s:
+                self._recent_fires.popleft()
 
     def _on_fault(self, msg: m.FaultEvent, out: list[Action]) -> None:
         name = m.Fault(msg.code).name
@@ -609,7 +620,20 @@ class PartTracker:
         heard_by_mega_at: float,
         out: list[Action],
     ) -> None:
-        """The Mega of `epoch` can no longer be told anything: settle each part it held."""
+        """The Mega of `epoch` can no longer be told anything: settle each part it held.
+
+        After a reboot, a part fired within the last pulse may have had its pulse cut
+        short (the servo returns to rest at reset): it is re-armed too.
+        """
+        if rebooted:
+            for fired_at, part in self._recent_fires:
+                if part.epoch == epoch and now - fired_at <= self.settings.pulse_s:
+                    part.orphan = True
+                    self.parts[part.uid] = part
+                    out.append(
+                        UpdateRow(part.uid, {"note": "the reboot may have cut its pulse short"})
+                    )
+            self._recent_fires.clear()
         for part in list(self.parts.values()):
             if part.orphan or part.epoch != epoch:
                 continue
@@ -651,16 +675,18 @@ class PartTracker:
         for part in list(self.parts.values()):
             if not part.orphan or part.armed_epoch == epoch:
                 continue
-            remaining_ms = (part.gate_due - now) * 1000
-            if remaining_ms < REARM_MIN_MS:
+            # A pulse started up to half a pulse late still meets the part's centre.
+            reachable_ms = (part.gate_due + self.settings.pulse_s / 2 - now) * 1000
+            if reachable_ms < REARM_MIN_MS:
                 self._drop(part, "gate outcome unknown: link down at gate time", out)
                 continue
+            remaining_ms = max(0.0, (part.gate_due - now) * 1000)
             rearm_id = self._next_vision_id()
             part.part_id, part.epoch, part.armed_epoch = rearm_id, epoch, epoch
             self._by_key[(epoch, rearm_id)] = part.uid
             delay = min(int(remaining_ms), 65535)
             rearm = m.VisionReject(rearm_id & 0x7FFF_FFFF, delay)
-            out.append(SendCommand(("rearm", part.uid), rearm))
+            out.append(SendCommand(("rearm", part.uid), rearm, due_at=max(now, part.gate_due)))
 
     def _drop(self, part: TrackedPart, note: str, out: list[Action]) -> None:
         """Stop tracking a part whose gate outcome nobody can report."""

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from station.link import messages as m
 from station.link.clocksync import ClockSync
 from station.link.framing import Frame, FrameError, FrameReader, encode_frame
 
-RETRANSMIT_S = 0.1
-MAX_RETRIES = 10
+RETRANSMIT_S = 0.025
+"""A round trip takes 1 to 2 ms: a lost frame should cost a part little of its time."""
+MAX_RETRIES = 40
 HEARTBEAT_S = 0.25
 HELLO_INTERVAL_S = 0.25
 
@@ -114,6 +115,8 @@ class _Command:
     retries: int
     interval_s: float
     internal: bool = False
+    due_at: float | None = None
+    """A timed command (VISION_REJECT): fire at this host time, whenever the copy lands."""
     seq: int = 0
     wire: bytes = b""
     first_sent: float | None = None
@@ -190,8 +193,15 @@ class HostEndpoint:
         tag: object = None,
         retries: int = MAX_RETRIES,
         interval_s: float = RETRANSMIT_S,
+        due_at: float | None = None,
     ) -> None:
         """Queue a reliable command; its `Answered(tag, ...)` notice says how it ended.
+
+        `due_at` (host time) makes a command with a `delay_ms` field timed: each copy
+        sent, the first and every retransmission, carries the delay left until then.
+        The Mega acts on the first copy it receives and only answers the others
+        (same seq), so the fire time is right whichever copy got through; a fixed
+        delay would fire one retransmission interval late per lost copy.
 
         Refused at once (`link_down`) unless the link is up: while it is down the
         Mega is failing safe on its own, and a command sent into a handshake
@@ -200,7 +210,7 @@ class HostEndpoint:
         if self.phase != LinkPhase.UP:
             self._notices.append(Answered(tag, None, "link_down"))
             return
-        self._queue.append(_Command(message, tag, retries, interval_s))
+        self._queue.append(_Command(message, tag, retries, interval_s, due_at=due_at))
         self._pump(now)
 
     def receive(self, data: bytes, now: float) -> None:
@@ -379,7 +389,6 @@ class HostEndpoint:
             command = self._in_flight = self._queue.popleft()
             self._seq = self._seq % 255 + 1
             command.seq = self._seq
-            command.wire = encode_frame(self._seq, command.message)
             command.first_sent = now
             command.next_send = now
         if now < command.next_send:
@@ -395,6 +404,12 @@ class HostEndpoint:
             return
         if command.tries:
             self.stats.retransmits += 1
+        if command.due_at is not None:
+            left_ms = round((command.due_at - now) * 1000)
+            command.message = replace(command.message, delay_ms=min(max(left_ms, 0), 0xFFFF))
+            command.wire = b""
+        if not command.wire:
+            command.wire = encode_frame(command.seq, command.message)
         command.tries += 1
         command.next_send = now + command.interval_s
         self._out += command.wire

@@ -160,12 +160,18 @@ class MegaSession:
         return reply
 
     def command(
-        self, msg: m.Message, retries: int = MAX_RETRIES, interval_s: float = RETRANSMIT_S
+        self,
+        msg: m.Message,
+        retries: int = MAX_RETRIES,
+        interval_s: float = RETRANSMIT_S,
+        due_at: float | None = None,
     ) -> m.Message:
-        """Send a reliable command and wait for its reply; raises LinkDown or LinkError."""
+        """Send a reliable command and wait for its reply; raises LinkDown or LinkError.
+
+        `due_at` (monotonic s): a timed command (see HostEndpoint.submit)."""
         waiter = _Waiter()
         with self._lock:
-            self.endpoint.submit(msg, time.monotonic(), waiter, retries, interval_s)
+            self.endpoint.submit(msg, time.monotonic(), waiter, retries, interval_s, due_at)
             self._flush()
         self._wake.set()  # the supervisor's next retransmission time changed
         waiter.done.wait((retries + 1) * interval_s + 2.0)

@@ -111,6 +111,7 @@ def assemble(
                 else None
             ),
             auto_reset_faults=config.auto_reset_faults,
+            pulse_s=calibration.servo.pulse_ms / 1000,
         ),
         epoch_base=audit.next_epoch() - 1,
         first_uid=audit.next_uid(),

@@ -223,7 +223,7 @@ class LineStation:
     def _command(self, action: SendCommand) -> Answered:
         """Send and wait (stop-and-wait: the Mega answers within a millisecond or two)."""
         try:
-            reply = self.link.command(action.message)
+            reply = self.link.command(action.message, due_at=action.due_at)
         except LinkError as exc:
             log.error("%s not delivered: %s", type(action.message).__name__, exc)
             return Answered(action.tag, None, "link_down")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from station.audit import AuditLog, ImageStore
 from station.recording import Recorder
@@ -34,12 +35,15 @@ class PartRecords:
         images: ImageStore | None = None,
         recorder: Recorder | None = None,
         pass_sample_every: int = 100,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.audit = audit
         self.metrics = metrics
         self.images = images
         self.recorder = recorder
         self.pass_sample_every = pass_sample_every
+        self.clock = clock
+        """The station's clock (the tracker's): alarms are stamped with it."""
         self.alarms_raised = 0
         self._passes_seen = 0
 
@@ -68,7 +72,7 @@ class PartRecords:
             self.alarms_raised += 1
             level = logging.INFO if action.kind in ("link_up", "fault_cleared") else logging.ERROR
             log.log(level, "%s: %s", action.kind, action.detail)
-            self.audit.alarm(action.kind, action.detail)
+            self.audit.alarm(action.kind, action.detail, when=self.clock())
         elif isinstance(action, Decided):
             self._decided(action)
         elif isinstance(action, Gated):

@@ -93,7 +93,7 @@ def load_parts(folder: Path, count: int, seed: int) -> list[tuple[str, str, np.n
 
 
 class VirtualConveyor:
-    def __init__(self, config: VirtualLineConfig, mega: SimulatedMega, parts: int):
+    def __init__(self, config: VirtualLineConfig, mega: SimulatedMega | None, parts: int):
         self.config = config
         self.mega = mega
         self.rng = np.random.default_rng(config.shuffle_seed)
@@ -109,6 +109,14 @@ class VirtualConveyor:
         self._belt = self._belt_texture()
 
     # --- geometry ----------------------------------------------------------------
+
+    def strike_window(self, part: PartOnBelt) -> tuple[float, float]:
+        """When the part's centre is within the pusher's strike zone (belt seconds)."""
+        half = self.config.strike_zone_mm / 2
+        return (
+            self.time_centred_at(part, self.config.gate_x_mm - half),
+            self.time_centred_at(part, self.config.gate_x_mm + half),
+        )
 
     def part_length_mm(self, part: PartOnBelt) -> float:
         return part.image.shape[1] / self.config.px_per_mm
@@ -129,17 +137,24 @@ class VirtualConveyor:
 
     def start(self, lead_in_s: float = 0.5) -> None:
         """Lay the parts out on the belt, the first reaching the eye after `lead_in_s`."""
+        self.lay_out(time.monotonic(), lead_in_s)
+        self._thread = threading.Thread(target=self._run, name="conveyor", daemon=True)
+        self._thread.start()
+
+    def lay_out(self, start_time: float, lead_in_s: float, whole_ms: bool = False) -> None:
+        """Place every part: eye times from `start_time + lead_in_s`, spaced by the pitch.
+
+        `whole_ms`: eye times on whole milliseconds (the stepped line's clock)."""
         c = self.config
-        self.start_time = time.monotonic()
-        t = self.start_time + lead_in_s
+        self.start_time = start_time
+        t = start_time + lead_in_s
         for k, (file, label, image) in enumerate(self.items):
             lateral = int(self.rng.integers(-8, 9))
-            self.parts.append(PartOnBelt(k, file, label, image, t, lateral))
+            eye = round(t, 3) if whole_ms else t
+            self.parts.append(PartOnBelt(k, file, label, image, eye, lateral))
             gap = c.pitch_mm * (1 + self.rng.uniform(-c.pitch_jitter, c.pitch_jitter))
             t += gap / c.belt_speed_mm_s
         self._eye_times = [p.eye_time for p in self.parts]
-        self._thread = threading.Thread(target=self._run, name="conveyor", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()

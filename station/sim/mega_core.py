@@ -183,6 +183,25 @@ class MegaCore:
             self._last_heartbeat_out = now_ms
             self._send(0, m.MegaHeartbeat(self.millis(now_ms), self.fault, len(self.fifo)))
 
+    def next_due_ms(self, now_ms: int) -> int:
+        """The next millisecond at which `tick` can change something: a heartbeat out, the
+        host's heartbeat deadline, a decision, a fire, the servo's return, a test fire, an
+        event (re)transmission. A stepped clock ticks there, never sooner than a millisecond
+        after its last tick. Millisecond timing only."""
+        moments = [self._last_heartbeat_out + HEARTBEAT_PERIOD_MS]
+        if self._host_present and self.fault != m.Fault.HEARTBEAT_LOST:
+            moments.append(self._last_heard + self.config.heartbeat_timeout_ms + 1)
+        for part in self.fifo:
+            moments.append(part.fire_at if part.decided else part.decide_at)
+        if self.servo_until is not None:
+            moments.append(self.servo_until)
+        elif self._test_fires:
+            moments.append(self._test_fires[0][0])
+        if self._events and self._host_present:
+            head = self._events[0]
+            moments.append(now_ms if head.sent_at is None else head.sent_at + RETRANSMIT_MS)
+        return min(moments)
+
     def take_output(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()

@@ -1,0 +1,780 @@
+"""The virtual line on one stepped clock: belt, Mega, wire, host endpoint, tracker, judge.
+
+Everything the line service decides runs here as it does on the line: the
+host endpoint (`link/endpoint.py`) speaks the real wire format to the
+Mega's state machine (`sim/mega_core.py`), the part tracker
+(`tracker.py`) decides, and `PartRecords` writes a real SQLite audit.
+What is simulated is time and physics: one integer-millisecond clock jumps
+straight to the next moment anything can happen (a photo-eye edge, a byte
+arriving, a retransmission, a decision, a fire, a deadline), so the run
+is deterministic (same seed, same result, whatever the machine's load)
+and 10^5 parts take minutes, not the 5.5 hours they take on a belt.
+
+A part's fate is exact: the Mega's servo log gives the pusher's out and in
+times to the millisecond, the belt gives the interval in which the part's
+centre is inside the strike zone, and a part is rejected iff they overlap.
+
+Faults (`FaultPlan`) are drawn from a seeded generator: Mega resets,
+unplugged cables, camera stalls, classifier stalls and errors, garbled and
+dropped bytes, lost acknowledgements. Judging is either the real judge on
+a rendered frame (`render=True`: locate, crop, LiteRT) or a table of the
+real classifier's score for each image, computed once (the soak's speed).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import logging
+import math
+import random
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from tqdm import tqdm
+
+from station.audit import AuditLog
+from station.calibration import Calibration
+from station.camera.frames import Frame
+from station.judgement import FailSafe, Judgement
+from station.link import messages as m
+from station.link.endpoint import HostEndpoint, LinkPhase
+from station.service.metrics import LineMetrics
+from station.service.records import RECORD_ACTIONS, PartRecords
+from station.sim.conveyor import VirtualConveyor, VirtualLineConfig
+from station.sim.mega_core import GateConfig, MegaCore
+from station.tracker import Judged, JudgeFrame, PartTracker, SendCommand, TrackerSettings
+from station.vision.sighting import VisionSighting
+
+log = logging.getLogger(__name__)
+
+WIRE_MS = 1
+"""USB latency each way."""
+JUDGE_MS = 5
+"""Modelled time to locate and classify one part (the real decision takes ~1 ms)."""
+RECONNECT_MS = 500
+"""The service's reconnect interval: a vanished or failed port is tried again this often."""
+SETTLE_MS = 3000
+"""After the last part's gate: time for late events before the run is judged."""
+
+
+# --- the fault plan --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """How often each fault strikes. Intervals are means (each draw is 0.5x to 1.5x);
+    probabilities are per judgement (classifier_error) or per frame on the wire."""
+
+    mega_reset_every_s: float = 0.0
+    unplug_every_s: float = 0.0
+    unplug_s: float = 2.0
+    camera_stall_every_s: float = 0.0
+    camera_stall_s: float = 1.5
+    classifier_stall_every_s: float = 0.0
+    classifier_stall_s: float = 1.2
+    classifier_error: float = 0.0
+    garble: float = 0.0
+    drop: float = 0.0
+    lost_ack: float = 0.0
+
+    @classmethod
+    def none(cls) -> FaultPlan:
+        return cls()
+
+    @classmethod
+    def default(cls) -> FaultPlan:
+        """Far above a real line: at 5 parts/s, a Mega reset every 600 parts, an unplugged
+        cable every 1,500, a camera stall every 1,000, 1 judgement in 500 failing, 1 frame
+        in 500 garbled."""
+        return cls(
+            mega_reset_every_s=120,
+            unplug_every_s=300,
+            unplug_s=2.0,
+            camera_stall_every_s=200,
+            camera_stall_s=1.5,
+            classifier_stall_every_s=250,
+            classifier_stall_s=1.2,
+            classifier_error=0.002,
+            garble=0.002,
+            drop=0.001,
+            lost_ack=0.002,
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> FaultPlan:
+        """`none`, `default`, or NAME=VALUE pairs (comma-separated) over the default,
+        e.g. `default,garble=0.01` or `none,mega_reset_every_s=30`."""
+        names = {f.name for f in fields(cls)}
+        plan = cls.default()
+        for item in (t.strip() for t in text.split(",") if t.strip()):
+            if item in ("none", "default"):
+                plan = cls.none() if item == "none" else cls.default()
+                continue
+            name, sep, value = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in names:
+                raise ValueError(
+                    f"fault {item!r}: expected none, default or NAME=VALUE with NAME one of "
+                    + ", ".join(sorted(names))
+                )
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"fault {item!r}: {value!r} is not a number") from None
+            if number < 0 or (not name.endswith("_s") and number > 1):
+                raise ValueError(f"fault {item!r}: out of range")
+            plan = cls(**{**plan.__dict__, name: number})
+        return plan
+
+
+# --- the simulation's parts ------------------------------------------------------------------
+
+
+@dataclass
+class _MegaBoard:
+    """The Mega across its boots: the core, its EEPROM, every servo pulse it ever made."""
+
+    core: MegaCore
+    eeprom: GateConfig | None = None
+    boots: int = 1
+    pulses: list[tuple[int, int]] = field(default_factory=list)
+    next_due: int = 0
+
+    def reset(self, now_ms: int, cause: int) -> None:
+        """RAM lost, the servo back at rest at once (PWM stops), the configuration kept."""
+        self._collect(now_ms)
+        self.eeprom = self.core.config if self.core.configured else self.eeprom
+        self.core = MegaCore(now_ms, cause, self.eeprom)
+        self.boots += 1
+        self.next_due = now_ms
+
+    def _collect(self, cut_at: int | None) -> None:
+        for pulse in self.core.servo_log:
+            end = pulse.end_ms if cut_at is None else min(pulse.end_ms, cut_at)
+            self.pulses.append((pulse.start_ms, end))
+        self.core.servo_log = []
+
+    def all_pulses(self) -> list[tuple[int, int]]:
+        self._collect(None)
+        merged = sorted(self.pulses)
+        self.pulses = merged
+        return merged
+
+
+@dataclass
+class _BeltPart:
+    index: int
+    eye_ms: int
+    window: tuple[float, float]
+    """Belt ms while the part's centre is in the strike zone."""
+    camera_ms: int
+    """When its centre crosses the camera's axis (the vision backup sees it then)."""
+    label: str
+    file: str
+    mega_key: tuple[int, int, int] | None = None
+    """(boot, part ID, millis) the Mega latched."""
+    fate: str = ""
+
+
+@dataclass(frozen=True)
+class _Job:
+    uid: int
+    wanted_ms: float
+    give_up_ms: float
+    frame_ms: float | None
+
+
+class _Wire:
+    """One direction of the USB cable: frames delivered WIRE_MS later, or damaged, or lost."""
+
+    def __init__(self, plan: FaultPlan, rng: random.Random, ack_type: int):
+        self.plan = plan
+        self.rng = rng
+        self.ack_type = ack_type
+        self.damaged = Counter()
+
+    def carry(self, data: bytes) -> bytes:
+        p = self.plan
+        if not (p.garble or p.drop or p.lost_ack) or not data:
+            return data
+        out = bytearray()
+        for frame in data.split(b"\x00")[:-1]:
+            frame = bytearray(frame)
+            roll = self.rng.random()
+            if roll < p.garble and frame:
+                k = self.rng.randrange(len(frame))
+                frame[k] ^= self.rng.randrange(1, 256)
+                self.damaged["garbled"] += 1
+            elif roll < p.garble + p.drop and frame:
+                del frame[self.rng.randrange(len(frame))]
+                self.damaged["dropped_byte"] += 1
+            elif p.lost_ack and roll < p.garble + p.drop + p.lost_ack and _is_ack(frame, self):
+                self.damaged["lost_ack"] += 1
+                continue
+            out += frame + b"\x00"
+        return bytes(out)
+
+
+def _is_ack(frame: bytes, wire: _Wire) -> bool:
+    """The frame's type byte (after COBS, the second body byte) is this direction's ACK."""
+    from cobs import cobs
+
+    try:
+        body = cobs.decode(bytes(frame))
+    except cobs.DecodeError:
+        return False
+    return len(body) > 1 and body[1] == wire.ack_type
+
+
+# --- the line -----------------------------------------------------------------------------------
+
+
+class SteppedLine:
+    def __init__(
+        self,
+        calibration: Calibration,
+        line: VirtualLineConfig,
+        parts: int,
+        database: Path,
+        plan: FaultPlan | None = None,
+        seed: int = 1,
+        scores: Callable[[str], float] | None = None,
+        judge=None,
+        threshold: float = 0.5,
+        progress: bool = False,
+        max_frame_lag_s: float = 0.05,
+    ):
+        """`scores(file)` gives each part's score from a table; or `judge` (a station Judge)
+        judges a rendered frame of each part. One of the two is needed."""
+        if (scores is None) == (judge is None):
+            raise ValueError("give either a score table or a judge")
+        self.calibration = calibration
+        self.line = line
+        self.plan = plan or FaultPlan.none()
+        self.rng = random.Random(seed)
+        self.scores = scores
+        self.judge = judge
+        self.threshold = threshold
+        self.progress = progress
+        self.max_frame_lag_s = max_frame_lag_s
+        self.deadlines = calibration.deadlines()
+        self.conveyor = VirtualConveyor(line.model_copy(update={"shuffle_seed": seed}), None, parts)
+        self.conveyor.lay_out(0.0, 0.5, whole_ms=True)
+        self.belt = [self._belt_part(p) for p in self.conveyor.parts]
+        self.now = 0
+        self.board = _MegaBoard(MegaCore(0))
+        self.endpoint = HostEndpoint(
+            calibration.configure_message(),
+            host_timeout_s=1.0,
+            name="stepped-mega",
+        )
+        self.audit = AuditLog(database, "stepped", calibration.checksum(), clock_offset_s=0.0)
+        self.metrics = LineMetrics()
+        self.records = PartRecords(
+            self.audit, self.metrics, pass_sample_every=0, clock=lambda: self.now / 1000
+        )
+        self.tracker = PartTracker(
+            TrackerSettings(
+                deadlines=self.deadlines,
+                heartbeat_timeout_s=calibration.link.heartbeat_timeout_ms / 1000,
+                pulse_s=calibration.servo.pulse_ms / 1000,
+            ),
+            epoch_base=self.audit.next_epoch() - 1,
+            first_uid=self.audit.next_uid(),
+        )
+        self.to_mega = _Wire(self.plan, self.rng, m.AckEvent.TYPE)
+        self.to_host = _Wire(self.plan, self.rng, m.Ack.TYPE)
+        self.faults = Counter()
+        self.cable_in = True
+        self.port_open = False
+        self._cable_gen = 0
+        self._heap: list = []
+        self._seq = 0
+        self._jobs: list[_Job] = []
+        self._judge_free = 0.0
+        self._camera_down: list[tuple[int, int]] = []
+        self._classifier_down: list[tuple[int, int]] = []
+        self._mega_parts: dict[tuple[int, int], int] = {}
+        self._next_eye = 0
+        self._end_ms = self.belt[-1].window[1] + SETTLE_MS if self.belt else SETTLE_MS
+
+    def _belt_part(self, p) -> _BeltPart:
+        lo, hi = self.conveyor.strike_window(p)
+        camera = self.conveyor.time_centred_at(p, self.line.camera_x_mm)
+        return _BeltPart(
+            p.index,
+            round(p.eye_time * 1000),
+            (lo * 1000, hi * 1000),
+            round(camera * 1000),
+            p.label,
+            p.file,
+        )
+
+    # --- the clock -----------------------------------------------------------------------
+
+    def _at(self, when_ms: float, action: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (max(self.now, math.ceil(when_ms)), self._seq, action))
+
+    def run(self) -> dict:
+        started = time.perf_counter()
+        self._at(0, self._open_port)
+        self._schedule_next_eye()
+        self._schedule_faults()
+        bar = tqdm(
+            total=len(self.belt), desc="soak", unit="part", mininterval=2, disable=not self.progress
+        )
+        with bar:
+            while self.now <= self._end_ms:
+                self.now = self._next_moment()
+                while self._heap and self._heap[0][0] <= self.now:
+                    heapq.heappop(self._heap)[2]()
+                self._tick_mega()
+                self._tick_host()
+                eyes = self._next_eye - bar.n
+                if eyes:
+                    bar.update(eyes)
+        self.audit.db.commit()
+        summary = self._report(time.perf_counter() - started)
+        self.audit.close()
+        return summary
+
+    def _next_moment(self) -> int:
+        moments = [self._heap[0][0]] if self._heap else []
+        moments.append(self.board.next_due)
+        due = self.endpoint.next_due()
+        if due is not None and self.port_open:
+            moments.append(math.ceil(due * 1000 - 1e-9))
+        deadline = self.tracker.next_deadline()
+        if deadline is not None:
+            moments.append(math.ceil(deadline * 1000 - 1e-9))
+        return max(self.now + 1, min(moments)) if min(moments) > self.now else self.now + 1
+
+    # --- the belt ------------------------------------------------------------------------------
+
+    def _schedule_next_eye(self) -> None:
+        if self._next_eye < len(self.belt):
+            part = self.belt[self._next_eye]
+            self._at(part.eye_ms, lambda: self._photo_eye(part))
+            if self.line.camera_x_mm >= 0:
+                self._at(part.camera_ms, lambda: self._camera_sees(part))
+
+    def _photo_eye(self, part: _BeltPart) -> None:
+        self._next_eye += 1
+        self._schedule_next_eye()
+        core = self.board.core
+        part_id = core.photo_eye(self.now)
+        part.mega_key = (self.board.boots, part_id, core.millis(self.now))
+        self._flush_mega()
+
+    def _camera_sees(self, part: _BeltPart) -> None:
+        """The vision backup: while the link is (recently) down, the camera reports parts."""
+        grace = self.deadlines.trigger_delay_ms / 1000 + 0.1
+        if self._in(self._camera_down, self.now):
+            return
+        if self.tracker.link_recently_down(self.now / 1000, grace):
+            t = self.now / 1000
+            self._feed(VisionSighting(t, t, backup=True))
+
+    # --- the Mega and the wire ---------------------------------------------------------------
+
+    def _tick_mega(self) -> None:
+        if self.now >= self.board.next_due:
+            self.board.core.tick(self.now)
+            self._flush_mega()
+
+    def _flush_mega(self) -> None:
+        core = self.board.core
+        data = core.take_output()
+        if data and self.cable_in and self.port_open:
+            data = self.to_host.carry(data)
+            gen = self._cable_gen
+            self._at(self.now + WIRE_MS, lambda: self._to_host(data, gen))
+        self.board.next_due = max(self.now + 1, core.next_due_ms(self.now))
+
+    def _to_host(self, data: bytes, gen: int) -> None:
+        if gen == self._cable_gen and self.port_open:
+            self.endpoint.receive(data, self.now / 1000)
+            self._drain_host()
+
+    def _to_mega(self, data: bytes, gen: int) -> None:
+        if gen == self._cable_gen:
+            self.board.core.receive(data, self.now)
+            self._flush_mega()
+
+    def _open_port(self) -> None:
+        """The service opens the port: DTR resets the Mega; a fresh handshake."""
+        if not self.cable_in:
+            self._at(self.now + RECONNECT_MS, self._open_port)
+            return
+        self._cable_gen += 1
+        self.board.reset(self.now, m.ResetCause.EXTERNAL)
+        self.board.core.take_output()  # the boot announcement goes out before anyone listens
+        self.port_open = True
+        self.endpoint.opened(self.now / 1000)
+        self._drain_host()
+        self._flush_mega()
+
+    def _close_port(self, reason: str) -> None:
+        if not self.port_open:
+            return
+        self.port_open = False
+        self._cable_gen += 1
+        self.endpoint.closed(self.now / 1000, reason)
+        self._drain_host()
+        self._at(self.now + RECONNECT_MS, self._open_port)
+
+    # --- the host ------------------------------------------------------------------------------
+
+    def _tick_host(self) -> None:
+        t = self.now / 1000
+        if self.port_open:
+            due = self.endpoint.next_due()
+            if due is not None and due <= t + 1e-9:
+                self.endpoint.tick(t)
+                self._drain_host()
+        deadline = self.tracker.next_deadline()
+        if deadline is not None and deadline <= t + 1e-9:
+            self._apply(self.tracker.tick(t))
+
+    def _drain_host(self) -> None:
+        wire = self.endpoint.take_output()
+        if wire and self.port_open and self.cable_in:
+            data = self.to_mega.carry(wire)
+            gen = self._cable_gen
+            self._at(self.now + WIRE_MS, lambda: self._to_mega(data, gen))
+        for notice in self.endpoint.take_notices():
+            self._feed(notice)
+        if self.endpoint.phase == LinkPhase.FAILED and self.port_open:
+            self._close_port(self.endpoint.failure or "link failed")
+
+    def _feed(self, event: object) -> None:
+        self._apply(self.tracker.handle(event, self.now / 1000))
+
+    def _apply(self, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, RECORD_ACTIONS):
+                self.records.apply(action)
+            elif isinstance(action, JudgeFrame):
+                self._queue_judgement(action)
+            elif isinstance(action, SendCommand):
+                self.endpoint.submit(
+                    action.message, self.now / 1000, action.tag, due_at=action.due_at
+                )
+                self._drain_host()
+            else:
+                raise TypeError(f"no way to carry out {action!r}")
+
+    # --- the camera and the judge -------------------------------------------------------------
+
+    def _queue_judgement(self, job: JudgeFrame) -> None:
+        frame_ms = job.frame.timestamp * 1000 if job.frame is not None else None
+        self._jobs.append(_Job(job.uid, job.wanted_at * 1000, job.give_up_at * 1000, frame_ms))
+        if len(self._jobs) == 1:
+            self._start_judging()
+
+    def _start_judging(self) -> None:
+        """The judge worker takes jobs one at a time, as on the line."""
+        if not self._jobs:
+            return
+        job = self._jobs[0]
+        frame_ms, found_ms = self._find_frame(job)
+        begin = max(self.now, self._judge_free, found_ms)
+        begin = self._after(self._classifier_down, begin) if frame_ms is not None else begin
+        done = begin + (JUDGE_MS if frame_ms is not None else 0)
+        self._judge_free = done
+        self._at(done, lambda: self._judged(job, frame_ms))
+
+    def _find_frame(self, job: _Job) -> tuple[float | None, float]:
+        """(the frame's time or None, when the worker knows it): FrameBuffer.wait_first_after."""
+        if job.frame_ms is not None:
+            return job.frame_ms, job.frame_ms
+        period = 1000 / self.line.fps
+        t = math.ceil(job.wanted_ms / period - 1e-9) * period
+        stalled = self._covering(self._camera_down, t)
+        if stalled:
+            t = math.ceil(stalled[1] / period) * period
+        lag_ms = self.max_frame_lag_s * 1000
+        if t > job.give_up_ms:
+            return None, job.give_up_ms
+        if t - job.wanted_ms > lag_ms:
+            return None, t
+        return t, t
+
+    def _judged(self, job: _Job, frame_ms: float | None) -> None:
+        self._jobs.pop(0)
+        self._feed(Judged(job.uid, self._judgement(job, frame_ms)))
+        self._start_judging()
+
+    def _judgement(self, job: _Job, frame_ms: float | None) -> Judgement:
+        if frame_ms is None:
+            return Judgement(True, None, FailSafe.NO_FRAME, "no frame", None, None, 0.0)
+        part = self._part_at_camera(frame_ms)
+        frame = Frame(None, frame_ms / 1000, int(frame_ms), "stepped camera")
+        if self.plan.classifier_error and self.rng.random() < self.plan.classifier_error:
+            self.faults["classifier_error"] += 1
+            return Judgement(
+                True, None, FailSafe.CLASSIFIER_ERROR, "injected", frame, None, JUDGE_MS / 1000
+            )
+        if part is None:
+            return Judgement(
+                True, None, FailSafe.PART_NOT_FOUND, "no part in view", frame, None, 0.0
+            )
+        if self.judge is not None:
+            image = self.conveyor.render(frame_ms / 1000)
+            real = self.judge.judge(Frame(image, frame_ms / 1000, int(frame_ms), "stepped"))
+            return Judgement(
+                real.reject, real.score, real.failsafe, real.detail, frame, real.roi, real.seconds
+            )
+        score = self.scores(part.file)
+        return Judgement(score >= self.threshold, score, None, "", frame, None, JUDGE_MS / 1000)
+
+    def _part_at_camera(self, frame_ms: float) -> _BeltPart | None:
+        """The part wholly in view nearest the camera's axis at `frame_ms` (table mode: the
+        part the locator would find); None if no part is wholly in the frame."""
+        c = self.line
+        px_per_ms = c.belt_speed_mm_s * c.px_per_mm / 1000
+        best, gap = None, float("inf")
+        k = self._next_eye
+        for part in self.belt[max(0, k - 6) : k + 1]:
+            d = abs(part.camera_ms - frame_ms)
+            image = self.conveyor.parts[part.index].image
+            if d < gap and d * px_per_ms <= (c.frame_width - image.shape[1]) / 2:
+                best, gap = part, d
+        return best
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def _schedule_faults(self) -> None:
+        """Timed faults strike one at a time, each kind at its own mean rate.
+
+        The next fault comes only after the last one's parts have left the gate: two
+        faults at once can defeat any host (a Mega that reboots while its cable is out
+        forgets parts nobody can re-arm), and the soak is a test of the station's rules,
+        not of how unlucky a belt can be.
+        """
+        p = self.plan
+        self._timed_faults = [
+            (every, duration, strike)
+            for every, duration, strike in (
+                (p.mega_reset_every_s, 0.0, self._mega_reset),
+                (p.unplug_every_s, p.unplug_s, self._unplug),
+                (p.camera_stall_every_s, p.camera_stall_s, self._camera_stall),
+                (p.classifier_stall_every_s, p.classifier_stall_s, self._classifier_stall),
+            )
+            if every > 0
+        ]
+        if self._timed_faults:
+            self._next_fault(quiet_ms=0)
+
+    def _next_fault(self, quiet_ms: float) -> None:
+        rates = [1 / every for every, _, _ in self._timed_faults]
+        gap_ms = self.rng.expovariate(sum(rates)) * 1000
+        every, duration_s, strike = self.rng.choices(self._timed_faults, weights=rates)[0]
+        duration_ms = round(duration_s * 1000)
+
+        def fire() -> None:
+            if self.belt and self.now < self.belt[-1].eye_ms:  # faults end with the parts
+                strike(duration_ms)
+                settle = duration_ms + RECONNECT_MS + self.deadlines.gate_travel_ms + 1000
+                self._next_fault(quiet_ms=settle)
+
+        self._at(self.now + quiet_ms + gap_ms, fire)
+
+    def _mega_reset(self, _: int) -> None:
+        self.faults["mega_reset"] += 1
+        cause = self.rng.choice([m.ResetCause.EXTERNAL, m.ResetCause.WATCHDOG])
+        self.board.reset(self.now, cause)
+        self._flush_mega()
+
+    def _unplug(self, duration_ms: int) -> None:
+        self.faults["unplug"] += 1
+        self.cable_in = False
+        self._close_port("unplugged")
+
+        def plug() -> None:
+            self.cable_in = True
+
+        self._at(self.now + duration_ms, plug)
+
+    def _camera_stall(self, duration_ms: int) -> None:
+        self.faults["camera_stall"] += 1
+        self._camera_down.append((self.now, self.now + duration_ms))
+
+    def _classifier_stall(self, duration_ms: int) -> None:
+        self.faults["classifier_stall"] += 1
+        self._classifier_down.append((self.now, self.now + duration_ms))
+
+    @staticmethod
+    def _covering(spans: list[tuple[int, int]], t: float) -> tuple[int, int] | None:
+        for span in reversed(spans[-4:]):
+            if span[0] <= t < span[1]:
+                return span
+        return None
+
+    def _in(self, spans: list[tuple[int, int]], t: float) -> bool:
+        return self._covering(spans, t) is not None
+
+    def _after(self, spans: list[tuple[int, int]], t: float) -> float:
+        span = self._covering(spans, t)
+        return span[1] if span else t
+
+    # --- the verdict of the run -----------------------------------------------------------------
+
+    def _report(self, wall_s: float) -> dict:
+        pulses = self.board.all_pulses()
+        starts = [p[0] for p in pulses]
+
+        for part in self.belt:
+            lo, hi = part.window
+            k = bisect.bisect_right(starts, hi)
+            hit = any(end > lo for _, end in pulses[max(0, k - 3) : k])
+            part.fate = "rejected" if hit else "passed"
+        rows = _rows(self.audit.db)
+        outcomes = [_Outcome.of(part, rows.match(part, self.deadlines)) for part in self.belt]
+        return _summary(outcomes, self, wall_s)
+
+
+# --- joining the belt's ledger with the audit -----------------------------------------------
+
+
+@dataclass
+class _Rows:
+    by_mega: dict[tuple[int, int], list]
+    backup: list
+    gate_only: dict[int, list]
+
+    def match(self, part: _BeltPart, deadlines) -> sqlite3.Row | None:
+        if part.mega_key is not None:
+            _, part_id, millis = part.mega_key
+            row = _take_nearest(
+                self.by_mega.get((part_id, millis), []), "trigger_time", part.eye_ms / 1000, 0.05
+            )
+            if row is not None:
+                return row
+            gate_due = (part.eye_ms + deadlines.gate_travel_ms) / 1000
+            row = _take_nearest(self.gate_only.get(part_id, []), "gate_time", gate_due, 1.5)
+            if row is not None:
+                return row
+        return _take_nearest(self.backup, "trigger_time", part.eye_ms / 1000, 0.05)
+
+
+def _take_nearest(rows: list, column: str, when: float, within: float):
+    best = min(rows, key=lambda r: abs(r[column] - when), default=None)
+    if best is None or abs(best[column] - when) > within:
+        return None
+    rows.remove(best)
+    return best
+
+
+def _rows(db: sqlite3.Connection) -> _Rows:
+    db.row_factory = sqlite3.Row
+    rows = _Rows({}, [], {})
+    for r in db.execute("SELECT * FROM parts ORDER BY uid"):
+        source = r["trigger_source"]
+        if source == "photo_eye":
+            rows.by_mega.setdefault((r["part_id"], r["mcu_trigger_ms"]), []).append(r)
+        elif source == "vision_backup":
+            rows.backup.append(r)
+        elif source == "gate_only" and r["gate_time"] is not None:
+            rows.gate_only.setdefault(r["part_id"], []).append(r)
+    return rows
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    index: int
+    label: str
+    fate: str
+    audited: bool
+    verdict: str | None
+    score: float | None
+    failsafe: str | None
+    gate_action: str | None
+    gate_reason: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, part: _BeltPart, row) -> _Outcome:
+        get = (lambda k: row[k]) if row is not None else (lambda k: None)
+        return cls(
+            part.index,
+            part.label,
+            part.fate,
+            row is not None,
+            get("verdict"),
+            get("score"),
+            get("failsafe_reason"),
+            get("gate_action"),
+            get("gate_reason"),
+            get("note"),
+        )
+
+    @property
+    def routed_as_verdict(self) -> bool:
+        return self.verdict is not None and (self.verdict == "reject") == (self.fate == "rejected")
+
+    @property
+    def model_escape(self) -> bool:
+        """A defective part the model judged OK, and the line did as told."""
+        return self.verdict == "pass" and self.failsafe is None and self.score is not None
+
+
+def _summary(outcomes: list[_Outcome], line: SteppedLine, wall_s: float) -> dict:
+    defects_passed = [o for o in outcomes if o.label == "defective" and o.fate == "passed"]
+    line_escapes = [o for o in defects_passed if not (o.model_escape and o.routed_as_verdict)]
+    good_rejected = Counter(
+        o.failsafe or ("model" if o.verdict == "reject" else f"gate_{o.gate_reason}")
+        for o in outcomes
+        if o.label == "ok" and o.fate == "rejected"
+    )
+    stats = line.endpoint.stats
+    return {
+        "parts": len(outcomes),
+        "audited": sum(o.audited for o in outcomes),
+        "unaudited": sum(not o.audited for o in outcomes),
+        "lost": sum(o.audited and o.verdict is None for o in outcomes),
+        "routed_as_verdict": sum(o.routed_as_verdict for o in outcomes),
+        "misrouted_gate_confirmed": sum(
+            not o.routed_as_verdict and o.gate_action is not None for o in outcomes
+        ),
+        "misrouted_gate_unknown": sum(
+            o.audited and not o.routed_as_verdict and o.gate_action is None for o in outcomes
+        ),
+        "defects_passed": len(defects_passed),
+        "defects_passed_model_escape": len(defects_passed) - len(line_escapes),
+        "defects_passed_line": len(line_escapes),
+        "line_escapes": [
+            {
+                "index": o.index,
+                "verdict": o.verdict,
+                "failsafe": o.failsafe,
+                "gate": o.gate_action,
+                "note": o.note,
+            }
+            for o in line_escapes[:20]
+        ],
+        "good_rejected": sum(good_rejected.values()),
+        "good_rejected_by_reason": dict(sorted(good_rejected.items())),
+        "failsafe_by_reason": dict(
+            sorted(Counter(o.failsafe for o in outcomes if o.failsafe).items())
+        ),
+        "gate_unconfirmed": sum(o.audited and o.gate_action is None for o in outcomes),
+        "faults_injected": dict(sorted(line.faults.items())),
+        "wire_damage": dict(sorted((line.to_mega.damaged + line.to_host.damaged).items())),
+        "link": {
+            "retransmits": stats.retransmits,
+            "frame_errors": dict(sorted(stats.frame_errors.items())),
+            "reconnects": stats.reconnects,
+            "mega_boots": line.board.boots,
+        },
+        "alarms": line.records.alarms_raised,
+        "line_time_s": round(line.now / 1000, 1),
+        "wall_s": round(wall_s, 1),
+        "parts_per_wall_s": round(len(outcomes) / wall_s, 1) if wall_s else None,
+    }
