@@ -67,6 +67,13 @@ class CameraConfig(_Section):
 class LinkConfig(_Section):
     port: str = Field(description="the Mega's device, e.g. /dev/reject-mega (udev rule)")
     host_timeout_s: float = Field(default=1.0, ge=0.3, le=30)
+    reset_guard_s: float = Field(
+        default=0.06,
+        ge=0,
+        le=5,
+        description="reopening the port reboots the Mega: wait (up to 2 s) for a gap this long "
+        "with no part due at the gate (a Mega whose bootloader runs at reset needs its boot time)",
+    )
 
 
 class TriggerMode(str, Enum):

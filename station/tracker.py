@@ -168,6 +168,7 @@ class TrackedPart:
     orphan: bool = False
     """Its Mega forgot it (link lost, reboot): it must be re-armed on the next boot."""
     armed_epoch: int | None = None
+    why_orphan: str = "link lost"
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,22 @@ class PartTracker:
     def link_recently_down(self, now: float, grace_s: float) -> bool:
         """For the vision backup: the link is down, or came up less than `grace_s` ago."""
         return not self._link_up or now - self._link_up_at < grace_s
+
+    def reset_is_safe(self, now: float, guard_s: float) -> bool:
+        """Whether opening the port now (which reboots the Mega) costs no part.
+
+        A reboot forgets every part the Mega holds; the host re-arms the ones it knows
+        once the handshake is done. A part whose pulse falls between the reboot and
+        then would pass unfired, so the shell waits for a gap of `guard_s` (the boot
+        and handshake) with no known part at the gate. Called from the link's thread:
+        it only reads a copy of the parts.
+        """
+        pulse = self.settings.pulse_s
+        for part in list(self.parts.values()):
+            last_chance = part.gate_due + pulse / 2 - REARM_MIN_MS / 1000
+            if now <= part.gate_due + pulse and now + guard_s >= last_chance:
+                return False  # its pulse would be cut, and a re-arm would come too late
+        return True
 
     def next_deadline(self) -> float | None:
         pending = [p.deadline for p in self.parts.values() if p.verdict is None]
@@ -482,7 +499,8 @@ class PartTracker:
         error = _answer_error(answer)
         if kind == "rearm":
             if error is None:
-                out.append(UpdateRow(part.uid, {"note": f"re-armed as {part.part_id:#x}"}))
+                note = f"{part.why_orphan}: re-armed as {part.part_id:#x}"
+                out.append(UpdateRow(part.uid, {"note": note}))
             else:
                 self._drop(part, f"re-arm after link loss refused: {error}", out)
             return
@@ -629,10 +647,8 @@ class PartTracker:
             for fired_at, part in self._recent_fires:
                 if part.epoch == epoch and now - fired_at <= self.settings.pulse_s:
                     part.orphan = True
+                    part.why_orphan = "the reboot may have cut its pulse short"
                     self.parts[part.uid] = part
-                    out.append(
-                        UpdateRow(part.uid, {"note": "the reboot may have cut its pulse short"})
-                    )
             self._recent_fires.clear()
         for part in list(self.parts.values()):
             if part.orphan or part.epoch != epoch:
@@ -672,7 +688,8 @@ class PartTracker:
     def _rearm_orphans(self, now: float, out: list[Action]) -> None:
         """After a reconnect the Mega is freshly booted: fire for the parts it forgot."""
         epoch = self._epochs.audit(self._link_epoch)
-        for part in list(self.parts.values()):
+        # Most urgent first: commands go one at a time, and a cut pulse has ms to spare.
+        for part in sorted(self.parts.values(), key=lambda p: p.gate_due):
             if not part.orphan or part.armed_epoch == epoch:
                 continue
             # A pulse started up to half a pulse late still meets the part's centre.

@@ -289,7 +289,9 @@ void core_init(core_t *core, const core_hal_t *hal, uint32_t now_ms, uint8_t res
     core->next_part_id = 1;
     core->boot_ms = now_ms;
     core->last_heard = now_ms;
-    core->last_heartbeat_out = now_ms;
+    /* The first heartbeat goes out on the first tick, right after the announcement: a
+       host that missed the announcement sees millis() go back within a millisecond. */
+    core->last_heartbeat_out = now_ms - HEARTBEAT_PERIOD_MS;
     core->hal.servo_us(core->config.servo_rest_us);
     core->hal.fault_output(false);
     send_identify(core, 0, false); /* boot announcement */

@@ -27,9 +27,11 @@ from station.link import messages as m
 from station.link.clocksync import ClockSync
 from station.link.framing import Frame, FrameError, FrameReader, encode_frame
 
-RETRANSMIT_S = 0.025
-"""A round trip takes 1 to 2 ms: a lost frame should cost a part little of its time."""
-MAX_RETRIES = 40
+RETRANSMIT_S = 0.01
+"""A round trip takes 1 to 4 ms: a lost frame should cost a part little of its time (a
+re-armed part may have 30 ms left). Copies that cross an answer are harmless: the Mega
+acts once per seq."""
+MAX_RETRIES = 100
 HEARTBEAT_S = 0.25
 HELLO_INTERVAL_S = 0.25
 
@@ -122,9 +124,6 @@ class _Command:
     first_sent: float | None = None
     next_send: float = 0.0
     tries: int = 0
-
-
-_HANDSHAKE_STEPS = ("hello", "configure", "check", "reset_fault")
 
 
 class HostEndpoint:
@@ -258,8 +257,14 @@ class HostEndpoint:
 
     # --- handshake -------------------------------------------------------------------------
 
-    def _begin_handshake(self, now: float) -> None:
-        """A new boot of the Mega: everything known about the last one is void."""
+    def _begin_handshake(self, now: float, sketch_running: bool = False) -> None:
+        """A new boot of the Mega: everything known about the last one is void.
+
+        After a port open the Mega may still be in its bootloader, which HELLO must not
+        pester: HELLO goes every 250 ms until the sketch announces itself (then at once).
+        After a reboot seen on the wire the sketch is running: HELLO is retried as
+        fast as any command.
+        """
         self.epoch += 1
         self.phase = LinkPhase.HANDSHAKE
         self._drop_commands("link_down")
@@ -268,9 +273,10 @@ class HostEndpoint:
         self._last_heard = now
         self.clock.reset()
         self._step = 0
-        tries = max(1, int(self.boot_timeout_s / HELLO_INTERVAL_S))
+        interval = RETRANSMIT_S if sketch_running else HELLO_INTERVAL_S
+        tries = max(1, int(self.boot_timeout_s / interval))
         self._queue.append(
-            _Command(m.Hello(m.PROTOCOL_VERSION), "hello", tries, HELLO_INTERVAL_S, internal=True)
+            _Command(m.Hello(m.PROTOCOL_VERSION), "hello", tries, interval, internal=True)
         )
         self._pump(now)
 
@@ -287,6 +293,11 @@ class HostEndpoint:
                     fatal=True,
                 )
             self._boot_identify = reply
+            # Events start flowing now: take a clock sample first (STATUS carries the
+            # Mega's uptime and comes back within a round trip), so that a PART queued
+            # behind a retransmitted event is not timed by its own late arrival.
+            self._internal(m.GetStatus(), "status", now)
+        elif step == "status":
             self._internal(self.configure, "configure", now)
         elif step == "configure":
             if getattr(reply, "error", None) != m.Error.OK:
@@ -322,6 +333,8 @@ class HostEndpoint:
         mcu_ms = getattr(msg, "mcu_time_ms", None)
         if mcu_ms is not None:
             self.clock.observe(mcu_ms, now)
+        elif isinstance(msg, m.Status):
+            self.clock.observe(msg.uptime_ms, now)
         if msg.FROM_HOST:
             self.stats.frame_errors["from_host"] = self.stats.frame_errors.get("from_host", 0) + 1
             return  # our own bytes echoed back: not a Mega
@@ -329,7 +342,9 @@ class HostEndpoint:
             if self.phase == LinkPhase.UP:
                 cause = m.ResetCause(msg.reset_cause).name
                 self._rebooted(now, f"boot announcement, reset cause {cause}")
-            return  # during a handshake a boot is expected
+            else:
+                self._sketch_started(now)  # during a handshake a boot is expected
+            return
         if msg.IS_REPLY:
             self._on_reply(msg, now)
             return
@@ -346,6 +361,14 @@ class HostEndpoint:
             self._notices.append(MegaEvent(self.epoch, msg, now, host_time))
         elif isinstance(msg, m.MegaHeartbeat):
             self._check_reboot(msg.mcu_time_ms, now)
+
+    def _sketch_started(self, now: float) -> None:
+        """The sketch announced itself: a HELLO waiting out the bootloader goes now."""
+        command = self._in_flight
+        if command is not None and command.tag == "hello" and command.internal:
+            command.interval_s = RETRANSMIT_S
+            command.retries = max(command.retries, int(self.boot_timeout_s / RETRANSMIT_S))
+            command.next_send = now
 
     def _on_reply(self, reply: m.Message, now: float) -> None:
         command = self._in_flight
@@ -376,7 +399,7 @@ class HostEndpoint:
                 heard_by_mega_at=self._heard_by_mega_at,
             )
         )
-        self._begin_handshake(now)  # same port: no reopen, which would pulse DTR again
+        self._begin_handshake(now, sketch_running=True)  # same port: no reopen (DTR)
 
     # --- frames out -------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import serial
 
@@ -75,10 +76,17 @@ class MegaSession:
         boot_timeout_s: float = 3.0,
         reconnect_interval_s: float = 0.5,
         events: queue.Queue | None = None,
+        reopen_ok: Callable[[], bool] | None = None,
+        reopen_wait_s: float = 2.0,
     ):
         self.port = port
         self.endpoint = HostEndpoint(configure, host_timeout_s, boot_timeout_s, name=port)
         self.reconnect_interval_s = reconnect_interval_s
+        self.reopen_ok = reopen_ok
+        """Reopening reboots the Mega (DTR): asked before each reopen whether no part is
+        due at the gate meanwhile; after `reopen_wait_s` of no, the port is opened anyway."""
+        self.reopen_wait_s = reopen_wait_s
+        self._reopen_asked_since: float | None = None
         self.events: queue.Queue = queue.Queue() if events is None else events
         """MegaEvent and LinkState notices, in order; the station may share it with others."""
         self.connected = threading.Event()
@@ -269,6 +277,13 @@ class MegaSession:
             self._wake.clear()
 
     def _reconnect(self) -> None:
+        now = time.monotonic()
+        if self.reopen_ok is not None and not self.reopen_ok():
+            since = self._reopen_asked_since = self._reopen_asked_since or now
+            if now - since < self.reopen_wait_s:
+                self._stop.wait(0.005)
+                return
+        self._reopen_asked_since = None
         try:
             self._open()
         except PortError as exc:

@@ -132,6 +132,8 @@ def assemble(
         drain_s=calibration.gate_travel_ms / 1000 + 1.0,
     )
     feed.on_problem = station.camera_problem
+    guard_s = config.link.reset_guard_s
+    link.reopen_ok = lambda: tracker.reset_is_safe(time.monotonic(), guard_s)
     if config.trigger == TriggerMode.VISION:
         trigger = VisionTrigger(frames, inbox, config.vision_trigger, calibration)
     else:

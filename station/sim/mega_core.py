@@ -71,6 +71,8 @@ class ServoPulse:
     start_ms: int
     end_ms: int
     width_us: int
+    late_ms: int = 0
+    """How long after the part's due time the pulse started (a late tick of the clock)."""
 
 
 @dataclass
@@ -119,7 +121,9 @@ class MegaCore:
         self._out = bytearray()
         self._host_present = False
         self._last_heard = now_ms
-        self._last_heartbeat_out = now_ms
+        # The first heartbeat goes out on the first tick, right after the announcement:
+        # a host that missed the announcement sees millis() go back at once.
+        self._last_heartbeat_out = now_ms - HEARTBEAT_PERIOD_MS
         self._last_host_seq = 0
         self._last_reply = b""
         self._event_seq = 0
@@ -327,6 +331,10 @@ class MegaCore:
             self.fifo.remove(part)
             if part.fire:
                 self._start_pulse(now_ms, self.config.servo_reject_us)
+                if part.mode == m.TimingMode.MILLISECONDS and self.servo_log:
+                    self.servo_log[-1].late_ms = max(
+                        self.servo_log[-1].late_ms, now_ms - part.fire_at
+                    )
                 self.counters.fired += 1
                 if part.reason != m.GateReason.VERDICT:
                     self.counters.failsafe += 1

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from station.link import messages as m
-from station.sim.mega_core import GateConfig, MegaCore
+from station.sim.mega_core import GateConfig, MegaCore, ServoPulse
 from station.sim.usb_port import PtyPort
 
 
@@ -27,6 +27,13 @@ class SimClock:
             return self._ms
         return int((time.monotonic() - self._start) * 1000)
 
+    def ms_at(self, monotonic_s: float) -> int:
+        """The clock's millisecond at a host monotonic instant (real-time clock only)."""
+        return int((monotonic_s - self._start) * 1000)
+
+    def monotonic_at(self, ms: float) -> float:
+        return self._start + ms / 1000
+
     def advance(self, ms: int) -> None:
         if not self.stepped:
             raise RuntimeError("advance() is for a stepped clock")
@@ -42,6 +49,8 @@ class SimulatedMega:
         self.eeprom: GateConfig | None = None
         self.core = MegaCore(self.clock.now_ms(), m.ResetCause.POWER_ON)
         self.boots = 1
+        self.pulses: list[ServoPulse] = []
+        """Every servo pulse of every boot so far, cut short where a reset cut it."""
         self.last_trigger_ms = 0
         """millis() of the last photo-eye trigger: what its PART event carries."""
         self.lock = threading.RLock()
@@ -79,13 +88,31 @@ class SimulatedMega:
     def reset(self, cause: int = m.ResetCause.EXTERNAL) -> None:
         """Reboot: RAM state is lost, the servo goes to rest, the configuration stays in EEPROM."""
         with self.lock:
+            now = self.clock.now_ms()
+            self._collect_pulses(cut_at=now)
             self.eeprom = self.core.config if self.core.configured else self.eeprom
-            self.core = MegaCore(self.clock.now_ms(), cause, self.eeprom)
+            self.core = MegaCore(now, cause, self.eeprom)
             self.boots += 1
 
-    def photo_eye(self) -> int:
+    def _collect_pulses(self, cut_at: int | None) -> None:
+        for pulse in self.core.servo_log:
+            if cut_at is not None:
+                pulse.end_ms = min(pulse.end_ms, cut_at)  # PWM stops at reset: back to rest
+            self.pulses.append(pulse)
+        self.core.servo_log = []
+
+    def all_pulses(self) -> list[ServoPulse]:
+        """Every pulse so far, in order (the servo log of the current boot included)."""
         with self.lock:
-            now = self.clock.now_ms()
+            return self.pulses + list(self.core.servo_log)
+
+    def photo_eye(self, at: float | None = None) -> int:
+        """A part broke the beam, at host monotonic time `at` (default now).
+
+        A real Mega latches the edge in an interrupt: the caller passes the true edge
+        time, so a simulation thread that runs late does not make the part late."""
+        with self.lock:
+            now = self.clock.now_ms() if at is None or self.clock.stepped else self.clock.ms_at(at)
             self.last_trigger_ms = self.core.millis(now)
             return self.core.photo_eye(now)
 

@@ -58,6 +58,12 @@ JUDGE_MS = 5
 """Modelled time to locate and classify one part (the real decision takes ~1 ms)."""
 RECONNECT_MS = 500
 """The service's reconnect interval: a vanished or failed port is tried again this often."""
+RESET_GUARD_S = 0.06
+"""Opening the port reboots the Mega: wait for a gap this long with no part at the gate
+(this Mega boots at once; a handshake is five round trips of 2 ms, and a lost frame
+costs a 10 ms retransmission)."""
+RESET_WAIT_MS = 2000
+"""...but no longer than this (a dense belt must not keep the link down for ever)."""
 SETTLE_MS = 3000
 """After the last part's gate: time for late events before the run is judged."""
 
@@ -407,14 +413,18 @@ class SteppedLine:
             self.board.core.receive(data, self.now)
             self._flush_mega()
 
-    def _open_port(self) -> None:
+    def _open_port(self, waiting_since: int | None = None) -> None:
         """The service opens the port: DTR resets the Mega; a fresh handshake."""
         if not self.cable_in:
             self._at(self.now + RECONNECT_MS, self._open_port)
             return
+        waiting_since = self.now if waiting_since is None else waiting_since
+        safe = self.tracker.reset_is_safe(self.now / 1000, RESET_GUARD_S)
+        if not safe and self.now - waiting_since < RESET_WAIT_MS:
+            self._at(self.now + 5, lambda: self._open_port(waiting_since))
+            return
         self._cable_gen += 1
         self.board.reset(self.now, m.ResetCause.EXTERNAL)
-        self.board.core.take_output()  # the boot announcement goes out before anyone listens
         self.port_open = True
         self.endpoint.opened(self.now / 1000)
         self._drain_host()
@@ -738,6 +748,7 @@ def _summary(outcomes: list[_Outcome], line: SteppedLine, wall_s: float) -> dict
         "parts": len(outcomes),
         "audited": sum(o.audited for o in outcomes),
         "unaudited": sum(not o.audited for o in outcomes),
+        "unaudited_parts": [o.index for o in outcomes if not o.audited][:20],
         "lost": sum(o.audited and o.verdict is None for o in outcomes),
         "routed_as_verdict": sum(o.routed_as_verdict for o in outcomes),
         "misrouted_gate_confirmed": sum(

@@ -1,0 +1,112 @@
+"""The stepped virtual line and `station soak`: the line's rules over thousands of parts,
+faults injected, every part's fate computed from the servo's exact pulse times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from station.classifier.litert_classifier import Classifier
+from station.cli import main
+from station.config import load_station_config
+from station.sim.soak import SoakRequest, run_soak
+from station.sim.stepped_line import FaultPlan
+
+REPO = Path(__file__).resolve().parent.parent
+STATION_YAML = REPO / "calibration" / "virtual-line.station.yaml"
+# Faults far more often than the default, so a CI-sized run meets each several times.
+DENSE = (
+    "default,mega_reset_every_s=25,unplug_every_s=40,camera_stall_every_s=30,"
+    "classifier_stall_every_s=30,garble=0.005,drop=0.003,lost_ack=0.005,classifier_error=0.01"
+)
+VOLATILE = ("wall_s", "parts_per_wall_s", "audit_database", "parts_csv")
+
+
+@pytest.fixture(scope="module")
+def line():
+    config, calibration = load_station_config(STATION_YAML)
+    return config, calibration, Classifier(config.model)
+
+
+def _soak(line, tmp_path, parts, faults, seed=1, render=False, calibration=None):
+    config, shipped, classifier = line
+    request = SoakRequest(parts, FaultPlan.parse(faults), tmp_path, seed, render, False)
+    return run_soak(request, calibration or shipped, config.virtual_line, classifier)
+
+
+def test_with_every_fault_no_part_is_lost_and_no_defect_passes(line, tmp_path):
+    summary = _soak(line, tmp_path, 3000, DENSE)
+    injected = summary["faults_injected"]
+    for kind in ("mega_reset", "unplug", "camera_stall", "classifier_stall", "classifier_error"):
+        assert injected.get(kind, 0) >= 3, (kind, injected)
+    assert summary["wire_damage"]["garbled"] > 20 and summary["link"]["retransmits"] > 20
+    assert summary["unaudited"] == 0 and summary["lost"] == 0
+    assert summary["defects_passed"] == 0, summary["line_escapes"]
+    assert summary["misrouted_gate_confirmed"] == 0
+    assert summary["ok"]
+    reasons = set(summary["failsafe_by_reason"])
+    assert {"link_lost", "no_frame", "classifier_error"} <= reasons
+    assert summary["good_rejected"] == sum(summary["good_rejected_by_reason"].values())
+
+
+def test_the_same_seed_gives_the_same_run(line, tmp_path):
+    first = _soak(line, tmp_path / "a", 800, DENSE, seed=7)
+    second = _soak(line, tmp_path / "b", 800, DENSE, seed=7)
+    other = _soak(line, tmp_path / "c", 800, DENSE, seed=8)
+    for key in VOLATILE:
+        first.pop(key), second.pop(key), other.pop(key)
+    assert first == second
+    assert first != other
+
+
+def test_a_clean_run_routes_every_part_as_its_verdict(line, tmp_path):
+    summary = _soak(line, tmp_path, 1000, "none")
+    assert summary["routed_as_verdict"] == summary["parts"] == summary["audited"] == 1000
+    assert summary["failsafe_by_reason"] == {} and summary["gate_unconfirmed"] == 0
+    assert summary["defects_passed"] == 0 and summary["good_rejected"] == 0
+
+
+def test_rendered_frames_through_the_real_judge(line, tmp_path):
+    """Every frame rendered from the belt, located, cropped and classified with LiteRT."""
+    summary = _soak(line, tmp_path, 120, "none", render=True)
+    assert summary["judging"] == "rendered frames, real judge"
+    assert summary["routed_as_verdict"] == 120 and summary["failsafe_by_reason"] == {}
+    assert summary["defects_passed"] == 0 and summary["good_rejected"] == 0
+
+
+def test_a_gate_timed_wrong_is_caught_by_the_physics(line, tmp_path):
+    """The measure can fail: with the gate firing 85 ms early the pulse (80 ms) is over
+    before the part's centre reaches the pusher. The Mega still reports every reject as
+    fired, so only the physics sees the defects pass, and the soak fails."""
+    _, shipped, _ = line
+    early = shipped.model_copy(
+        update={"timing": shipped.timing.model_copy(update={"gate_offset": 1200})}
+    )
+    summary = _soak(line, tmp_path, 200, "none", calibration=early)
+    assert summary["defects_passed_line"] > 0 and summary["misrouted_gate_confirmed"] > 0
+    assert not summary["ok"]
+
+
+def test_station_soak_prints_json_and_exits_by_the_promise(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["soak", "--parts", "300", "--faults", "none", "--json", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["parts"] == 300 and summary["ok"]
+    assert (out / "audit.sqlite").is_file() and (out / "parts.csv").is_file()
+    bad = CliRunner().invoke(main, ["soak", "--faults", "gremlins=3"])
+    assert bad.exit_code == 2 and "gremlins" in bad.output
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [("often", "often"), ("garble=2", "out of range"), ("unplug_s=x", "not a number")],
+)
+def test_fault_plan_errors_are_named(text, named):
+    with pytest.raises(ValueError, match=named):
+        FaultPlan.parse(text)

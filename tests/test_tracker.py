@@ -1,0 +1,340 @@
+"""The part tracker, rule by rule (DESIGN.md, "Who owns time"), on an injected clock.
+
+Each case is a script of (time, event) fed to a `PartTracker`; the harness keeps the
+audit rows the tracker asks for in a dict, answers its commands as told, and the case
+asserts the rows, commands and alarms that must follow. No thread, port or database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from station.calibration import Deadlines
+from station.judgement import FailSafe, Judgement
+from station.link import messages as m
+from station.link.endpoint import Answered, LinkState, MegaEvent
+from station.tracker import (
+    Counted,
+    Decided,
+    JudgeFrame,
+    Judged,
+    NewRow,
+    PartTracker,
+    RaiseAlarm,
+    SendCommand,
+    TrackerSettings,
+    UpdateRow,
+)
+from station.vision.sighting import VisionSighting
+
+DEADLINES = Deadlines(
+    trigger_delay_ms=160,
+    frame_give_up_ms=1030,
+    verdict_deadline_ms=1060,
+    decision_point_ms=1135,
+    gate_travel_ms=1285,
+)
+SETTINGS = TrackerSettings(DEADLINES, heartbeat_timeout_s=1.0, pulse_s=0.08)
+
+
+@dataclass
+class Harness:
+    """Feeds a tracker and keeps what it asked for; commands are answered OK by default."""
+
+    tracker: PartTracker = field(default_factory=lambda: PartTracker(SETTINGS, epoch_base=10))
+    rows: dict[int, dict] = field(default_factory=dict)
+    sent: list[SendCommand] = field(default_factory=list)
+    alarms: list[tuple[str, str]] = field(default_factory=list)
+    jobs: list[JudgeFrame] = field(default_factory=list)
+    decided: list[Decided] = field(default_factory=list)
+    counted: dict[str, int] = field(default_factory=dict)
+    answer: str | None = "OK"
+    """How the Mega answers the next commands: an Error name, or None (not delivered)."""
+    now: float = 0.0
+
+    def feed(self, at: float, event) -> None:
+        self.now = at
+        self._apply(self.tracker.handle(event, at))
+
+    def tick(self, at: float) -> None:
+        self.now = at
+        self._apply(self.tracker.tick(at))
+
+    def _apply(self, actions) -> None:
+        for a in actions:
+            if isinstance(a, NewRow):
+                assert a.uid not in self.rows, "a uid is never reused"
+                keys = {(r["epoch"], r["part_id"]) for r in self.rows.values()}
+                assert (a.epoch, a.part_id) not in keys, "UNIQUE (link_epoch, part_id)"
+                self.rows[a.uid] = {"epoch": a.epoch, "part_id": a.part_id, "source": a.source}
+            elif isinstance(a, UpdateRow):
+                self.rows[a.uid].update(a.fields)
+            elif isinstance(a, RaiseAlarm):
+                self.alarms.append((a.kind, a.detail))
+            elif isinstance(a, JudgeFrame):
+                self.jobs.append(a)
+            elif isinstance(a, Decided):
+                self.decided.append(a)
+            elif isinstance(a, Counted):
+                self.counted[a.name] = self.counted.get(a.name, 0) + a.n
+            elif isinstance(a, SendCommand):
+                self.sent.append(a)
+                if self.answer is None:
+                    reply = Answered(a.tag, None, "link_down")
+                else:
+                    reply = Answered(a.tag, m.Ack(1, m.Error[self.answer]))
+                self._apply(self.tracker.handle(reply, self.now))
+
+    # --- shorthands -----------------------------------------------------------------------
+
+    def up(self, at: float, epoch: int = 1) -> None:
+        self.feed(at, LinkState(True, epoch, "handshake done"))
+
+    def down(self, at: float, epoch: int = 1, rebooted=False, heard=0.0) -> None:
+        self.feed(at, LinkState(False, epoch, "gone", rebooted=rebooted, heard_by_mega_at=heard))
+
+    def part(self, at: float, part_id: int, epoch: int = 1) -> int:
+        self.feed(at, MegaEvent(epoch, m.Part(part_id, 0, int(at * 1000)), at, at))
+        return max(self.rows)
+
+    def judge(self, at: float, uid: int, score: float | None, failsafe=None) -> None:
+        reject = failsafe is not None or score >= 0.5
+        j = Judgement(reject, score, failsafe, "", None, None, 0.001)
+        self.feed(at, Judged(uid, j))
+
+    def gate(self, at: float, part_id: int, fired: bool, reason=m.GateReason.VERDICT, epoch=1):
+        action = m.GateAction.FIRED if fired else m.GateAction.PASSED
+        self.feed(at, MegaEvent(epoch, m.Gate(part_id, action, reason, 0), at, at))
+
+    def alarm_kinds(self) -> list[str]:
+        return [kind for kind, _ in self.alarms]
+
+
+@pytest.fixture
+def h() -> Harness:
+    harness = Harness()
+    harness.up(0.0)
+    return harness
+
+
+# --- one part, every way it can end -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "score, failsafe, answer, verdict, reason",
+    [
+        (0.1, None, "OK", "pass", None),
+        (0.9, None, "OK", "reject", None),
+        (None, FailSafe.NO_FRAME, "OK", "reject", "no_frame"),
+        (None, FailSafe.PART_NOT_FOUND, "OK", "reject", "part_not_found"),
+        (None, FailSafe.CLASSIFIER_ERROR, "OK", "reject", "classifier_error"),
+        (0.1, None, "LATE", "reject", "late"),
+        (0.1, None, "UNKNOWN_PART", "reject", "link_lost"),
+        (0.1, None, None, "reject", "link_lost"),
+    ],
+)
+def test_a_judged_part_gets_its_verdict_or_a_named_fail_safe(
+    h, score, failsafe, answer, verdict, reason
+):
+    uid = h.part(1.0, part_id=1)
+    (job,) = h.jobs
+    assert job.wanted_at == pytest.approx(1.16) and job.give_up_at == pytest.approx(2.03)
+    h.answer = answer
+    h.judge(1.2, uid, score, failsafe)
+    (cmd,) = h.sent
+    assert cmd.message == m.Verdict(1, int(score is None or score >= 0.5))
+    row = h.rows[uid]
+    assert (row["verdict"], row["failsafe_reason"]) == (verdict, reason)
+    assert row["verdict_time"] == 1.2 and row["score"] == score
+    assert len(h.decided) == 1
+
+
+def test_no_judgement_by_the_deadline_rejects_and_a_late_one_is_only_recorded(h):
+    uid = h.part(1.0, part_id=1)
+    h.tick(2.059)
+    assert h.sent == []
+    assert h.tracker.next_deadline() == pytest.approx(2.06)
+    h.tick(2.06)
+    assert h.sent[-1].message == m.Verdict(1, 1)
+    assert h.rows[uid]["failsafe_reason"] == "classifier_timeout"
+    h.judge(2.5, uid, 0.1)
+    assert len(h.sent) == 1, "a late judgement is never sent"
+    assert h.rows[uid]["verdict"] == "reject" and "late judgement (pass)" in h.rows[uid]["note"]
+
+
+@pytest.mark.parametrize(
+    "verdict_score, action, mismatch",
+    [(0.9, "fired", False), (0.1, "passed", False), (0.1, "fired", True), (0.9, "passed", True)],
+)
+def test_the_gate_is_recorded_and_a_disagreement_alarmed(h, verdict_score, action, mismatch):
+    uid = h.part(1.0, part_id=1)
+    h.judge(1.2, uid, verdict_score)
+    h.gate(2.285, 1, fired=action == "fired")
+    assert (h.rows[uid]["gate_action"], h.rows[uid]["gate_reason"]) == (action, "verdict")
+    assert ("gate_mismatch" in h.alarm_kinds()) == mismatch
+    assert h.tracker.in_flight == 0
+
+
+def test_a_gate_for_a_part_never_reported_gets_a_row(h):
+    h.gate(5.0, 42, fired=True, reason=m.GateReason.NO_VERDICT)
+    (row,) = h.rows.values()
+    assert row["source"] == "gate_only" and row["part_id"] == 42
+    assert (row["verdict"], row["failsafe_reason"], row["gate_action"]) == (
+        "reject",
+        "mega_no_verdict",
+        "fired",
+    )
+
+
+def test_a_gate_before_the_verdict_was_settled_records_what_the_mega_did(h):
+    uid = h.part(1.0, part_id=1)
+    h.gate(2.285, 1, fired=True, reason=m.GateReason.NO_VERDICT)
+    assert (h.rows[uid]["verdict"], h.rows[uid]["failsafe_reason"]) == ("reject", "mega_no_verdict")
+    h.judge(2.3, uid, 0.1)
+    assert h.sent == [] and "late judgement" in h.rows[uid]["note"]
+
+
+def test_skipped_part_ids_are_counted_and_alarmed(h):
+    h.part(1.0, part_id=1)
+    h.part(1.2, part_id=4)
+    assert h.counted["missed_triggers"] == 2
+    assert any("2..3" in detail for kind, detail in h.alarms if kind == "missed_trigger")
+
+
+def test_a_mega_fault_is_alarmed_and_cleared_while_the_link_is_up(h):
+    h.feed(1.0, MegaEvent(1, m.FaultEvent(m.Fault.FIFO_OVERFLOW, 17), 1.0))
+    assert "mega_fault" in h.alarm_kinds() and h.counted["fault:FIFO_OVERFLOW"] == 1
+    assert h.sent[-1].message == m.ResetFault()
+
+
+# --- the link goes away --------------------------------------------------------------------------
+
+
+def test_link_loss_rejects_what_the_mega_may_fire_and_keeps_a_pass_that_is_clear(h):
+    early = h.part(1.0, part_id=1)  # gate due 2.285
+    late = h.part(1.2, part_id=2)  # gate due 2.485
+    pending = h.part(1.4, part_id=3)
+    h.judge(1.2, early, 0.1)
+    h.judge(1.4, late, 0.1)
+    # The Mega heard us at 1.4, so it cannot time out before 2.4: the first pass stands.
+    h.down(1.5, heard=1.4)
+    assert "link lost; the part reaches the gate" in h.rows[early]["note"]
+    assert h.rows[early]["verdict"] == "pass"
+    assert (h.rows[late]["verdict"], h.rows[late]["failsafe_reason"]) == ("reject", "link_lost")
+    assert h.counted["pass_revoked"] == 1
+    assert h.rows[pending]["failsafe_reason"] == "link_lost"
+    h.judge(1.6, pending, 0.1)
+    assert len(h.sent) == 2, "nothing is sent into a dead link"
+
+
+def test_after_a_reboot_forgotten_parts_are_re_armed_to_fire_at_their_gate(h):
+    uid = h.part(1.0, part_id=1)
+    h.judge(1.2, uid, 0.9)
+    kept = h.part(1.1, part_id=2)
+    h.judge(1.3, kept, 0.1)
+    h.down(1.5, rebooted=True)
+    assert "forgot this part: it passes" in h.rows[kept]["note"], "a forgotten pass passes"
+    h.up(1.52, epoch=2)
+    rearm = h.sent[-1]
+    assert isinstance(rearm.message, m.VisionReject) and rearm.due_at == pytest.approx(2.285)
+    assert rearm.message.delay_ms == 765
+    h.gate(2.285, rearm.message.part_id | 0x8000_0000, True, m.GateReason.VISION, epoch=2)
+    assert h.rows[uid]["gate_action"] == "fired" and h.tracker.in_flight == 0
+
+
+def test_a_reboot_during_a_pulse_re_arms_the_part_it_was_pushing(h):
+    uid = h.part(1.0, part_id=1)
+    h.judge(1.2, uid, 0.9)
+    h.gate(2.285, 1, fired=True)
+    h.down(2.30, rebooted=True)  # 15 ms into an 80 ms pulse: cut short
+    h.up(2.31, epoch=2)
+    rearm = h.sent[-1]
+    assert isinstance(rearm.message, m.VisionReject) and rearm.message.delay_ms == 0
+    assert "cut its pulse short" in h.rows[uid]["note"]
+
+
+def test_a_forgotten_part_past_the_pusher_is_noted_not_re_armed(h):
+    uid = h.part(1.0, part_id=1)
+    h.judge(1.2, uid, 0.9)
+    h.down(2.0, rebooted=True)
+    h.up(2.33, epoch=2)  # centre reached the pusher at 2.325
+    assert not any(isinstance(c.message, m.VisionReject) for c in h.sent)
+    assert h.rows[uid]["note"] == "gate outcome unknown: link down at gate time"
+
+
+def test_the_reboot_race_files_the_new_boots_part_under_its_own_epoch(h):
+    """A rebooted Mega's first PART can reach the station before the link-up notice: its
+    ID (1 again) must not collide with the previous boot's part 1."""
+    first = h.part(1.0, part_id=1)
+    h.down(1.5, rebooted=True)
+    second = h.part(1.51, part_id=1, epoch=2)  # before LinkState(up, 2)
+    h.up(1.52, epoch=2)
+    assert h.rows[first]["epoch"] == 11 and h.rows[second]["epoch"] == 12
+    h.judge(1.7, second, 0.9)
+    assert h.sent[-1].message == m.Verdict(1, 1)
+    h.gate(2.795, 1, fired=True, epoch=2)
+    assert h.rows[second]["gate_action"] == "fired" and "gate_action" not in h.rows[first]
+
+
+def test_part_ids_going_back_within_a_boot_mean_an_unnoticed_restart(h):
+    old = h.part(1.0, part_id=5)
+    h.judge(1.2, old, 0.9)
+    new = h.part(1.3, part_id=1)
+    assert "mega_restarted" in h.alarm_kinds()
+    assert h.rows[new]["epoch"] != h.rows[old]["epoch"]
+    assert isinstance(h.sent[-1].message, m.VisionReject), "the forgotten reject is re-armed"
+
+
+def test_the_camera_reports_parts_nobody_else_can_while_the_link_is_down(h):
+    known = h.part(1.0, part_id=1)
+    h.down(1.1)
+    assert h.tracker.link_recently_down(1.1, 0.26)
+    h.feed(1.16, VisionSighting(1.16, 1.16, backup=True))  # the known part, at the camera
+    assert len(h.rows) == 1
+    h.feed(1.5, VisionSighting(1.5, 1.5, backup=True))
+    seen = max(h.rows)
+    assert seen != known and h.rows[seen]["source"] == "vision_backup"
+    assert (h.rows[seen]["verdict"], h.rows[seen]["failsafe_reason"]) == ("reject", "link_lost")
+    h.up(1.8, epoch=2)
+    targets = sorted(c.due_at for c in h.sent if isinstance(c.message, m.VisionReject))
+    assert targets == pytest.approx([2.285, 1.5 - 0.16 + 1.285])
+    assert not h.tracker.link_recently_down(2.1, 0.26)
+
+
+# --- vision-trigger lines, and the shell's error path ----------------------------------------------
+
+
+def test_a_vision_line_sends_only_rejects_timed_to_the_gate():
+    h = Harness(tracker=PartTracker(TrackerSettings(DEADLINES, 1.0, vision_to_gate_s=1.0)))
+    h.up(0.0)
+    h.feed(1.0, VisionSighting(1.0, 1.01, frame="frame-1"))
+    ok = max(h.rows)
+    assert h.jobs[-1].frame == "frame-1" and h.jobs[-1].give_up_at == pytest.approx(1.5)
+    h.judge(1.05, ok, 0.1)
+    assert h.sent == [] and h.rows[ok]["gate_action"] == "passed"
+    h.feed(2.0, VisionSighting(2.0, 2.01))
+    bad = max(h.rows)
+    h.judge(2.05, bad, 0.9)
+    assert isinstance(h.sent[-1].message, m.VisionReject) and h.sent[-1].due_at == 3.0
+
+
+def test_fail_safe_rejects_a_pending_part_and_revokes_a_pass(h):
+    pending = h.part(1.0, part_id=1)
+    passed = h.part(1.2, part_id=2)
+    h.judge(1.3, passed, 0.1)
+    for uid in (pending, passed):
+        h._apply(h.tracker.fail_safe(uid, FailSafe.INTERNAL_ERROR.value, 1.4))
+    assert [c.message for c in h.sent[-2:]] == [m.Verdict(1, 1), m.Verdict(2, 1)]
+    for uid in (pending, passed):
+        assert (h.rows[uid]["verdict"], h.rows[uid]["failsafe_reason"]) == (
+            "reject",
+            "internal_error",
+        )
+    assert h.counted["pass_revoked"] == 1
+
+
+def test_an_event_the_tracker_has_no_rule_for_is_an_error():
+    with pytest.raises(TypeError, match="no rule for str"):
+        PartTracker(SETTINGS).handle("PART 1", 0.0)
