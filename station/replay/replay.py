@@ -14,11 +14,12 @@ flips.
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 from tqdm import tqdm
 
 from station.calibration import Calibration, TimingMode
@@ -27,7 +28,7 @@ from station.judge import Judge
 from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.replay.inputs import BadInput, ReplayPart, ReplaySource
-from station.sim.stepped_mega import SteppedMega
+from station.sim.stepped_mega import JUDGE_MS, SteppedMega
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class ModelRun:
     results: list[PartResult] = field(default_factory=list)
     mega: SteppedMega = field(init=False)
     _pending: dict[int, PartResult] = field(default_factory=dict)
+    _verdicts: list = field(default_factory=list)
+    """(due ms, part ID, result): verdicts waiting for their time on the stepped clock."""
 
     def __post_init__(self) -> None:
         self.mega = SteppedMega(replay_configure(self.calibration))
@@ -93,25 +96,39 @@ class ModelRun:
         return result, j
 
     def _to_gate(self, result: PartResult) -> None:
-        """The line's timing: PART at the eye, VERDICT after camera delay plus judging."""
+        """The line's timing on the replay's stepped clock: PART at the eye, VERDICT once
+        the camera delay and the modelled judging time have passed.
+
+        The clock never reads the wall clock, so a replay is the same every run. The
+        measured judging time is still held against the line's budget: a part whose
+        judgement took longer than the verdict deadline allows is reported as the line
+        would fail it (classifier_timeout).
+        """
         cal = self.calibration
+        deadlines = cal.deadlines()
         eye_ms = len(self.results) * self.spacing_ms
-        ready_ms = cal.camera.trigger_delay_ms + result.latency_ms
-        if ready_ms > cal.verdict_deadline_ms and result.failsafe_reason is None:
-            # The line's host gives up on a judgement this late (LineStation deadlines).
+        if (
+            deadlines.trigger_delay_ms + result.latency_ms > deadlines.verdict_deadline_ms
+            and result.failsafe_reason is None
+        ):
             result.verdict, result.failsafe_reason = "reject", FailSafe.CLASSIFIER_TIMEOUT.value
+        self._send_due_verdicts(until_ms=eye_ms)
         part_id = self.mega.photo_eye(eye_ms)
-        answer = self.mega.verdict(
-            eye_ms + int(np.ceil(min(ready_ms, cal.verdict_deadline_ms))),
-            part_id,
-            result.verdict == "reject",
-        )
-        if answer == m.Error.LATE.name:
-            result.verdict, result.failsafe_reason = "reject", FailSafe.LATE.value
-        self._pending[part_id] = result
-        self._collect_gates()
+        verdict_ms = eye_ms + math.ceil(deadlines.trigger_delay_ms) + JUDGE_MS
+        heapq.heappush(self._verdicts, (verdict_ms, part_id, result))
+
+    def _send_due_verdicts(self, until_ms: float) -> None:
+        """Send, in time order, every queued verdict due by `until_ms`."""
+        while self._verdicts and self._verdicts[0][0] <= until_ms:
+            at_ms, part_id, result = heapq.heappop(self._verdicts)
+            answer = self.mega.verdict(at_ms, part_id, result.verdict == "reject")
+            if answer == m.Error.LATE.name:
+                result.verdict, result.failsafe_reason = "reject", FailSafe.LATE.value
+            self._pending[part_id] = result
+            self._collect_gates()
 
     def finish(self) -> None:
+        self._send_due_verdicts(until_ms=float("inf"))
         self.mega.settle()
         self._collect_gates()
         for result in self._pending.values():

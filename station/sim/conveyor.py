@@ -69,6 +69,10 @@ class PartOnBelt:
     servo_seen_out: bool = False
     fate: str | None = None  # "rejected" or "passed" once past the gate
     gate_time: float | None = None
+    latch_late_ms: float = 0.0
+    """How late this thread noticed the edge (the Mega latches the true edge time)."""
+    polled_fate: str | None = None
+    """What polling the servo from this thread saw (the fate is exact: `exact_fates`)."""
 
 
 def load_parts(folder: Path, count: int, seed: int) -> list[tuple[str, str, np.ndarray]]:
@@ -178,9 +182,10 @@ class VirtualConveyor:
                 part = self.parts[next_eye]
                 if c.photo_eye:
                     with self.mega.lock:
-                        part.part_id = self.mega.photo_eye()
+                        part.part_id = self.mega.photo_eye(at=part.eye_time)
                         part.mcu_trigger_ms = self.mega.last_trigger_ms
                         part.mega_boot = self.mega.boots
+                    part.latch_late_ms = (now - part.eye_time) * 1000
                 on_belt.append(part)
                 next_eye += 1
             self._run_gate(on_belt, now)
@@ -197,8 +202,29 @@ class VirtualConveyor:
             if -half_zone <= offset <= half_zone and self.mega.servo_out():
                 part.servo_seen_out = True
             if offset > half_zone:
-                part.fate = "rejected" if part.servo_seen_out else "passed"
+                part.fate = part.polled_fate = "rejected" if part.servo_seen_out else "passed"
                 part.gate_time = now
+
+    def exact_fates(self) -> None:
+        """Each part's fate from the Mega's servo log, not from polling it.
+
+        The pusher diverts a part iff a pulse (out at start_ms, back at end_ms on the
+        Mega's clock, cut short where a reset cut it) overlaps the interval in which
+        the part's centre is inside the strike zone. Polling the servo from a Python
+        thread every ~0.5 ms can miss what happened while that thread was not running.
+        """
+        assert self.mega is not None
+        clock = self.mega.clock
+        pulses = [
+            (clock.monotonic_at(p.start_ms), clock.monotonic_at(p.end_ms))
+            for p in self.mega.all_pulses()
+        ]
+        for part in self.parts:
+            if part.fate is None:
+                continue
+            lo, hi = self.strike_window(part)
+            hit = any(start <= hi and end > lo for start, end in pulses)
+            part.fate = "rejected" if hit else "passed"
 
     # --- what the camera sees ------------------------------------------------------
 

@@ -47,6 +47,7 @@ from station.service.metrics import LineMetrics
 from station.service.records import RECORD_ACTIONS, PartRecords
 from station.sim.conveyor import VirtualConveyor, VirtualLineConfig
 from station.sim.mega_core import GateConfig, MegaCore
+from station.sim.stepped_mega import JUDGE_MS
 from station.tracker import Judged, JudgeFrame, PartTracker, SendCommand, TrackerSettings
 from station.vision.sighting import VisionSighting
 
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 
 WIRE_MS = 1
 """USB latency each way."""
-JUDGE_MS = 5
-"""Modelled time to locate and classify one part (the real decision takes ~1 ms)."""
 RECONNECT_MS = 500
 """The service's reconnect interval: a vanished or failed port is tried again this often."""
 RESET_GUARD_S = 0.06

@@ -1,11 +1,14 @@
-"""The simulated Mega on a clock the caller steps, spoken to in the real wire format.
+"""The simulated Mega on a clock the caller steps, spoken to through the host endpoint.
 
 Replay's gate. Each part goes through the same exchange as on the line
 (photo-eye -> PART, VERDICT -> ACK, decision -> GATE), encoded and decoded
-frame by frame, but time jumps straight to the next thing that can happen,
+frame by frame by the same `HostEndpoint` the line service uses, but the
+wire is instant and time jumps straight to the next thing that can happen,
 so thousands of parts replay in seconds and no serial port is opened.
 Timing is always in milliseconds here: an encoder-mode calibration is
 converted at its nominal belt speed (`Calibration.gate_travel_ms`).
+Time only moves forward; callers give it in order (replay queues its
+verdicts and sends each when its time comes).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from station.link import messages as m
-from station.link.framing import FrameError, FrameReader, encode_frame
-from station.sim.mega_core import HEARTBEAT_PERIOD_MS, MegaCore
+from station.link.endpoint import Answered, HostEndpoint, LinkState, MegaEvent
+from station.sim.mega_core import MegaCore
 
-HOST_HEARTBEAT_MS = 250
+JUDGE_MS = 5
+"""Modelled time to locate and classify one part on a stepped clock (replay and the
+stepped line); the real decision takes about 1 ms. Wall-clock time never steps the clock."""
 
 
 class SteppedMegaError(RuntimeError):
@@ -36,19 +41,17 @@ class GateOutcome:
 class SteppedMega:
     def __init__(self, configure: m.Configure):
         self.core = MegaCore(0, m.ResetCause.POWER_ON)
+        self.endpoint = HostEndpoint(configure, host_timeout_s=3600.0, name="stepped Mega")
         self.now_ms = 0
         self.gates: dict[int, GateOutcome] = {}
         """GATE events by part ID, as they arrive."""
         self.parts_reported: list[int] = []
         self.faults: list[str] = []
-        self._reader = FrameReader()
-        self._seq = 0
-        self._next_heartbeat = HOST_HEARTBEAT_MS
-        self._reply: m.Message | None = None
-        self.core.take_output()  # the boot announcement
-        self._expect_ok(self.command(m.Hello(m.PROTOCOL_VERSION)), "HELLO")
-        self._expect_ok(self.command(configure), "CONFIGURE")
-        self._expect_ok(self.command(m.ResetFault()), "RESET_FAULT")
+        self._answers: dict[object, Answered] = {}
+        self.endpoint.opened(0.0)
+        self._exchange()
+        if not self.endpoint.up:
+            raise SteppedMegaError(f"handshake with the simulated Mega: {self.endpoint.failure}")
 
     # --- what replay asks of it -----------------------------------------------------
 
@@ -56,7 +59,7 @@ class SteppedMega:
         """A part breaks the beam at `at_ms`; returns the ID the Mega gave it."""
         self.advance(at_ms)
         part_id = self.core.photo_eye(self.now_ms)
-        self._drain()
+        self._exchange()
         return part_id
 
     def verdict(self, at_ms: int, part_id: int, reject: bool) -> str:
@@ -70,43 +73,49 @@ class SteppedMega:
         if to_ms < self.now_ms:
             raise ValueError(f"time goes forward only: {to_ms} < {self.now_ms}")
         while self.now_ms < to_ms:
-            self.now_ms = min(to_ms, self._next_event_ms())
-            if self.now_ms >= self._next_heartbeat:
-                self._send(m.HostHeartbeat(self.now_ms & 0xFFFFFFFF))
-                self._next_heartbeat += HOST_HEARTBEAT_MS
+            self.now_ms = min(to_ms, self._next_moment())
             self.core.tick(self.now_ms)
-            self._drain()
+            self.endpoint.tick(self.now_ms / 1000)
+            self._exchange()
 
     def settle(self) -> None:
         """Run until every part the Mega holds has left the gate."""
         while self.core.fifo:
-            self.advance(self._next_event_ms())
+            self.advance(self._next_moment())
         self.advance(self.now_ms + self.core.config.reject_pulse_ms)
 
-    # --- the wire ---------------------------------------------------------------------
-
     def command(self, msg: m.Message) -> m.Message:
-        self._seq = self._seq % 255 + 1
-        self._reply = None
-        self.core.receive(encode_frame(self._seq, msg), self.now_ms)
-        self._drain()
-        if self._reply is None:
-            raise SteppedMegaError(f"no answer to {type(msg).__name__}")
-        return self._reply
+        tag = object()
+        self.endpoint.submit(msg, self.now_ms / 1000, tag)
+        self._exchange()
+        answer = self._answers.pop(tag, None)
+        if answer is None or answer.reply is None:
+            why = answer.error if answer else "no answer"
+            raise SteppedMegaError(f"{type(msg).__name__}: {why}")
+        return answer.reply
 
-    def _send(self, msg: m.Message) -> None:
-        self.core.receive(encode_frame(0, msg), self.now_ms)
+    # --- the instant wire -------------------------------------------------------------
 
-    def _drain(self) -> None:
-        for item in self._reader.feed(self.core.take_output()):
-            if isinstance(item, FrameError):
-                raise SteppedMegaError(f"garbled frame from the simulated Mega: {item}")
-            msg = item.message
-            if msg.IS_REPLY:
-                self._reply = msg
-                continue
-            if msg.RELIABLE:
-                self._send(m.AckEvent(item.seq))
+    def _exchange(self) -> None:
+        """Carry bytes both ways until neither side has anything more to say."""
+        now_s = self.now_ms / 1000
+        while True:
+            to_mega = self.endpoint.take_output()
+            if to_mega:
+                self.core.receive(to_mega, self.now_ms)
+            to_host = self.core.take_output()
+            if to_host:
+                self.endpoint.receive(to_host, now_s)
+            for notice in self.endpoint.take_notices():
+                self._note(notice)
+            if not to_mega and not to_host:
+                return
+
+    def _note(self, notice: object) -> None:
+        if isinstance(notice, Answered):
+            self._answers[notice.tag] = notice
+        elif isinstance(notice, MegaEvent):
+            msg = notice.message
             if isinstance(msg, m.Gate):
                 self.gates[msg.part_id] = GateOutcome(
                     msg.part_id,
@@ -118,18 +127,12 @@ class SteppedMega:
                 self.parts_reported.append(msg.part_id)
             elif isinstance(msg, m.FaultEvent):
                 self.faults.append(m.Fault(msg.code).name)
+        elif isinstance(notice, LinkState) and not notice.up:
+            raise SteppedMegaError(f"the simulated Mega's link went down: {notice.reason}")
 
-    def _next_event_ms(self) -> int:
-        """The next moment the Mega could act: a decision, a fire, the servo's return, a beat."""
-        moments = [self._next_heartbeat, self.now_ms + HEARTBEAT_PERIOD_MS]
-        for part in self.core.fifo:
-            moments.append(part.fire_at if part.decided else part.decide_at)
-        if self.core.servo_until is not None:
-            moments.append(self.core.servo_until)
+    def _next_moment(self) -> int:
+        moments = [self.core.next_due_ms(self.now_ms)]
+        due = self.endpoint.next_due()
+        if due is not None:
+            moments.append(int(due * 1000) + (due * 1000 % 1 > 0))
         return max(self.now_ms + 1, min(moments))
-
-    @staticmethod
-    def _expect_ok(reply: m.Message, what: str) -> None:
-        error = getattr(reply, "error", m.Error.OK)
-        if error != m.Error.OK:
-            raise SteppedMegaError(f"{what} refused by the simulated Mega: {m.Error(error).name}")

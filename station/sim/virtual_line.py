@@ -142,11 +142,19 @@ def run_virtual_line(
         assembly.metrics.close()
         mega.stop()
     wall_s = time.monotonic() - started
+    conveyor.exact_fates()
     outcomes = _join(conveyor, config.audit.database, station.stopped_at or time.monotonic())
     _write_parts_csv(outcomes, out_dir / "parts.csv")
     summary = _summary(outcomes, assembly.metrics, conveyor, wall_s, faults)
     summary["startup_s"] = round(startup_s, 2)
     summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    seen = [p for p in conveyor.parts if p.fate is not None]
+    pulses = mega.all_pulses()
+    summary["timing"] = {
+        "photo_eye_noticed_late_ms_max": round(max((p.latch_late_ms for p in seen), default=0), 1),
+        "fire_late_ms_max": max((p.late_ms for p in pulses), default=0),
+        "polling_saw_another_fate": sum(p.polled_fate != p.fate for p in seen),
+    }
     summary["tensorflow_loaded"] = "tensorflow" in sys.modules
     summary["audit_database"] = str(config.audit.database)
     summary["parts_csv"] = str(out_dir / "parts.csv")
@@ -190,13 +198,12 @@ def _join(conveyor: VirtualConveyor, database: Path, stopped: float) -> list[Par
             exact.setdefault((r["part_id"], r["mcu_trigger_ms"]), []).append(r)
     spare = [r for r in rows if r["mcu_trigger_ms"] is None]
     offset = time.time() - time.monotonic()
-    pitch_s = conveyor.config.pitch_mm / conveyor.config.belt_speed_mm_s
     outcomes = []
     for part in conveyor.parts:
         if part.eye_time > stopped:
             break
         matches = exact.get((part.part_id, part.mcu_trigger_ms), []) if photo_eye else []
-        row = _nearest_in_time(matches, part.eye_time + offset, pitch_s / 3)
+        row = _nearest_in_time(matches, part.eye_time + offset, 1.0)  # the key is exact
         if row is None:
             row = _nearest_by_time(spare, part, offset, conveyor)
         outcomes.append(_outcome(part, row, offset))
