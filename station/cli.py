@@ -215,7 +215,7 @@ def sim_mega(link_path: Path | None, part_every: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def link_bench(round_trips: int, as_json: bool) -> None:
     """Verdict-to-ack round trip over a pty (p50/p99) and codec frames per second."""
-    from station.link.bench import run_link_bench
+    from station.sim.link_bench import run_link_bench
 
     result = run_link_bench(round_trips)
     click.echo(json.dumps(result.as_dict()) if as_json else result.as_text())

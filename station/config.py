@@ -22,7 +22,6 @@ from station.calibration import (
     load_yaml_mapping,
 )
 from station.models import DEFAULT_MODEL_DIR
-from station.sim.conveyor import VirtualLineConfig
 
 
 class ConfigError(ValueError):
@@ -110,6 +109,25 @@ class MetricsConfig(_Section):
 class RecordConfig(_Section):
     directory: Path
     quota_mb: float = Field(default=5000, gt=0)
+
+
+class VirtualLineConfig(_Section):
+    """The physical truth of the virtual line (a real line's would be measured, not set)."""
+
+    parts_from: Path = Field(description="folder with def_front/ and ok_front/ images")
+    belt_speed_mm_s: float = Field(default=600, gt=0, le=5000)
+    pitch_mm: float = Field(default=120, gt=0, description="mean centre-to-centre spacing")
+    pitch_jitter: float = Field(default=0.15, ge=0, lt=0.5, description="+- fraction of pitch")
+    px_per_mm: float = Field(default=4.0, gt=0)
+    frame_width: int = Field(default=640, ge=64)
+    frame_height: int = Field(default=360, ge=64)
+    fps: float = Field(default=60, gt=0, le=500)
+    camera_x_mm: float = Field(default=60)
+    gate_x_mm: float = Field(default=757.5, gt=0)
+    strike_zone_mm: float = Field(default=20, gt=0)
+    counts_per_mm: float = Field(default=10, gt=0, description="encoder resolution")
+    photo_eye: bool = Field(default=True, description="false: a vision-trigger line")
+    shuffle_seed: int = 1
 
 
 class StationConfig(_Section):

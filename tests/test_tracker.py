@@ -18,8 +18,8 @@ from station.link.endpoint import Answered, LinkState, MegaEvent
 from station.tracker import (
     Counted,
     Decided,
-    JudgeFrame,
     Judged,
+    JudgeFrame,
     NewRow,
     PartTracker,
     RaiseAlarm,
@@ -303,7 +303,7 @@ def test_the_camera_reports_parts_nobody_else_can_while_the_link_is_down(h):
     assert not h.tracker.link_recently_down(2.1, 0.26)
 
 
-# --- vision-trigger lines, and the shell's error path ----------------------------------------------
+# --- vision-trigger lines, and the shell's error path --------------------------------------
 
 
 def test_a_vision_line_sends_only_rejects_timed_to_the_gate():

@@ -20,8 +20,8 @@ import cv2
 from station.calibration import Calibration
 from station.camera.sources import IMAGE_SUFFIXES, label_of
 from station.classifier.litert_classifier import Classifier
+from station.config import VirtualLineConfig
 from station.judge import Judge
-from station.sim.conveyor import VirtualLineConfig
 from station.sim.stepped_line import FaultPlan, SteppedLine
 
 log = logging.getLogger(__name__)

@@ -40,12 +40,13 @@ from tqdm import tqdm
 from station.audit import AuditLog
 from station.calibration import Calibration
 from station.camera.frames import Frame
+from station.config import VirtualLineConfig
 from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.link.endpoint import HostEndpoint, LinkPhase
 from station.service.metrics import LineMetrics
 from station.service.records import RECORD_ACTIONS, PartRecords
-from station.sim.conveyor import VirtualConveyor, VirtualLineConfig
+from station.sim.conveyor import VirtualConveyor
 from station.sim.mega_core import GateConfig, MegaCore
 from station.sim.stepped_mega import JUDGE_MS
 from station.tracker import Judged, JudgeFrame, PartTracker, SendCommand, TrackerSettings

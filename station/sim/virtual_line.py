@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from station.calibration import Calibration
-from station.config import StationConfig
+from station.config import StationConfig, VirtualLineConfig
 from station.recording import label_parts
 from station.service.assembly import assemble, install_signal_handlers, start
 from station.service.systemd_notify import SystemdNotifier
-from station.sim.conveyor import PartOnBelt, VirtualCamera, VirtualConveyor, VirtualLineConfig
+from station.sim.conveyor import PartOnBelt, VirtualCamera, VirtualConveyor
 from station.sim.mega_pty import SimulatedMega
 
 log = logging.getLogger(__name__)
