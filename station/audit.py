@@ -66,6 +66,7 @@ class AuditLog:
         model_version: str,
         calibration_crc: int,
         clock_offset_s: float | None = None,
+        commit_every: int = 1,
     ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,10 @@ class AuditLog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill in WAL
         self.db.executescript(SCHEMA)
+        self.commit_every = commit_every
+        """1 on the line: every write its own transaction, so a killed process loses nothing
+        committed. The stepped line's soak batches (a simulation can be run again)."""
+        self._uncommitted = 0
         self.model_version = model_version
         self.calibration_crc = f"{calibration_crc:#010x}"
         self._clock_offset = (
@@ -102,7 +107,7 @@ class AuditLog:
         trigger_time: float | None,
         note: str | None = None,
     ) -> int:
-        cur = self.db.execute(
+        cur = self._write(
             "INSERT INTO parts (uid, link_epoch, part_id, trigger_source, mcu_trigger_ms, "
             "trigger_time, model_version, calibration_crc, note) VALUES (?,?,?,?,?,?,?,?,?)",
             (
@@ -125,16 +130,29 @@ class AuditLog:
             if name in fields:
                 fields[name] = self.wall(fields[name])
         columns = ", ".join(f"{name} = ?" for name in fields)
-        self.db.execute(f"UPDATE parts SET {columns} WHERE uid = ?", (*fields.values(), uid))
+        self._write(f"UPDATE parts SET {columns} WHERE uid = ?", (*fields.values(), uid))
 
     def alarm(self, kind: str, detail: str, when: float | None = None) -> None:
         """`when` on the station's clock; None: now."""
         at = time.time() if when is None else self.wall(when)
-        self.db.execute(
-            "INSERT INTO alarms (time, kind, detail) VALUES (?,?,?)", (at, kind, detail)
-        )
+        self._write("INSERT INTO alarms (time, kind, detail) VALUES (?,?,?)", (at, kind, detail))
+
+    def _write(self, sql: str, params: tuple) -> sqlite3.Cursor:
+        if self.commit_every > 1 and not self.db.in_transaction:
+            self.db.execute("BEGIN")
+        cursor = self.db.execute(sql, params)
+        self._uncommitted += 1
+        if self.db.in_transaction and self._uncommitted >= self.commit_every:
+            self.commit()
+        return cursor
+
+    def commit(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+        self._uncommitted = 0
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
 
 

@@ -249,8 +249,7 @@ class PartTracker:
         return True
 
     def next_deadline(self) -> float | None:
-        pending = [p.deadline for p in self.parts.values() if p.verdict is None]
-        return min(pending) if pending else None
+        return min((p.deadline for p in self.parts.values() if p.verdict is None), default=None)
 
     # --- events ----------------------------------------------------------------------------
 

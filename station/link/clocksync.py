@@ -23,24 +23,37 @@ def _signed32(delta: int) -> int:
 class ClockSync:
     def __init__(self, window_s: float = 2.0):
         self.window_s = window_s
-        self._samples: deque[tuple[float, int]] = deque()
+        self._samples: deque[tuple[int, float]] = deque()
+        """(sample number, host_s), oldest first: the window."""
+        self._best: deque[tuple[int, float, int, float]] = deque()
+        """(sample number, host_s, mcu_ms, offset) with offsets increasing: the window's
+        minimum offset is always at the head (a sliding-window minimum, O(1) a sample)."""
+        self._count = 0
+        self._base_mcu = 0
 
     def reset(self) -> None:
         """A new boot of the Mega: its millis() restarted, old samples mean nothing."""
         self._samples.clear()
+        self._best.clear()
 
     def observe(self, mcu_ms: int, host_s: float) -> None:
-        self._samples.append((host_s, mcu_ms))
-        while len(self._samples) > 1 and host_s - self._samples[0][0] > self.window_s:
-            self._samples.popleft()
+        if not self._samples:
+            self._base_mcu = mcu_ms
+        # host - mcu, both counted from this boot's first sample: the least is the fastest.
+        offset = host_s - _signed32(mcu_ms - self._base_mcu) / 1000
+        self._count += 1
+        self._samples.append((self._count, host_s))
+        while self._best and self._best[-1][3] >= offset:
+            self._best.pop()
+        self._best.append((self._count, host_s, mcu_ms, offset))
+        while len(self._samples) > 1 and host_s - self._samples[0][1] > self.window_s:
+            gone, _ = self._samples.popleft()
+            if self._best[0][0] == gone:
+                self._best.popleft()
 
     def to_host(self, mcu_ms: int) -> float | None:
         """Host monotonic seconds at Mega time `mcu_ms`, or None before any sample."""
-        if not self._samples:
+        if not self._best:
             return None
-        ref_host, ref_mcu = self._samples[-1]
-        # host - mcu for each sample, relative to the newest one: the least is the fastest.
-        best_host, best_mcu = min(
-            self._samples, key=lambda s: s[0] - ref_host - _signed32(s[1] - ref_mcu) / 1000
-        )
+        _, best_host, best_mcu, _ = self._best[0]
         return best_host + _signed32(mcu_ms - best_mcu) / 1000

@@ -83,21 +83,27 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
         out: list[Frame | FrameError] = []
-        for byte in data:
-            if byte == 0:
-                if self._discarding:
-                    self._discarding = False
-                elif self._buffer:
-                    out.append(self._decode(bytes(self._buffer)))
-                self._buffer.clear()
-            elif self._discarding:
-                continue
-            elif len(self._buffer) >= MAX_WIRE - 1:
-                out.append(FrameError("oversized", f"no delimiter within {MAX_WIRE} bytes"))
-                self._buffer.clear()
-                self._discarding = True
-            else:
-                self._buffer.append(byte)
+        start = 0
+        while start < len(data):
+            end = data.find(0, start)
+            chunk = data[start:] if end < 0 else data[start:end]
+            start = len(data) if end < 0 else end + 1
+            if not self._discarding:
+                room = MAX_WIRE - 1 - len(self._buffer)
+                if len(chunk) > room:
+                    out.append(FrameError("oversized", f"no delimiter within {MAX_WIRE} bytes"))
+                    self._buffer.clear()
+                    self._discarding = True
+                else:
+                    self._buffer += chunk
+            if end < 0:
+                break
+            # a delimiter: the frame (if any) ends here; a discarded one is over
+            if self._discarding:
+                self._discarding = False
+            elif self._buffer:
+                out.append(self._decode(bytes(self._buffer)))
+            self._buffer.clear()
         return out
 
     @staticmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import struct
 import typing
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Annotated, ClassVar
 
 PROTOCOL_VERSION = 1
@@ -81,9 +81,10 @@ class Message:
     FROM_HOST: ClassVar[bool]
     STRUCT: ClassVar[struct.Struct]
     IS_REPLY: ClassVar[bool]
+    FIELDS: ClassVar[tuple[str, ...]]
 
     def payload(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+        return self.STRUCT.pack(*[getattr(self, name) for name in self.FIELDS])
 
 
 REGISTRY: dict[int, type[Message]] = {}
@@ -100,6 +101,7 @@ def message(type_code: int, reliable: bool = False):
         cls.RELIABLE = reliable
         cls.FROM_HOST = type_code < 0x80
         cls.STRUCT = struct.Struct("<" + layout)
+        cls.FIELDS = tuple(f.name for f in fields(cls))
         cls.IS_REPLY = (
             bool(fields(cls)) and fields(cls)[0].name == "acked_seq" and not cls.FROM_HOST
         )

@@ -279,7 +279,9 @@ class SteppedLine:
             host_timeout_s=1.0,
             name="stepped-mega",
         )
-        self.audit = AuditLog(database, "stepped", calibration.checksum(), clock_offset_s=0.0)
+        self.audit = AuditLog(
+            database, "stepped", calibration.checksum(), clock_offset_s=0.0, commit_every=5000
+        )
         self.metrics = LineMetrics()
         self.records = PartRecords(
             self.audit, self.metrics, pass_sample_every=0, clock=lambda: self.now / 1000
@@ -307,6 +309,8 @@ class SteppedLine:
         self._classifier_down: list[tuple[int, int]] = []
         self._mega_parts: dict[tuple[int, int], int] = {}
         self._next_eye = 0
+        self._host_due = math.inf
+        self._tracker_due = math.inf
         self._end_ms = self.belt[-1].window[1] + SETTLE_MS if self.belt else SETTLE_MS
 
     def _belt_part(self, p) -> _BeltPart:
@@ -345,21 +349,23 @@ class SteppedLine:
                 eyes = self._next_eye - bar.n
                 if eyes:
                     bar.update(eyes)
-        self.audit.db.commit()
+        self.audit.commit()
         summary = self._report(time.perf_counter() - started)
         self.audit.close()
         return summary
 
     def _next_moment(self) -> int:
-        moments = [self._heap[0][0]] if self._heap else []
-        moments.append(self.board.next_due)
-        due = self.endpoint.next_due()
-        if due is not None and self.port_open:
-            moments.append(math.ceil(due * 1000 - 1e-9))
+        """The next millisecond anything can happen; notes when the host and the tracker
+        are due (events at that moment only add later work: a new deadline is a belt
+        travel away, a new command is sent at once)."""
+        nxt = self._heap[0][0] if self._heap else self._end_ms + 1
+        nxt = min(nxt, self.board.next_due)
+        due = self.endpoint.next_due() if self.port_open else None
+        self._host_due = math.inf if due is None else math.ceil(due * 1000 - 1e-9)
         deadline = self.tracker.next_deadline()
-        if deadline is not None:
-            moments.append(math.ceil(deadline * 1000 - 1e-9))
-        return max(self.now + 1, min(moments)) if min(moments) > self.now else self.now + 1
+        self._tracker_due = math.inf if deadline is None else math.ceil(deadline * 1000 - 1e-9)
+        nxt = min(nxt, self._host_due, self._tracker_due)
+        return max(self.now + 1, int(nxt))
 
     # --- the belt ------------------------------------------------------------------------------
 
@@ -443,13 +449,10 @@ class SteppedLine:
 
     def _tick_host(self) -> None:
         t = self.now / 1000
-        if self.port_open:
-            due = self.endpoint.next_due()
-            if due is not None and due <= t + 1e-9:
-                self.endpoint.tick(t)
-                self._drain_host()
-        deadline = self.tracker.next_deadline()
-        if deadline is not None and deadline <= t + 1e-9:
+        if self.port_open and self._host_due <= self.now:
+            self.endpoint.tick(t)
+            self._drain_host()
+        if self._tracker_due <= self.now:
             self._apply(self.tracker.tick(t))
 
     def _drain_host(self) -> None:
