@@ -217,24 +217,32 @@ class HangingSource:
     """A camera whose driver hangs after a few frames (the unit under test is the feed)."""
 
     opened = 0
+    released_while_hung = 0
 
     def __init__(self, hang: threading.Event):
         self.name = "hanging camera"
         self.hang = hang
         self.sent = 0
+        self.device_held = False
+        self.released = threading.Event()
 
     def open(self) -> None:
         HangingSource.opened += 1
+        self.device_held = True
 
     def read(self) -> Frame:
         if self.hang.is_set() and HangingSource.opened == 1:
-            time.sleep(60)
+            self.released.wait(60)  # a hung driver returns only once the device is closed
+            raise CameraError("read interrupted: device closed")
         time.sleep(0.01)
         self.sent += 1
         return _frame(time.monotonic(), self.sent)
 
     def close(self) -> None:
-        pass
+        if self.hang.is_set() and not self.released.is_set() and self.device_held:
+            HangingSource.released_while_hung += 1
+        self.device_held = False
+        self.released.set()
 
 
 def test_camera_watchdog_replaces_a_hung_reader():
@@ -253,10 +261,45 @@ def test_camera_watchdog_replaces_a_hung_reader():
     time.sleep(0.9)
     try:
         assert problems == ["camera_stall"]
+        assert HangingSource.released_while_hung == 1, "the stuck device was closed from outside"
         assert HangingSource.opened == 2
         assert feed.healthy() and buffer.latest().timestamp > time.monotonic() - 0.1
     finally:
         feed.stop()
+
+
+class UnpluggedCamera:
+    def __init__(self):
+        self.name = "/dev/video7"
+
+    def open(self) -> None:
+        raise CameraError("/dev/video7: no such device")
+
+    def read(self) -> Frame:
+        raise AssertionError("never opened")
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_unplugged_camera_is_retried_with_back_off_each_attempt_alarmed():
+    problems: list[tuple[str, str]] = []
+    feed = CameraFeed(
+        UnpluggedCamera,
+        FrameBuffer(),
+        stall_timeout_s=0.2,
+        reopen_interval_s=0.05,
+        max_backoff_s=0.2,
+        on_problem=lambda kind, detail: problems.append((kind, detail)),
+    )
+    feed.start()
+    time.sleep(0.7)
+    feed.stop()
+    waits = [float(d.split()[2]) for k, d in problems if k == "camera_reopen"]
+    assert waits[:4] == [0.05, 0.1, 0.2, 0.2], "doubling, capped"
+    assert feed.stats.reopens == len(waits) >= 4
+    assert sum(k == "camera_error" for k, _ in problems) == len(waits), "one per failed open"
+    assert feed.progress_age_s(time.monotonic()) < 0.3, "retrying is progress for the watchdog"
 
 
 # --- audit --------------------------------------------------------------------------------

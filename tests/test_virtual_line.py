@@ -28,6 +28,7 @@ STATION_YAML = REPO / "calibration" / "virtual-line.station.yaml"
 
 
 def _virtual_line(tmp_path: Path, parts: int, faults=(), **line_changes) -> dict:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config, calibration = load_station_config(STATION_YAML)
     line = config.virtual_line.model_copy(update=line_changes)
     audit = config.audit.model_copy(
@@ -62,6 +63,26 @@ def test_every_part_is_judged_routed_and_audited(tmp_path):
         assert row["trigger_time"] < row["frame_time"] < row["verdict_time"] < row["gate_time"]
     rejects = [r for r in rows if r["verdict"] == "reject"]
     assert all(Path(r["image_path"]).is_file() for r in rejects)
+    assert summary["timing"]["polling_saw_another_fate"] == 0
+
+
+def test_the_real_time_line_agrees_with_the_stepped_line(tmp_path):
+    """The README's demo (threads, a pty, wall-clock time) and the soak's stepped line
+    lay out the same belt from the same seed: part for part, the same file, the same
+    verdict from the same model, and the same place at the end."""
+    from station.classifier.litert_classifier import Classifier
+    from station.sim.soak import SoakRequest, run_soak
+    from station.sim.stepped_line import FaultPlan
+
+    _virtual_line(tmp_path / "real", parts=30)
+    config, calibration = load_station_config(STATION_YAML)
+    request = SoakRequest(30, FaultPlan.none(), tmp_path / "stepped", progress=False)
+    run_soak(request, calibration, config.virtual_line, Classifier(config.model))
+    with (tmp_path / "real" / "parts.csv").open() as f:
+        real = [(r["file"], r["verdict"], r["fate"]) for r in csv.DictReader(f)]
+    with (tmp_path / "stepped" / "parts.csv").open() as f:
+        stepped = [(r["file"], r["verdict"], r["fate"]) for r in csv.DictReader(f)]
+    assert len(real) == 30 and real == stepped
 
 
 def test_faults_fail_safe_and_sorting_resumes(tmp_path):

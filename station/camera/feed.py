@@ -119,7 +119,7 @@ class CameraFeed:
                 self.stats.reopens += 1
                 wait = self.backoff_s()
                 self._problem(
-                    "camera_reopen", f"reopening in {wait:.1f} s (attempt {self._failures})"
+                    "camera_reopen", f"reopening in {wait:g} s (attempt {self._failures})"
                 )
                 if self._stop.wait(wait) or not self._current(generation):
                     return
@@ -142,6 +142,8 @@ class CameraFeed:
                     self.ended.set()
                     return
             except CameraError as exc:
+                if not self._current(generation):
+                    return  # the supervisor closed a stuck device: its read gave up
                 self._failures += 1
                 self._problem("camera_error", str(exc))
             finally:

@@ -106,11 +106,39 @@ def soak_passed(summary: dict) -> bool:
 
 
 def _write_parts_csv(stepped: SteppedLine, path: Path) -> None:
+    """One row per part on the belt: what it was, where it went, what the audit says."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["index", "file", "label", "eye_ms", "fate", "mega_boot", "mega_part_id"])
-        for part in stepped.belt:
-            boot, part_id, _ = part.mega_key or (None, None, None)
+        writer.writerow(
+            [
+                "index",
+                "file",
+                "label",
+                "eye_ms",
+                "fate",
+                "audit_uid",
+                "verdict",
+                "score",
+                "failsafe_reason",
+                "gate_action",
+                "gate_reason",
+                "note",
+            ]
+        )
+        for part, o in zip(stepped.belt, stepped.outcomes):
             writer.writerow(
-                [part.index, part.file, part.label, part.eye_ms, part.fate, boot, part_id]
+                [
+                    part.index,
+                    part.file,
+                    part.label,
+                    part.eye_ms,
+                    part.fate,
+                    o.uid,
+                    o.verdict,
+                    o.score,
+                    o.failsafe,
+                    o.gate_action,
+                    o.gate_reason,
+                    o.note,
+                ]
             )

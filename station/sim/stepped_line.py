@@ -311,6 +311,7 @@ class SteppedLine:
         self._next_eye = 0
         self._host_due = math.inf
         self._tracker_due = math.inf
+        self.outcomes: list[Outcome] = []
         self._end_ms = self.belt[-1].window[1] + SETTLE_MS if self.belt else SETTLE_MS
 
     def _belt_part(self, p) -> _BeltPart:
@@ -649,8 +650,8 @@ class SteppedLine:
             hit = any(end > lo for _, end in pulses[max(0, k - 3) : k])
             part.fate = "rejected" if hit else "passed"
         rows = _rows(self.audit.db)
-        outcomes = [_Outcome.of(part, rows.match(part, self.deadlines)) for part in self.belt]
-        return _summary(outcomes, self, wall_s)
+        self.outcomes = [Outcome.of(part, rows.match(part, self.deadlines)) for part in self.belt]
+        return _summary(self.outcomes, self, wall_s)
 
 
 # --- joining the belt's ledger with the audit -----------------------------------------------
@@ -700,11 +701,14 @@ def _rows(db: sqlite3.Connection) -> _Rows:
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class Outcome:
+    """One part on the belt joined with its audit row (None fields: no row)."""
+
     index: int
     label: str
     fate: str
     audited: bool
+    uid: int | None
     verdict: str | None
     score: float | None
     failsafe: str | None
@@ -713,13 +717,14 @@ class _Outcome:
     note: str | None
 
     @classmethod
-    def of(cls, part: _BeltPart, row) -> _Outcome:
+    def of(cls, part: _BeltPart, row) -> Outcome:
         get = (lambda k: row[k]) if row is not None else (lambda k: None)
         return cls(
             part.index,
             part.label,
             part.fate,
             row is not None,
+            get("uid"),
             get("verdict"),
             get("score"),
             get("failsafe_reason"),
@@ -738,7 +743,7 @@ class _Outcome:
         return self.verdict == "pass" and self.failsafe is None and self.score is not None
 
 
-def _summary(outcomes: list[_Outcome], line: SteppedLine, wall_s: float) -> dict:
+def _summary(outcomes: list[Outcome], line: SteppedLine, wall_s: float) -> dict:
     defects_passed = [o for o in outcomes if o.label == "defective" and o.fate == "passed"]
     line_escapes = [o for o in defects_passed if not (o.model_escape and o.routed_as_verdict)]
     good_rejected = Counter(
