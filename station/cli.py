@@ -465,12 +465,7 @@ def soak(parts, fault_text, seed, render, config_path, parts_from, out_dir, as_j
         summary = run_soak(request, calibration, line, classifier, config.camera.max_frame_lag_s)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps(summary))
-    else:
-        width = max(len(k) for k in summary)
-        for key, value in summary.items():
-            click.echo(f"{key:<{width}}  {value}")
+    _print_summary(summary, as_json)
     if not summary["ok"]:
         raise SystemExit(1)
 
@@ -496,12 +491,17 @@ def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, a
         line = line.model_copy(update={"parts_from": parts_from})
     config = config.model_copy(update={"audit": audit, "virtual_line": line})
     summary = run_virtual_line(config, calibration, line, parts, fault_list, out_dir)
+    _print_summary(summary, as_json)
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    """One JSON line, or one `key  value` line each for a person."""
     if as_json:
         click.echo(json.dumps(summary))
-    else:
-        width = max(len(k) for k in summary)
-        for key, value in summary.items():
-            click.echo(f"{key:<{width}}  {value}")
+        return
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        click.echo(f"{key:<{width}}  {value}")
 
 
 main.add_command(calibrate)

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from cobs import cobs
 from tqdm import tqdm
 
 from station.audit import AuditLog
@@ -73,8 +74,9 @@ SETTLE_MS = 3000
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """How often each fault strikes. Intervals are means (each draw is 0.5x to 1.5x);
-    probabilities are per judgement (classifier_error) or per frame on the wire."""
+    """How often each fault strikes. `*_every_s` are mean intervals (the timed faults form
+    one random stream, one fault at a time); `*_s` are durations; the rest are
+    probabilities per judgement (classifier_error) or per frame on the wire."""
 
     mega_reset_every_s: float = 0.0
     unplug_every_s: float = 0.0
@@ -228,8 +230,6 @@ class _Wire:
 
 def _is_ack(frame: bytes, wire: _Wire) -> bool:
     """The frame's type byte (after COBS, the second body byte) is this direction's ACK."""
-    from cobs import cobs
-
     try:
         body = cobs.decode(bytes(frame))
     except cobs.DecodeError:
