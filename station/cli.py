@@ -134,7 +134,8 @@ def train(data_dir: Path, out_dir: Path, **options) -> None:
     "plots_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Where to write confusion_matrix.png and score_histogram.png (default: ./evaluation).",
+    help="Where to write the plots, scores.csv and the escapes/ and false_rejects/ images "
+    "(default: ./evaluation).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(
@@ -142,12 +143,12 @@ def evaluate(
 ) -> None:
     """Figures of a model on a labelled folder, at the model's threshold."""
     from station.classifier.litert_classifier import ModelLoadError
-    from station.dataset import DatasetError
+    from station.dataset import BadImage, DatasetError
     from station.evaluation import evaluate as run_evaluation
 
     try:
         report = run_evaluation(model_dir, data_dir, threshold, plots_dir or Path("evaluation"))
-    except (DatasetError, ModelLoadError) as exc:
+    except (DatasetError, ModelLoadError, BadImage) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(report.as_dict()))

@@ -1,11 +1,16 @@
 """`station evaluate`: a model's figures on a labelled folder, through LiteRT.
 
 Runs exactly what the line runs (the `.tflite` in LiteRT, the shared
-preprocessing), so a figure here is a figure for the line.
+preprocessing), so a figure here is a figure for the line. Images of any
+size are framed by `frame_photo`, as `station replay` frames them: a photo
+framed on the part is classified whole, a wider view is cropped around the
+part. Every image's score goes to `scores.csv`; each escape (a defective
+part passed) and false reject is saved with its crop drawn.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +21,10 @@ from tqdm import tqdm
 from station import plots
 from station.classifier.litert_classifier import Classifier
 from station.classifier.model_card import Figures
+from station.classifier.preprocess import Roi
 from station.dataset import BadImage, Skipped, load_grey, scan_labelled_folder
 from station.scoring import figures_at
+from station.vision.locate import PartNotFound, frame_photo
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,9 @@ class EvaluationReport:
     figures: Figures
     skipped: list[Skipped]
     plots: dict[str, str] = field(default_factory=dict)
+    scores_csv: str = ""
+    escapes: list[str] = field(default_factory=list)
+    """Defective images the model passed, as files (relative to the data folder)."""
 
     def as_dict(self) -> dict:
         return {
@@ -39,6 +49,8 @@ class EvaluationReport:
             "threshold": self.threshold,
             "skipped": len(self.skipped),
             "skipped_files": [{"file": str(s.path), "reason": s.reason} for s in self.skipped],
+            "escapes": self.escapes,
+            "scores_csv": self.scores_csv,
             "plots": self.plots,
         }
 
@@ -58,6 +70,8 @@ class EvaluationReport:
             f"  label defect   {c['missed_defect']:>12}   {c['true_reject']:>14}",
         ]
         lines += [f"skipped {s.path}: {s.reason}" for s in self.skipped]
+        lines += [f"ESCAPE {name}" for name in self.escapes]
+        lines += [f"scores: {self.scores_csv}"]
         lines += [f"plot: {p}" for p in self.plots.values()]
         return "\n".join(lines)
 
@@ -66,7 +80,9 @@ def evaluate(
     model_dir: Path, data_dir: Path, threshold: float | None, plots_dir: Path
 ) -> EvaluationReport:
     classifier = Classifier(model_dir, threshold=threshold)
-    labels_arr, scores_arr, skipped = score_folder(classifier, data_dir)
+    scored, skipped = score_folder(classifier, data_dir)
+    labels_arr = np.array([s.label for s in scored])
+    scores_arr = np.array([s.score for s in scored])
     figures = figures_at(labels_arr, scores_arr, classifier.threshold)
     plots_dir.mkdir(parents=True, exist_ok=True)
     title = f"{data_dir.name} ({classifier.version})"
@@ -78,29 +94,88 @@ def evaluate(
     plots.score_histogram(
         labels_arr, scores_arr, classifier.threshold, title, Path(written["score_histogram"])
     )
+    escapes = _write_disagreements(scored, classifier.threshold, data_dir, plots_dir)
+    scores_csv = plots_dir / "scores.csv"
+    _write_scores(scored, classifier.threshold, data_dir, scores_csv)
     return EvaluationReport(
-        classifier.version, data_dir, classifier.threshold, figures, skipped, written
+        classifier.version,
+        data_dir,
+        classifier.threshold,
+        figures,
+        skipped,
+        written,
+        str(scores_csv),
+        escapes,
     )
 
 
-def score_folder(
-    classifier: Classifier, data_dir: Path
-) -> tuple[np.ndarray, np.ndarray, list[Skipped]]:
-    """Labels (1 = defective) and scores of every readable image; the skipped files, named."""
+@dataclass(frozen=True)
+class ScoredImage:
+    path: Path
+    label: int
+    """1 = defective."""
+    score: float
+    roi: Roi | None
+    """The crop the classifier saw; None: the whole photo."""
+    size: tuple[int, int]
+
+
+def score_folder(classifier: Classifier, data_dir: Path) -> tuple[list[ScoredImage], list[Skipped]]:
+    """Every readable image framed (`frame_photo`) and scored; the skipped files, named."""
     folder = scan_labelled_folder(data_dir)
-    side = int(classifier.card.training.get("image_size", 300))
     skipped = list(folder.skipped)
-    labels, scores = [], []
+    scored: list[ScoredImage] = []
     for sample in tqdm(folder.samples, desc="scoring", unit="img", mininterval=2, disable=None):
         try:
-            grey = load_grey(sample.path, (side, side))
-        except BadImage as exc:
-            skipped.append(Skipped(sample.path, str(exc)))
+            grey = load_grey(sample.path)
+            roi = frame_photo(grey, None)
+        except (BadImage, PartNotFound) as exc:
+            skipped.append(Skipped(sample.path, f"{sample.path}: {exc}"))
             continue
-        labels.append(sample.label)
-        scores.append(classifier.score(grey))
+        score = classifier.score(grey, roi)
+        scored.append(ScoredImage(sample.path, sample.label, score, roi, grey.shape[::-1]))
     for item in skipped:
-        log.warning("skipped %s: %s", item.path, item.reason)
-    if not labels:
-        raise BadImage(f"{data_dir}: no usable image")
-    return np.array(labels), np.array(scores), skipped
+        log.warning("skipped %s", item.reason)
+    if not scored:
+        raise BadImage(f"{data_dir}: no usable image ({len(skipped)} skipped)")
+    return scored, skipped
+
+
+def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "score", "verdict", "width", "height", "crop"])
+        for s in scored:
+            crop = f"{s.roi.x},{s.roi.y},{s.roi.width}" if s.roi else "whole"
+            writer.writerow(
+                [
+                    s.path.relative_to(root),
+                    "defective" if s.label else "ok",
+                    f"{s.score:.6f}",
+                    "reject" if s.score >= threshold else "pass",
+                    *s.size,
+                    crop,
+                ]
+            )
+
+
+def _write_disagreements(
+    scored: list[ScoredImage], threshold: float, root: Path, out: Path
+) -> list[str]:
+    """Escapes and false rejects as PNGs with the crop drawn; the escapes' names."""
+    escapes = []
+    for s in scored:
+        reject = s.score >= threshold
+        if bool(s.label) == reject:
+            continue
+        name = str(s.path.relative_to(root))
+        folder = "escapes" if s.label else "false_rejects"
+        if s.label:
+            escapes.append(name)
+        lines = [
+            f"{'defective' if s.label else 'ok'}: {'reject' if reject else 'PASS'}",
+            f"score {s.score:.4f} (threshold {threshold:.4f})",
+        ]
+        target = out / folder / (name.replace("/", "__").rsplit(".", 1)[0] + ".png")
+        plots.save_part(target, load_grey(s.path), s.roi, lines, reject)
+    return escapes

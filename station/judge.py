@@ -14,7 +14,7 @@ import time
 from station.camera.frames import Frame
 from station.classifier.litert_classifier import Classifier
 from station.judgement import FailSafe, Judgement
-from station.vision.locate import PartNotFound, locate_part
+from station.vision.locate import PartNotFound, frame_photo, locate_part
 
 
 class Judge:
@@ -30,24 +30,26 @@ class Judge:
         self.min_part_area_px = min_part_area_px
         self.threshold = classifier.threshold if threshold is None else threshold
 
-    def judge(self, frame: Frame | None, whole: bool = False) -> Judgement:
+    def judge(self, frame: Frame | None, photo: bool = False) -> Judgement:
         """Locate the part in `frame`, classify it, decide.
 
-        `whole`: the frame is already the part's crop (replaying a folder of crops
-        such as the training images), so it is classified whole, as `station
-        evaluate` does; everything after locating is the same.
+        `photo`: the frame is a photo that need not come from this line's camera
+        (replaying a folder of images): it is framed by `frame_photo`, exactly as
+        `station evaluate` frames it, so both give the same score for the same file.
+        On the line (False) the calibrated crop is taken around the part.
         """
         started = time.perf_counter()
         if frame is None:
             return self._failsafe(FailSafe.NO_FRAME, "no frame shows the part", None, started)
-        roi = None
-        if not whole:
-            try:
+        try:
+            if photo:
+                roi = frame_photo(frame.image, self.crop_px, self.min_part_area_px)
+            else:
                 roi = locate_part(frame.image, self.crop_px, self.min_part_area_px).roi
-            except PartNotFound as exc:
-                return self._failsafe(FailSafe.PART_NOT_FOUND, str(exc), frame, started)
-            except ValueError as exc:
-                return self._failsafe(FailSafe.BAD_FRAME, str(exc), frame, started)
+        except PartNotFound as exc:
+            return self._failsafe(FailSafe.PART_NOT_FOUND, str(exc), frame, started)
+        except ValueError as exc:
+            return self._failsafe(FailSafe.BAD_FRAME, str(exc), frame, started)
         try:
             score = self.classifier.score(frame.image, roi)
         except Exception as exc:  # noqa: BLE001 - any model failure must fail safe

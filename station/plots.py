@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")  # headless line PC and CI: never open a window
@@ -11,6 +12,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from station.classifier.model_card import Figures  # noqa: E402
+from station.classifier.preprocess import Roi, to_grey  # noqa: E402
+
+
+def save_part(path: Path, image: np.ndarray, roi: Roi | None, lines: list[str], reject: bool):
+    """The image as judged: the crop the classifier saw boxed, what was decided written on it
+    (red for reject, green for pass). Used for escapes, false rejects and flips."""
+    out = cv2.cvtColor(to_grey(image), cv2.COLOR_GRAY2BGR)
+    colour = (0, 0, 255) if reject else (0, 160, 0)
+    if roi is not None:
+        corner = (roi.x + roi.width - 1, roi.y + roi.height - 1)
+        cv2.rectangle(out, (roi.x, roi.y), corner, colour, 2)
+    scale = max(0.5, out.shape[1] / 600)
+    for k, line in enumerate(lines):
+        y = int((18 + 18 * k) * scale)
+        cv2.putText(out, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, colour, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), out)
 
 
 def training_curves(history: dict[str, list[float]], path: Path) -> None:

@@ -37,7 +37,9 @@ class ThresholdChoice:
 
 
 def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) -> ThresholdChoice:
-    labels, scores, skipped = score_folder(classifier, data_dir)
+    scored, skipped = score_folder(classifier, data_dir)
+    labels = np.array([s.label for s in scored])
+    scores = np.array([s.score for s in scored])
     defective = int(labels.sum())
     if defective == 0 or defective == len(labels):
         missing = "defective" if defective == 0 else "OK"

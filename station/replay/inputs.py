@@ -25,8 +25,8 @@ class ReplayError(RuntimeError):
 class ReplayPart:
     name: str
     frame: Frame
-    whole: bool
-    """The frame is already the part's crop: classify it whole (see Judge.judge)."""
+    photo: bool
+    """A photo from an image folder, of any size: framed by `frame_photo` (Judge.judge)."""
     label: str | None = None
     recorded: dict | None = None
     """A recording's metadata for the part: what the line decided then."""
@@ -113,9 +113,7 @@ class ReplaySource:
                 yield BadInput(name, str(exc))
                 continue
             assert frame is not None
-            height, width = frame.image.shape[:2]
-            whole = height <= self.crop_px and width <= self.crop_px
-            yield ReplayPart(name, frame, whole, frame.meta.get("label"))
+            yield ReplayPart(name, frame, True, frame.meta.get("label"))
 
     def _video(self) -> Iterator[ReplayPart | BadInput | None]:
         video = VideoFile(self.path)

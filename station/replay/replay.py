@@ -78,7 +78,7 @@ class ModelRun:
         self.mega = SteppedMega(replay_configure(self.calibration))
 
     def judge_part(self, index: int, part: ReplayPart) -> tuple[PartResult, Judgement]:
-        j = self.judge.judge(part.frame, whole=part.whole)
+        j = self.judge.judge(part.frame, photo=part.photo)
         result = PartResult(
             index=index,
             name=part.name,

@@ -20,11 +20,9 @@ import json
 import resource
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from station import plots
-from station.classifier.preprocess import to_grey
 from station.judgement import Judgement
 from station.replay.replay import ModelRun, PartResult, ReplayRun
 from station.scoring import figures_at
@@ -221,20 +219,12 @@ def _write_examples(run: ReplayRun, out_dir: Path) -> None:
 def _save(path: Path, j: Judgement, result: PartResult, before: PartResult | None = None) -> None:
     """The frame as judged, with the part's box and what was decided written on it."""
     assert j.frame is not None
-    image = cv2.cvtColor(to_grey(j.frame.image), cv2.COLOR_GRAY2BGR)
-    colour = (0, 0, 255) if result.verdict == "reject" else (0, 160, 0)
-    if j.roi:
-        r = j.roi
-        cv2.rectangle(image, (r.x, r.y), (r.x + r.width - 1, r.y + r.height - 1), colour, 2)
     text = [f"label {result.label or '?'}: {result.verdict} {_score(result.score)}"]
     if before is not None:
         text.insert(0, f"A: {before.verdict} {_score(before.score)}")
     if result.failsafe_reason:
         text.append(f"fail-safe: {result.failsafe_reason}")
-    for k, line in enumerate(text):
-        cv2.putText(image, line, (6, 18 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), image)
+    plots.save_part(path, j.frame.image, j.roi, text, result.verdict == "reject")
 
 
 def _score(score: float | None) -> str:

@@ -73,3 +73,31 @@ def locate_part(image: np.ndarray, crop_px: int, min_area_px: int = 2000) -> Loc
             f"the {crop_px} px crop around the part at ({cx:.0f}, {cy:.0f}) leaves the frame"
         )
     return Located(cx, cy, area, Roi(left, top, crop_px, crop_px))
+
+
+def frame_photo(image: np.ndarray, crop_px: int | None, min_area_px: int = 2000) -> Roi | None:
+    """Where the classifier looks in a photo that need not come from this line's camera.
+
+    `station evaluate` and `station replay` of image folders take any size:
+    - a photo framed on the part, as every training image is (the part's blob spans
+      the whole image), or one no bigger than the crop: the whole image (None),
+      resized to the model's input like any crop;
+    - a wider view with the part inside it (a belt frame, another camera): a square
+      crop around the part, `crop_px` wide (the line's calibrated crop), or, where the
+      camera is unknown (`crop_px` None), as wide as the part, which is how the
+      training photos are framed.
+    A part cut by the image's edge, or no part, raises PartNotFound as on the line.
+    """
+    grey = to_grey(image)
+    height, width = grey.shape
+    if crop_px is not None and height <= crop_px and width <= crop_px:
+        return None
+    blobs = find_blobs(grey, min_area_px)
+    if not blobs:
+        raise PartNotFound(f"no part in the image (no blob of {min_area_px} px or more)")
+    x, y, w, h, _ = blobs[0]
+    if x == 0 and y == 0 and w == width and h == height:
+        return None  # framed on the part: the whole photo is the crop
+    if crop_px is None:
+        crop_px = min(max(w, h), height, width)
+    return locate_part(grey, crop_px, min_area_px).roi
