@@ -104,13 +104,14 @@ def test_evaluate_json_on_a_folder_with_bad_files(tiny_model, damaged_folder, tm
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    assert report["n"] == 12
-    assert report["skipped"] == 5
+    assert report["n"] == 13, "the 200x200 copy is scored too: any size is framed, not refused"
+    assert report["skipped"] == 4
     assert {"accuracy", "missed_defects", "false_rejects", "threshold"} <= report.keys()
     assert report["missed_defects"] + report["confusion"]["true_reject"] == 6
     reasons = " ".join(s["reason"] for s in report["skipped_files"])
-    for name in ("truncated.jpeg", "empty.jpeg", "small.png", "colour.png"):
+    for name in ("truncated.jpeg", "empty.jpeg", "colour.png"):
         assert name in reasons
+    assert "small.png" not in reasons
     assert (tmp_path / "plots" / "score_histogram.png").stat().st_size > 1000
 
 
