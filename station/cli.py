@@ -164,6 +164,59 @@ def evaluate(
     default=DEFAULT_MODEL_DIR,
     show_default=True,
 )
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder with ok_front/: the model's held-out OK photos are taken from it "
+    "(validation_scores.csv), or all of them if it lists none there.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("evaluation"),
+    show_default=True,
+    help="Where to write pit_sensitivity.png.",
+)
+@click.option(
+    "--write-card", is_flag=True, help="Also record the table in the model's model_card.json."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sensitivity(model_dir: Path, data_dir: Path, out_dir: Path, write_card: bool, as_json: bool):
+    """Detection rate of synthetic dark pits (2 to 8 px) on held-out OK photos."""
+    from station import plots
+    from station.classifier.litert_classifier import Classifier, ModelLoadError
+    from station.classifier.model_card import MODEL_CARD_NAME
+    from station.dataset import BadImage, load_grey
+    from station.sensitivity import held_out_ok_images, pit_sensitivity
+
+    try:
+        classifier = Classifier(model_dir)
+        paths = held_out_ok_images(model_dir, data_dir)
+        images = [load_grey(p) for p in paths]
+        result = pit_sensitivity(classifier.score, images, classifier.threshold)
+    except (ModelLoadError, BadImage, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = out_dir / "pit_sensitivity.png"
+    plots.pit_sensitivity(result, classifier.version, plot)
+    if write_card:
+        card = classifier.card.model_copy(update={"pit_sensitivity": result.card_entry()})
+        card.save(Path(model_dir) / MODEL_CARD_NAME)
+    summary = {**result.card_entry(), "threshold": result.threshold, "plot": str(plot)}
+    _print_summary(summary, as_json)
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_MODEL_DIR,
+    show_default=True,
+)
 @click.option("--runs", default=1000, show_default=True, help="Timed single-image runs per model.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench(model_dir: Path, runs: int, as_json: bool) -> None:

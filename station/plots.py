@@ -126,3 +126,34 @@ def misses_against_false_rejects(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def pit_sensitivity(result, title: str, path: Path) -> None:
+    """Detection rate against pit diameter, the no-pit baseline, and one example of each."""
+    sizes = list(result.detection)
+    rates = [100 * result.detection[d] for d in sizes]
+    fig = plt.figure(figsize=(9, 5.2))
+    ax = fig.add_axes([0.08, 0.48, 0.88, 0.44])
+    ax.plot(sizes, rates, "o-", color="tab:red", label="pit detected (rejected)")
+    ax.axhline(100 * result.baseline_rejected, color="grey", ls="--", label="no pit (baseline)")
+    for d, r in zip(sizes, rates):
+        ax.annotate(f"{r:.1f}%", (d, r), textcoords="offset points", xytext=(0, 7), ha="center")
+    ax.set_xlabel("pit diameter, px in the 300 px frame")
+    ax.set_ylabel("held-out OK photos rejected, %")
+    ax.set_ylim(-2, 105)
+    ax.set_xticks(sizes)
+    ax.legend(loc="upper left")
+    ax.set_title(f"{title}: {result.images} photos, threshold {result.threshold:.4f}")
+    for k, d in enumerate(sizes):
+        examples = result.examples.get(d) or []
+        if not examples:
+            continue
+        image, (x, y), score = examples[0]
+        inset = fig.add_axes([0.02 + k * 0.195, 0.01, 0.18, 0.28])
+        half = max(12, int(image.shape[0] * 0.08))
+        y0, x0 = max(0, y - half), max(0, x - half)
+        inset.imshow(image[y0 : y + half, x0 : x + half], cmap="gray", vmin=0, vmax=255)
+        inset.set_title(f"{d} px: score {score:.3f}", fontsize=8)
+        inset.axis("off")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -59,6 +59,11 @@ class ModelCard(BaseModel):
     dataset: dict[str, str | int]
     training: dict[str, float | int | str]
     model_sha256: str
+    pit_sensitivity: dict[str, float | int | str] | None = Field(
+        default=None,
+        description="share of held-out OK photos rejected with one synthetic dark pit of each "
+        "diameter (px in the 300 px frame) painted on the flange (station.sensitivity)",
+    )
 
     @classmethod
     def load(cls, path: Path) -> "ModelCard":

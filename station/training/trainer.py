@@ -39,6 +39,7 @@ from station.dataset import (
     scan_labelled_folder,
 )
 from station.scoring import figures_at, zero_miss_threshold
+from station.sensitivity import PitSensitivity, pit_sensitivity
 from station.training.architecture import impeller_net
 from station.training.augment import AugmentedBatches
 from station.training.config import TrainConfig
@@ -175,7 +176,12 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
         },
         model_sha256=hashlib.sha256((out_dir / MODEL_FILE_NAME).read_bytes()).hexdigest(),
     )
+    sensitivity = _pit_sensitivity(
+        out_dir, config, [images.paths[i] for i in val_idx], val_labels, threshold
+    )
+    card = card.model_copy(update={"pit_sensitivity": sensitivity.card_entry()})
     card.save(out_dir / MODEL_CARD_NAME)
+    plots.pit_sensitivity(sensitivity, "validation OK photos", out_dir / "pit_sensitivity.png")
     plots.training_curves(history, out_dir / "training_curves.png")
     plots.confusion_matrix(
         figures, threshold, "validation split (LiteRT)", out_dir / "confusion_matrix.png"
@@ -246,6 +252,19 @@ def _fit(
         verbose=2,
     )
     return {k: [float(v) for v in vals] for k, vals in result.history.items()}
+
+
+def _pit_sensitivity(
+    out_dir: Path, config: TrainConfig, paths: list[Path], labels: np.ndarray, threshold: float
+) -> PitSensitivity:
+    """Synthetic pits on the held-out OK photos, scored by the exported model in LiteRT."""
+    litert = LiteRTModel(out_dir / MODEL_FILE_NAME, config.input_size)
+    ok = [load_grey(p) for p, label in zip(paths, labels) if label == 0]
+
+    def score(image: np.ndarray) -> float:
+        return litert.score_part(preprocess(image, config.input_size), config.views)
+
+    return pit_sensitivity(score, ok, threshold)
 
 
 def _write_scores_csv(
