@@ -95,6 +95,18 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="Expected side of the training images; others are skipped.",
 )
+@click.option(
+    "--min-accuracy",
+    default=TRAIN_DEFAULTS.min_accuracy,
+    show_default=True,
+    help="Quality gate: held-out accuracy at the model's threshold.",
+)
+@click.option(
+    "--max-escape-rate",
+    default=TRAIN_DEFAULTS.max_escape_rate,
+    show_default=True,
+    help="Quality gate: missed defects per held-out defective image.",
+)
 def train(data_dir: Path, out_dir: Path, **options) -> None:
     """Train ImpellerNet, export it to TFLite and write its model card."""
     from station.dataset import DatasetError
@@ -108,8 +120,12 @@ def train(data_dir: Path, out_dir: Path, **options) -> None:
     click.echo(
         f"validation: n={v.n} accuracy={v.accuracy:.4f} missed_defects={v.missed_defects} "
         f"false_rejects={v.false_rejects} threshold={card.threshold:.4f}\n"
-        f"model written to {out_dir}"
+        f"model written to {out_dir}; quality gate: {card.status}"
     )
+    if card.status != "passed":
+        raise click.ClickException(
+            f"{out_dir}: {card.status}. The card is marked so; the station refuses to load it."
+        )
 
 
 @main.command()

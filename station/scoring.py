@@ -61,3 +61,21 @@ def _logit(p: float) -> float:
 
 def _sigmoid(x: float) -> float:
     return float(1 / (1 + np.exp(-x)))
+
+
+def quality_gate(figures: Figures, min_accuracy: float, max_escape_rate: float) -> str | None:
+    """Why a model must not be shipped (None: it passes): accuracy on held-out images at
+    its threshold below `min_accuracy`, or more escapes than `max_escape_rate` allows."""
+    problems = []
+    if figures.accuracy < min_accuracy:
+        problems.append(
+            f"accuracy {figures.accuracy:.4f} < {min_accuracy} on {figures.n} held-out images"
+        )
+    defective = figures.missed_defects + figures.confusion.get("true_reject", 0)
+    allowed = max_escape_rate * defective
+    if figures.missed_defects > allowed:
+        problems.append(
+            f"{figures.missed_defects} escapes in {defective} held-out defective images "
+            f"(at most {allowed:.2f} allowed: {max_escape_rate} per image)"
+        )
+    return "; ".join(problems) or None

@@ -45,9 +45,15 @@ def tiny_model(tmp_path_factory):
             "0.34",
             "--patience",
             "1",
+            # a model to exercise the tools with, not to ship: no quality gate
+            "--min-accuracy",
+            "0",
+            "--max-escape-rate",
+            "1",
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "quality gate: passed" in result.output
     return out
 
 
@@ -142,3 +148,59 @@ def test_bench_json_reports_every_model(tiny_model):
         assert 0 < row["p50_ms"] <= row["p99_ms"]
         assert row["images_per_s"] > 0
     assert table["runtime_rss_mb"] > 0
+
+
+def test_a_model_marked_failed_is_refused_at_load(tiny_model, tmp_path):
+    from station.classifier.litert_classifier import ModelLoadError
+
+    failed = tmp_path / "failed"
+    shutil.copytree(tiny_model, failed)
+    card = ModelCard.load(failed / "model_card.json")
+    card.model_copy(update={"status": "FAILED: accuracy 0.8075 < 0.998"}).save(
+        failed / "model_card.json"
+    )
+    with pytest.raises(ModelLoadError, match="marked FAILED: accuracy 0.8075 < 0.998"):
+        Classifier(failed)
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(failed), "--data", "."])
+    assert result.exit_code == 1 and "must not run a line" in result.output
+
+
+def test_station_train_exits_non_zero_when_the_gate_fails(mocker, tmp_path):
+    """The unit is the command's exit path (training itself is exercised above)."""
+    from station.models import DEFAULT_MODEL_DIR
+
+    shipped = ModelCard.load(DEFAULT_MODEL_DIR / "model_card.json")
+    failed = shipped.model_copy(update={"status": "FAILED: accuracy 0.8075 < 0.998 on 1013"})
+    mocker.patch("station.training.trainer.train", return_value=failed)
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "FAILED: accuracy 0.8075 < 0.998" in result.output and "refuses to load" in result.output
+
+
+@pytest.mark.parametrize(
+    "accuracy, missed, true_reject, failed",
+    [
+        (0.999, 0, 1000, None),
+        (0.997, 0, 1000, "accuracy 0.9970 < 0.998"),
+        (0.999, 1, 999, None),  # 1 escape in 1,000: allowed
+        (0.999, 2, 998, "2 escapes in 1000"),
+    ],
+)
+def test_the_quality_gate(accuracy, missed, true_reject, failed):
+    from station.classifier.model_card import Figures
+    from station.scoring import quality_gate
+
+    figures = Figures(
+        n=2000,
+        accuracy=accuracy,
+        precision=1.0,
+        recall=1.0,
+        f1=1.0,
+        missed_defects=missed,
+        false_rejects=0,
+        confusion={"true_reject": true_reject, "missed_defect": missed},
+    )
+    verdict = quality_gate(figures, 0.998, 0.001)
+    assert (verdict is None) == (failed is None)
+    if failed:
+        assert failed in verdict

@@ -94,6 +94,11 @@ class Classifier:
             self.card = ModelCard.load(model_dir / MODEL_CARD_NAME)
         except ModelCardError as exc:
             raise ModelLoadError(str(exc)) from None
+        if self.card.status.startswith("FAILED"):
+            raise ModelLoadError(
+                f"{model_dir / MODEL_CARD_NAME}: model marked {self.card.status}; a model that "
+                "failed its quality gate must not run a line"
+            )
         self.model = LiteRTModel(model_dir / MODEL_FILE_NAME, self.card.input_size, num_threads)
         self.input_size = self.card.input_size
         self.threshold = self.card.threshold if threshold is None else threshold

@@ -59,6 +59,10 @@ class ModelCard(BaseModel):
     dataset: dict[str, str | int]
     training: dict[str, float | int | str]
     model_sha256: str
+    status: str = Field(
+        default="passed",
+        description="'passed' the quality gate, or 'FAILED: <why>' (refused at load)",
+    )
     pit_sensitivity: dict[str, float | int | str] | None = Field(
         default=None,
         description="share of held-out OK photos rejected with one synthetic dark pit of each "

@@ -19,3 +19,7 @@ class TrainConfig:
     """Test-time views: 1, or 2 for the mean of the image and its mirror image."""
     image_size: int = 300
     """Side of the images the folder must hold; others are skipped and counted."""
+    min_accuracy: float = 0.998
+    """Quality gate: accuracy on the held-out images at the model's threshold."""
+    max_escape_rate: float = 0.001
+    """Quality gate: missed defects per held-out defective image (1 in 1,000)."""

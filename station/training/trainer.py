@@ -38,7 +38,7 @@ from station.dataset import (
     rotation_invariant_signature,
     scan_labelled_folder,
 )
-from station.scoring import figures_at, zero_miss_threshold
+from station.scoring import figures_at, quality_gate, zero_miss_threshold
 from station.sensitivity import PitSensitivity, pit_sensitivity
 from station.training.architecture import impeller_net
 from station.training.augment import AugmentedBatches
@@ -179,7 +179,13 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
     sensitivity = _pit_sensitivity(
         out_dir, config, [images.paths[i] for i in val_idx], val_labels, threshold
     )
-    card = card.model_copy(update={"pit_sensitivity": sensitivity.card_entry()})
+    failed = quality_gate(figures, config.min_accuracy, config.max_escape_rate)
+    card = card.model_copy(
+        update={
+            "pit_sensitivity": sensitivity.card_entry(),
+            "status": f"FAILED: {failed}" if failed else "passed",
+        }
+    )
     card.save(out_dir / MODEL_CARD_NAME)
     plots.pit_sensitivity(sensitivity, "validation OK photos", out_dir / "pit_sensitivity.png")
     plots.training_curves(history, out_dir / "training_curves.png")
