@@ -107,14 +107,21 @@ def main(verbose: bool) -> None:
     show_default=True,
     help="Quality gate: missed defects per held-out defective image.",
 )
+@click.option(
+    "--label-review",
+    default=TRAIN_DEFAULTS.label_review,
+    help="Reviewed images (station/training/label_review.yaml): doubted labels are left out, "
+    "named and counted; '' for none.",
+)
 def train(data_dir: Path, out_dir: Path, **options) -> None:
     """Train ImpellerNet, export it to TFLite and write its model card."""
     from station.dataset import DatasetError
+    from station.training.label_review import LabelReviewError
     from station.training.trainer import train as run_training
 
     try:
         card = run_training(data_dir, out_dir, TrainConfig(**options))
-    except DatasetError as exc:
+    except (DatasetError, LabelReviewError) as exc:
         raise click.ClickException(str(exc)) from None
     v = card.validation
     click.echo(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -23,3 +24,5 @@ class TrainConfig:
     """Quality gate: accuracy on the held-out images at the model's threshold."""
     max_escape_rate: float = 0.001
     """Quality gate: missed defects per held-out defective image (1 in 1,000)."""
+    label_review: str = str(Path(__file__).resolve().parent / "label_review.yaml")
+    """Decisions on individual images (label_review.py); empty: none."""

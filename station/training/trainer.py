@@ -14,7 +14,7 @@ import hashlib
 import logging
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import keras
@@ -44,6 +44,7 @@ from station.training.architecture import impeller_net
 from station.training.augment import AugmentedBatches
 from station.training.config import TrainConfig
 from station.training.export import to_tflite
+from station.training.label_review import LabelReview, load_review
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,26 @@ def load_images(folder: LabelledFolder, config: TrainConfig) -> LoadedImages:
     )
 
 
+def _apply_review(folder: LabelledFolder, review: LabelReview) -> LabelledFolder:
+    """Leave out the images the review doubts, naming each (never silently)."""
+    excluded = review.excluded()
+    kept, skipped = [], list(folder.skipped)
+    for sample in folder.samples:
+        name = str(sample.path.relative_to(folder.root))
+        if name in excluded:
+            log.warning("left out by %s: %s (%s)", review.path.name, name, excluded[name])
+            skipped.append(Skipped(sample.path, f"label doubted in review: {excluded[name]}"))
+        else:
+            kept.append(sample)
+    log.info(
+        "label review %s: %d real defects kept, %d images left out",
+        review.path,
+        sum(r.decision == "real_defect" for r in review.reviews),
+        len(excluded),
+    )
+    return replace(folder, samples=kept, skipped=skipped)
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Weight each class by n / (2 * n_class) so that OK parts (the minority) count as much."""
     counts = np.bincount(labels, minlength=2)
@@ -99,6 +120,9 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     folder = scan_labelled_folder(data_dir)
+    review = load_review(Path(config.label_review), folder.root) if config.label_review else None
+    if review is not None:
+        folder = _apply_review(folder, review)
     images = load_images(folder, config)
     groups = near_duplicate_groups(images.signatures)
     train_idx, val_idx = grouped_stratified_split(
@@ -164,6 +188,7 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
             "defective": int(images.labels.sum()),
             "ok": int(len(images.labels) - images.labels.sum()),
             "skipped": len(images.skipped),
+            **(review.card_entry() if review is not None else {}),
         },
         training={
             **{k: v for k, v in asdict(config).items()},
