@@ -113,13 +113,25 @@ def main(verbose: bool) -> None:
     help="Reviewed images (station/training/label_review.yaml): doubted labels are left out, "
     "named and counted; '' for none.",
 )
-def train(data_dir: Path, out_dir: Path, **options) -> None:
+@click.option(
+    "--folds",
+    default=0,
+    type=click.IntRange(min=0),
+    help="K >= 2: grouped K-fold cross-validation instead (an out-of-fold score for every "
+    "image; resumable: rerun with the same --out to pick up where it stopped).",
+)
+def train(data_dir: Path, out_dir: Path, folds: int, **options) -> None:
     """Train ImpellerNet, export it to TFLite and write its model card."""
     from station.dataset import DatasetError
     from station.training.label_review import LabelReviewError
     from station.training.trainer import train as run_training
 
+    if folds == 1:
+        raise click.BadParameter("1 fold holds nothing out; give 2 or more", param_hint="--folds")
     try:
+        if folds:
+            _cross_validate(data_dir, out_dir, TrainConfig(**options), folds)
+            return
         card = run_training(data_dir, out_dir, TrainConfig(**options))
     except (DatasetError, LabelReviewError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -569,6 +581,28 @@ def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, a
     config = config.model_copy(update={"audit": audit, "virtual_line": line})
     summary = run_virtual_line(config, calibration, line, parts, fault_list, out_dir)
     _print_summary(summary, as_json)
+
+
+def _cross_validate(data_dir: Path, out_dir: Path, config, folds: int) -> None:
+    from station.training.cv import cross_validate
+
+    try:
+        summary = cross_validate(data_dir, out_dir, config, folds)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"out of fold over {summary['images']} images: {summary['escapes']} escapes in "
+        f"{summary['defective']} defective, {summary['false_rejects']} false rejects, "
+        f"accuracy {summary['accuracy']:.4f}"
+    )
+    for fold in summary["folds"]:
+        click.echo(
+            f"  fold {fold['fold']}: {fold['images']} images, accuracy {fold['accuracy']:.4f}, "
+            f"{fold['escapes']} escapes, {fold['false_rejects']} false rejects: {fold['gate']}"
+        )
+    click.echo(f"written to {out_dir} (oof_scores.csv, cv_summary.json, escapes/)")
+    if not summary["all_folds_pass_gate"]:
+        raise click.ClickException("a fold model failed the quality gate on its held-out fold")
 
 
 def _print_summary(summary: dict, as_json: bool) -> None:

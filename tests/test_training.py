@@ -204,3 +204,63 @@ def test_the_quality_gate(accuracy, missed, true_reject, failed):
     assert (verdict is None) == (failed is None)
     if failed:
         assert failed in verdict
+
+
+def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
+    """Two folds on the samples: each image held out once, by a model that never saw it;
+    a stopped run (one fold's result removed) retrains only that fold."""
+    import csv
+
+    from conftest import SAMPLE_DIR
+
+    out = tmp_path / "cv"
+    args = [
+        "train",
+        "--data",
+        str(SAMPLE_DIR),
+        "--out",
+        str(out),
+        "--folds",
+        "2",
+        "--input-size",
+        "32",
+        "--width",
+        "4",
+        "--epochs",
+        "1",
+        "--val-fraction",
+        "0.34",
+        "--patience",
+        "1",
+        "--min-accuracy",
+        "0",
+        "--max-escape-rate",
+        "1",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "out of fold over 12 images" in result.output
+    with (out / "oof_scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    with (out / "folds.csv").open() as f:
+        folds = {r["file"]: r for r in csv.DictReader(f)}
+    assert sorted(r["file"] for r in rows) == sorted(folds) and len(rows) == 12
+    for r in rows:
+        assert r["fold"] == folds[r["file"]]["fold"]
+    for k in (0, 1):  # the held-out fold was not in that fold model's training data
+        card = ModelCard.load(out / f"fold_{k}" / "model_card.json")
+        held = sum(f["fold"] == str(k) for f in folds.values())
+        assert card.dataset["images_used"] == 12 - held
+    groups = {}
+    for f in folds.values():
+        groups.setdefault(f["group"], set()).add(f["fold"])
+    assert all(len(v) == 1 for v in groups.values()), "a casting's copies share one fold"
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert summary["images"] == 12 and len(summary["folds"]) == 2
+
+    first_model = (out / "fold_0" / "model.tflite").stat().st_mtime_ns
+    (out / "fold_1" / "oof.csv").unlink()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert (out / "fold_0" / "model.tflite").stat().st_mtime_ns == first_model, "fold 0 kept"
+    assert (out / "fold_1" / "oof.csv").is_file()

@@ -114,7 +114,11 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
 
 
-def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
+def train(
+    data_dir: Path, out_dir: Path, config: TrainConfig, exclude: frozenset[Path] = frozenset()
+) -> ModelCard:
+    """Train, export, pick the threshold, write the card. `exclude`: images held out
+    entirely (cross-validation's held-out fold), as if they were not in the folder."""
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +127,8 @@ def train(data_dir: Path, out_dir: Path, config: TrainConfig) -> ModelCard:
     review = load_review(Path(config.label_review), folder.root) if config.label_review else None
     if review is not None:
         folder = _apply_review(folder, review)
+    if exclude:
+        folder = replace(folder, samples=[s for s in folder.samples if s.path not in exclude])
     images = load_images(folder, config)
     groups = near_duplicate_groups(images.signatures)
     train_idx, val_idx = grouped_stratified_split(
