@@ -300,8 +300,8 @@ class PartTracker:
         if isinstance(event, Answered) and len(event.tag) > 1:
             return event.tag[1]
         if isinstance(event, MegaEvent) and hasattr(event.message, "part_id"):
-            key = (self._epochs.audit(event.epoch), event.message.part_id)
-            return self._by_key.get(key)
+            epoch = self._epochs.audit_of_link.get(event.epoch)
+            return self._by_key.get((epoch, event.message.part_id))
         return None
 
     # --- parts in ----------------------------------------------------------------------------

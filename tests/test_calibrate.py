@@ -197,35 +197,20 @@ def test_show_prints_the_file_and_its_checksum(station_dir):
 def test_a_trigger_delay_that_leaves_no_time_to_judge_is_refused(station_dir):
     """Validation reads the deadlines the service uses: 1080 ms is below the Mega's decision
     point (1135 ms) but after the host gives up on the frame (1030 ms), so every part would
-    fail safe with no_frame. The file is left byte for byte."""
-    before = _cal(station_dir).read_bytes()
+    fail safe with no_frame. A file holding it is refused wherever it is read."""
     cal = Calibration.load(_cal(station_dir))
-    deadlines = cal.model_copy(
-        update={"camera": cal.camera.model_copy(update={"trigger_delay_ms": 1080})}
-    ).deadlines()
-    assert deadlines.problem() and deadlines.frame_give_up_ms == 1030
-    result = _calibrate(
-        station_dir,
-        "timing",
-        "--gate-distance-mm",
-        "757.5",
-        "--part-length-mm",
-        "75",
-        "--belt-speed-mm-s",
-        "600",
-        "--yes",
-    )
-    assert result.exit_code == 0, result.output  # the shipped delay (162.5 ms) is fine
+    late = cal.camera.model_copy(update={"trigger_delay_ms": 1080})
+    deadlines = cal.model_copy(update={"camera": late}).deadlines()
+    assert deadlines.frame_give_up_ms == 1030 and "at most 1010 ms" in deadlines.problem()
+    assert cal.deadlines().problem() is None  # the shipped 162.5 ms is fine
     data = yaml.safe_load(_cal(station_dir).read_text())
     data.pop("checksum")
     data["camera"]["trigger_delay_ms"] = 1080
     _cal(station_dir).write_text(yaml.safe_dump(data))
-    bad = _cal(station_dir).read_bytes()
     result = _calibrate(station_dir, "show")
     assert result.exit_code == 1
     assert "camera.trigger_delay_ms 1080 leaves no time to judge" in result.output
     assert "at most 1010 ms" in result.output
-    assert _cal(station_dir).read_bytes() == bad != before
 
 
 def test_calibrate_without_config_never_uses_a_file_in_the_package(tmp_path, monkeypatch):

@@ -13,6 +13,12 @@ from station.classifier.model_card import ModelCard
 from station.cli import main
 
 pytestmark = pytest.mark.training
+
+TINY = [
+    *("--input-size", "32", "--width", "4", "--val-fraction", "0.34", "--patience", "1"),
+    # a model to exercise the tools with, not to ship: no quality gate
+    *("--min-accuracy", "0", "--max-escape-rate", "1"),
+]
 pytest.importorskip("tensorflow", reason="training needs the [train] extra (tensorflow-cpu)")
 
 
@@ -35,21 +41,9 @@ def tiny_model(tmp_path_factory):
             str(data),
             "--out",
             str(out),
-            "--input-size",
-            "32",
-            "--width",
-            "4",
+            *TINY,
             "--epochs",
             "2",
-            "--val-fraction",
-            "0.34",
-            "--patience",
-            "1",
-            # a model to exercise the tools with, not to ship: no quality gate
-            "--min-accuracy",
-            "0",
-            "--max-escape-rate",
-            "1",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -214,29 +208,8 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
     from conftest import SAMPLE_DIR
 
     out = tmp_path / "cv"
-    args = [
-        "train",
-        "--data",
-        str(SAMPLE_DIR),
-        "--out",
-        str(out),
-        "--folds",
-        "2",
-        "--input-size",
-        "32",
-        "--width",
-        "4",
-        "--epochs",
-        "1",
-        "--val-fraction",
-        "0.34",
-        "--patience",
-        "1",
-        "--min-accuracy",
-        "0",
-        "--max-escape-rate",
-        "1",
-    ]
+    args = ["train", "--data", str(SAMPLE_DIR), "--out", str(out), "--folds", "2", *TINY]
+    args += ["--epochs", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "out of fold over 12 images" in result.output

@@ -307,7 +307,6 @@ class SteppedLine:
         self._judge_free = 0.0
         self._camera_down: list[tuple[int, int]] = []
         self._classifier_down: list[tuple[int, int]] = []
-        self._mega_parts: dict[tuple[int, int], int] = {}
         self._next_eye = 0
         self._host_due = math.inf
         self._tracker_due = math.inf
