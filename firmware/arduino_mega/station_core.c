@@ -471,10 +471,11 @@ static void frame_complete(core_t *core, uint32_t now_ms)
     if (status != FRAME_OK) {
         if (core->counters.frame_errors < 0xFFFF)
             core->counters.frame_errors++;
-        if (status == FRAME_UNKNOWN_TYPE)
-            send_ack(core, seq, ERR_UNKNOWN_TYPE);
-        else if (status == FRAME_BAD_LENGTH)
-            send_ack(core, seq, ERR_BAD_LENGTH);
+        /* Not through reply(): the cached answer to the last good command must
+         * survive, or its retransmission would get this error under the wrong seq. */
+        uint8_t error[2] = {seq, status == FRAME_UNKNOWN_TYPE ? ERR_UNKNOWN_TYPE : ERR_BAD_LENGTH};
+        if (status == FRAME_UNKNOWN_TYPE || status == FRAME_BAD_LENGTH)
+            send_now(core, MSG_ACK, error, sizeof error);
         return;
     }
     core->last_heard = now_ms;

@@ -112,11 +112,16 @@ class MegaCore:
         self.fifo: deque[PendingPart] = deque()
         self.next_part_id = 1
         self.encoder = 0
+        self._encoder_at_tick = 0  # STATUS reports the count the last tick saw, as the firmware does
         self.boot_ms = now_ms
         self.servo_us = self.config.servo_rest_us
         self.servo_until: int | None = None
         self.servo_log: list[ServoPulse] = []
-        self._test_fires: deque[tuple[int, int]] = deque()  # (due ms, width us)
+        # TEST_FIRE: pulses still to give, their width, when the next may start. A new
+        # TEST_FIRE replaces what is left of the last one (PROTOCOL.md, TEST_FIRE).
+        self.test_fires_left = 0
+        self._test_fire_width = 0
+        self._next_test_fire_at = 0
         self._reader = FrameReader()
         self._out = bytearray()
         self._host_present = False
@@ -179,6 +184,7 @@ class MegaCore:
         return part_id
 
     def tick(self, now_ms: int) -> None:
+        self._encoder_at_tick = self.encoder
         self._check_heartbeat(now_ms)
         self._run_gate(now_ms)
         self._run_servo(now_ms)
@@ -199,12 +205,17 @@ class MegaCore:
             moments.append(part.fire_at if part.decided else part.decide_at)
         if self.servo_until is not None:
             moments.append(self.servo_until)
-        elif self._test_fires:
-            moments.append(self._test_fires[0][0])
+        elif self.test_fires_left:
+            moments.append(self._next_test_fire_at)
         if self._events and self._host_present:
             head = self._events[0]
             moments.append(now_ms if head.sent_at is None else head.sent_at + RETRANSMIT_MS)
         return min(moments)
+
+    @property
+    def queued_events(self) -> int:
+        """Reliable events waiting for the host's ACK_EVENT (the firmware's events_count)."""
+        return len(self._events)
 
     def take_output(self) -> bytes:
         out = bytes(self._out)
@@ -263,9 +274,9 @@ class MegaCore:
                 return m.Error.FAULTED
             if not 1 <= msg.count <= 10 or (msg.pulse_us and not 500 <= msg.pulse_us <= 2500):
                 return m.Error.BAD_VALUE
-            width = msg.pulse_us or self.config.servo_reject_us
-            for k in range(msg.count):
-                self._test_fires.append((now_ms + 2 * k * self.config.reject_pulse_ms, width))
+            self.test_fires_left = msg.count
+            self._test_fire_width = msg.pulse_us or self.config.servo_reject_us
+            self._next_test_fire_at = now_ms
             return m.Error.OK
         return m.Error.UNKNOWN_TYPE
 
@@ -355,9 +366,14 @@ class MegaCore:
         self.servo_until = end
 
     def _run_servo(self, now_ms: int) -> None:
-        if self._test_fires and self.servo_until is None and now_ms >= self._test_fires[0][0]:
-            _, width = self._test_fires.popleft()
-            self._start_pulse(now_ms, width)
+        if (
+            self.test_fires_left
+            and self.servo_until is None
+            and now_ms >= self._next_test_fire_at
+        ):
+            self.test_fires_left -= 1
+            self._next_test_fire_at = now_ms + 2 * self.config.reject_pulse_ms
+            self._start_pulse(now_ms, self._test_fire_width)
             self._queue_event(
                 m.Gate(0, m.GateAction.FIRED, m.GateReason.TEST, self.millis(now_ms)), now_ms
             )
@@ -418,7 +434,7 @@ class MegaCore:
         return m.Status(
             seq,
             self.millis(now_ms),
-            self.encoder & 0xFFFFFFFF,
+            self._encoder_at_tick & 0xFFFFFFFF,
             c.parts,
             c.fired,
             c.passed,
