@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from station.link import limits
 from station.link import messages as m
 
 CALIBRATION_FORMAT = 1
@@ -119,14 +120,28 @@ class TimingCalibration(_Section):
 
 
 class ServoCalibration(_Section):
-    rest_us: int = Field(ge=500, le=2500, description="pulse width with the pusher at rest")
-    reject_us: int = Field(ge=500, le=2500, description="pulse width with the pusher out")
-    pulse_ms: int = Field(ge=20, le=1000, description="the maximum servo on-time per reject")
+    rest_us: int = Field(
+        ge=limits.SERVO_US.low,
+        le=limits.SERVO_US.high,
+        description="pulse width with the pusher at rest",
+    )
+    reject_us: int = Field(
+        ge=limits.SERVO_US.low,
+        le=limits.SERVO_US.high,
+        description="pulse width with the pusher out",
+    )
+    pulse_ms: int = Field(
+        ge=limits.REJECT_PULSE_MS.low,
+        le=limits.REJECT_PULSE_MS.high,
+        description="the maximum servo on-time per reject",
+    )
 
 
 class LinkCalibration(_Section):
     heartbeat_timeout_ms: int = Field(
-        ge=100, le=10000, description="the Mega rejects everything after this long unheard"
+        ge=limits.HEARTBEAT_TIMEOUT_MS.low,
+        le=limits.HEARTBEAT_TIMEOUT_MS.high,
+        description="the Mega rejects everything after this long unheard",
     )
 
 
@@ -154,11 +169,14 @@ class Calibration(_Section):
         t = self.timing
         if self.format != CALIBRATION_FORMAT:
             return f"format {self.format} unknown; this station reads {CALIBRATION_FORMAT}"
-        if t.mode == TimingMode.MILLISECONDS and not 20 <= t.gate_offset <= 60_000:
-            return f"timing.gate_offset {t.gate_offset} ms is outside 20..60000"
+        if t.mode == TimingMode.MILLISECONDS and t.gate_offset not in limits.GATE_OFFSET_MS:
+            return f"timing.gate_offset {t.gate_offset} ms is outside {limits.GATE_OFFSET_MS}"
         if t.mode == TimingMode.ENCODER:
-            if not 1 <= t.gate_offset <= 1_000_000:
-                return f"timing.gate_offset {t.gate_offset} counts is outside 1..1000000"
+            if t.gate_offset not in limits.GATE_OFFSET_COUNTS:
+                return (
+                    f"timing.gate_offset {t.gate_offset} counts is outside "
+                    f"{limits.GATE_OFFSET_COUNTS}"
+                )
             if t.counts_per_mm is None:
                 return "timing.counts_per_mm is required in encoder mode"
         if t.decision_lead >= t.gate_offset:

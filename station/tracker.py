@@ -40,9 +40,9 @@ from station.calibration import Deadlines
 from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.link.endpoint import Answered, LinkState, MegaEvent
+from station.link.limits import VISION_ID_BIT
 from station.vision.sighting import VisionSighting
 
-VISION_ID_BIT = 0x8000_0000
 REARM_MIN_MS = 2
 """A forgotten part whose centre is this close to the pusher cannot be re-armed in time
 (one round trip on the link)."""

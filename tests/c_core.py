@@ -128,7 +128,9 @@ class CMegaCore:
 
     def _save(self, config) -> None:
         c = config.contents
-        self.saved.append(GateConfig(**{name: getattr(c, name) for name, _ in _GateConfig._fields_}))
+        self.saved.append(
+            GateConfig(**{name: getattr(c, name) for name, _ in _GateConfig._fields_})
+        )
 
     def receive(self, data: bytes, now_ms: int) -> None:
         for byte in data:

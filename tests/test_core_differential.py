@@ -38,7 +38,9 @@ class Step:
 
 def _configure(rng_or_draw) -> m.Configure:
     r = rng_or_draw
-    mode = r.choice([m.TimingMode.MILLISECONDS, m.TimingMode.MILLISECONDS, m.TimingMode.ENCODER_COUNTS])
+    mode = r.choice(
+        [m.TimingMode.MILLISECONDS, m.TimingMode.MILLISECONDS, m.TimingMode.ENCODER_COUNTS]
+    )
     offset = r.choice([r.randint(20, 1500), r.randint(0, 70_000)])
     return m.Configure(
         mode=mode,
@@ -160,7 +162,9 @@ class Twins:
 
     def compare(self, step) -> None:
         out_py, out_c = self.python.take_output(), self.c.take_output()
-        assert out_py == out_c, f"after {step}: sent bytes differ\n py {out_py.hex()}\n  c {out_c.hex()}"
+        assert out_py == out_c, (
+            f"after {step}: sent bytes differ\n py {out_py.hex()}\n  c {out_c.hex()}"
+        )
         assert self.python.servo_us == self.c.servo_us, f"after {step}: servo width differs"
         assert state_of(self.python) == self.c.state(), f"after {step}: state differs"
         for item in self.reader.feed(out_py):

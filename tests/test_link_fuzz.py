@@ -53,7 +53,7 @@ def test_mega_never_acts_on_random_bytes(data):
     for t in range(0, 300, 10):
         core.tick(t)
     assert core.servo_log == [], "random bytes moved the servo"
-    assert not core._test_fires
+    assert not core.test_fires_left
 
 
 @fuzz

@@ -16,29 +16,6 @@ uint16_t crc16_ccitt_false(const uint8_t *data, uint8_t len)
     return crc;
 }
 
-int8_t payload_size(uint8_t type)
-{
-    switch (type) {
-    case MSG_HELLO: return 1;
-    case MSG_CONFIGURE: return 19;
-    case MSG_VERDICT: return 5;
-    case MSG_VISION_REJECT: return 6;
-    case MSG_TEST_FIRE: return 3;
-    case MSG_GET_STATUS: return 0;
-    case MSG_RESET_FAULT: return 0;
-    case MSG_HOST_HEARTBEAT: return 4;
-    case MSG_ACK_EVENT: return 1;
-    case MSG_ACK: return 2;
-    case MSG_IDENTIFY: return 19;
-    case MSG_STATUS: return 29;
-    case MSG_PART: return 12;
-    case MSG_GATE: return 10;
-    case MSG_FAULT: return 5;
-    case MSG_MEGA_HEARTBEAT: return 6;
-    default: return -1;
-    }
-}
-
 uint8_t frame_encode(uint8_t seq, uint8_t type, const uint8_t *payload, uint8_t len,
                      uint8_t *wire)
 {
@@ -132,16 +109,19 @@ void config_defaults(gate_config_t *c)
     c->calibration_crc = 0;
 }
 
+static bool within(uint32_t value, uint32_t low, uint32_t high) { return value >= low && value <= high; }
+
 bool config_is_safe(const gate_config_t *c)
 {
-    if (c->servo_rest_us < 500 || c->servo_rest_us > 2500) return false;
-    if (c->servo_reject_us < 500 || c->servo_reject_us > 2500) return false;
-    if (c->reject_pulse_ms < 20 || c->reject_pulse_ms > 1000) return false;
-    if (c->heartbeat_timeout_ms < 100 || c->heartbeat_timeout_ms > 10000) return false;
+    if (!within(c->servo_rest_us, SERVO_US_MIN, SERVO_US_MAX)) return false;
+    if (!within(c->servo_reject_us, SERVO_US_MIN, SERVO_US_MAX)) return false;
+    if (!within(c->reject_pulse_ms, REJECT_PULSE_MS_MIN, REJECT_PULSE_MS_MAX)) return false;
+    if (!within(c->heartbeat_timeout_ms, HEARTBEAT_TIMEOUT_MS_MIN, HEARTBEAT_TIMEOUT_MS_MAX))
+        return false;
     if (c->mode == MODE_ENCODER_COUNTS) {
-        if (c->gate_offset < 1 || c->gate_offset > 1000000UL) return false;
+        if (!within(c->gate_offset, GATE_OFFSET_COUNTS_MIN, GATE_OFFSET_COUNTS_MAX)) return false;
     } else if (c->mode == MODE_MILLISECONDS) {
-        if (c->gate_offset < 20 || c->gate_offset > 60000UL) return false;
+        if (!within(c->gate_offset, GATE_OFFSET_MS_MIN, GATE_OFFSET_MS_MAX)) return false;
     } else {
         return false;
     }
@@ -186,7 +166,7 @@ static void queue_event(core_t *core, uint8_t type, const uint8_t *payload, uint
 
 static void queue_gate(core_t *core, uint32_t part_id, bool fired, uint8_t reason, uint32_t now_ms)
 {
-    uint8_t p[10], *w = p;
+    uint8_t p[PAYLOAD_GATE], *w = p;
     w = put32(w, part_id);
     *w++ = fired ? 1 : 0;
     *w++ = reason;
@@ -199,17 +179,17 @@ static void latch_fault(core_t *core, uint8_t code, uint32_t detail)
     if (core->fault == FAULT_NONE || code == FAULT_HEARTBEAT_LOST)
         core->fault = code;
     core->hal.fault_output(true);
-    uint8_t payload[5];
+    uint8_t payload[PAYLOAD_FAULT_EVENT];
     payload[0] = code;
     put32(payload + 1, detail);
-    queue_event(core, MSG_FAULT, payload, sizeof payload);
+    queue_event(core, MSG_FAULT_EVENT, payload, sizeof payload);
 }
 
 static void send_identify(core_t *core, uint8_t acked_seq, bool as_reply)
 {
-    uint8_t p[19], *w = p;
+    uint8_t p[PAYLOAD_IDENTIFY], *w = p;
     *w++ = acked_seq;
-    memcpy(w, "REJECTST", 8);
+    memcpy(w, FIRMWARE_NAME, 8);
     w += 8;
     *w++ = FW_VERSION_MAJOR;
     *w++ = FW_VERSION_MINOR;
@@ -226,7 +206,7 @@ static void send_identify(core_t *core, uint8_t acked_seq, bool as_reply)
 
 static void send_ack(core_t *core, uint8_t seq, uint8_t error)
 {
-    uint8_t p[2] = {seq, error};
+    uint8_t p[PAYLOAD_ACK] = {seq, error};
     reply(core, MSG_ACK, p, sizeof p);
 }
 
@@ -315,7 +295,7 @@ uint32_t core_photo_eye(core_t *core, uint32_t latched_ms, uint32_t latched_enco
     bool fifo_full = core->fifo_count >= FIFO_SIZE;
     if (!fifo_full)
         *fifo_push(core) = candidate;
-    uint8_t p[12], *w = p;
+    uint8_t p[PAYLOAD_PART], *w = p;
     w = put32(w, part_id);
     w = put32(w, latched_encoder);
     put32(w, millis_since_boot(core, latched_ms));
@@ -334,8 +314,8 @@ uint32_t core_photo_eye(core_t *core, uint32_t latched_ms, uint32_t latched_enco
 
 static uint8_t handle_verdict(core_t *core, const uint8_t *p)
 {
-    uint32_t part_id = get32(p);
-    uint8_t verdict = p[4];
+    uint32_t part_id = get32(p + AT_VERDICT_PART_ID);
+    uint8_t verdict = p[AT_VERDICT_VERDICT];
     if (verdict > 1)
         return ERR_BAD_VALUE;
     for (uint8_t i = 0; i < core->fifo_count; i++) {
@@ -356,14 +336,14 @@ static uint8_t handle_verdict(core_t *core, const uint8_t *p)
 static uint8_t handle_configure(core_t *core, const uint8_t *p)
 {
     gate_config_t c;
-    c.mode = p[0];
-    c.gate_offset = get32(p + 1);
-    c.decision_lead = get16(p + 5);
-    c.servo_rest_us = get16(p + 7);
-    c.servo_reject_us = get16(p + 9);
-    c.reject_pulse_ms = get16(p + 11);
-    c.heartbeat_timeout_ms = get16(p + 13);
-    c.calibration_crc = get32(p + 15);
+    c.mode = p[AT_CONFIGURE_MODE];
+    c.gate_offset = get32(p + AT_CONFIGURE_GATE_OFFSET);
+    c.decision_lead = get16(p + AT_CONFIGURE_DECISION_LEAD);
+    c.servo_rest_us = get16(p + AT_CONFIGURE_SERVO_REST_US);
+    c.servo_reject_us = get16(p + AT_CONFIGURE_SERVO_REJECT_US);
+    c.reject_pulse_ms = get16(p + AT_CONFIGURE_REJECT_PULSE_MS);
+    c.heartbeat_timeout_ms = get16(p + AT_CONFIGURE_HEARTBEAT_TIMEOUT_MS);
+    c.calibration_crc = get32(p + AT_CONFIGURE_CALIBRATION_CRC);
     if (!config_is_safe(&c))
         return ERR_BAD_VALUE;
     core->config = c;
@@ -391,9 +371,9 @@ static uint8_t execute(core_t *core, uint8_t type, const uint8_t *p, uint32_t no
         if (core->fifo_count >= FIFO_SIZE)
             return ERR_BUSY;
         pending_part_t *part = fifo_push(core);
-        part->part_id = get32(p) | VISION_ID_BIT;
+        part->part_id = get32(p + AT_VISION_REJECT_PART_ID) | VISION_ID_BIT;
         part->mode = MODE_MILLISECONDS;
-        part->decide_at = part->fire_at = now_ms + get16(p + 4);
+        part->decide_at = part->fire_at = now_ms + get16(p + AT_VISION_REJECT_DELAY_MS);
         decide(part, true, REASON_VISION);
         return ERR_OK;
     }
@@ -402,9 +382,10 @@ static uint8_t execute(core_t *core, uint8_t type, const uint8_t *p, uint32_t no
             return ERR_NOT_CONFIGURED;
         if (core->fault)
             return ERR_FAULTED;
-        uint8_t count = p[0];
-        uint16_t width = get16(p + 1);
-        if (count < 1 || count > MAX_TEST_FIRES || (width && (width < 500 || width > 2500)))
+        uint8_t count = p[AT_TEST_FIRE_COUNT];
+        uint16_t width = get16(p + AT_TEST_FIRE_PULSE_US);
+        if (!within(count, TEST_FIRE_COUNT_MIN, TEST_FIRE_COUNT_MAX)
+            || (width && !within(width, SERVO_US_MIN, SERVO_US_MAX)))
             return ERR_BAD_VALUE;
         core->test_fires_left = count;
         core->test_fire_width = width ? width : core->config.servo_reject_us;
@@ -418,7 +399,7 @@ static uint8_t execute(core_t *core, uint8_t type, const uint8_t *p, uint32_t no
 
 static void send_status(core_t *core, uint8_t seq, uint32_t now_ms, uint32_t encoder)
 {
-    uint8_t p[29], *w = p;
+    uint8_t p[PAYLOAD_STATUS], *w = p;
     *w++ = seq;
     w = put32(w, millis_since_boot(core, now_ms));
     w = put32(w, encoder);
@@ -435,7 +416,7 @@ static void send_status(core_t *core, uint8_t seq, uint32_t now_ms, uint32_t enc
 static void handle_frame(core_t *core, uint8_t seq, uint8_t type, const uint8_t *p, uint32_t now_ms)
 {
     if (type == MSG_ACK_EVENT) {
-        if (core->events_count && core->events[core->events_head].seq == p[0]) {
+        if (core->events_count && core->events[core->events_head].seq == p[AT_ACK_EVENT_ACKED_SEQ]) {
             core->events_head = (uint8_t)((core->events_head + 1) % EVENT_QUEUE_SIZE);
             core->events_count--;
         }
@@ -473,7 +454,7 @@ static void frame_complete(core_t *core, uint32_t now_ms)
             core->counters.frame_errors++;
         /* Not through reply(): the cached answer to the last good command must
          * survive, or its retransmission would get this error under the wrong seq. */
-        uint8_t error[2] = {seq, status == FRAME_UNKNOWN_TYPE ? ERR_UNKNOWN_TYPE : ERR_BAD_LENGTH};
+        uint8_t error[PAYLOAD_ACK] = {seq, status == FRAME_UNKNOWN_TYPE ? ERR_UNKNOWN_TYPE : ERR_BAD_LENGTH};
         if (status == FRAME_UNKNOWN_TYPE || status == FRAME_BAD_LENGTH)
             send_now(core, MSG_ACK, error, sizeof error);
         return;
@@ -596,7 +577,7 @@ void core_tick(core_t *core, uint32_t now_ms, uint32_t encoder)
     run_events(core, now_ms);
     if (now_ms - core->last_heartbeat_out >= HEARTBEAT_PERIOD_MS) {
         core->last_heartbeat_out = now_ms;
-        uint8_t p[6], *w = p;
+        uint8_t p[PAYLOAD_MEGA_HEARTBEAT], *w = p;
         w = put32(w, millis_since_boot(core, now_ms));
         *w++ = core->fault;
         *w++ = core->fifo_count;

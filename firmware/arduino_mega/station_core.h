@@ -16,48 +16,10 @@
 extern "C" {
 #endif
 
-#define PROTOCOL_VERSION 1
-#define FW_VERSION_MAJOR 1
-#define FW_VERSION_MINOR 0
-#define FW_VERSION_PATCH 0
+#include "protocol.h" /* generated: message types, payload layout, enums, safe limits */
 
-#define MAX_PAYLOAD 32
 #define MAX_BODY (2 + MAX_PAYLOAD + 2)
 #define MAX_WIRE (MAX_BODY + 2)
-#define FIFO_SIZE 16
-#define EVENT_QUEUE_SIZE 32 /* a full FIFO of PART events plus alarms, with room to spare */
-#define RETRANSMIT_MS 100
-#define HEARTBEAT_PERIOD_MS 250
-#define VISION_ID_BIT 0x80000000UL
-#define MAX_TEST_FIRES 10
-
-enum msg_type {
-    MSG_HELLO = 0x01, MSG_CONFIGURE = 0x02, MSG_VERDICT = 0x03, MSG_VISION_REJECT = 0x04,
-    MSG_TEST_FIRE = 0x05, MSG_GET_STATUS = 0x06, MSG_RESET_FAULT = 0x07,
-    MSG_HOST_HEARTBEAT = 0x08, MSG_ACK_EVENT = 0x09,
-    MSG_ACK = 0x81, MSG_IDENTIFY = 0x82, MSG_STATUS = 0x83,
-    MSG_PART = 0x90, MSG_GATE = 0x91, MSG_FAULT = 0x92, MSG_MEGA_HEARTBEAT = 0x93
-};
-
-enum error_code {
-    ERR_OK = 0, ERR_UNKNOWN_TYPE, ERR_BAD_LENGTH, ERR_BAD_VALUE, ERR_UNKNOWN_PART, ERR_LATE,
-    ERR_FAULTED, ERR_NOT_CONFIGURED, ERR_BUSY
-};
-
-enum gate_reason {
-    REASON_VERDICT = 0, REASON_LATE_VERDICT, REASON_NO_VERDICT, REASON_LINK_LOST,
-    REASON_VISION, REASON_FIFO_FULL, REASON_TEST
-};
-
-enum fault_code {
-    FAULT_NONE = 0, FAULT_HEARTBEAT_LOST, FAULT_FIFO_OVERFLOW, FAULT_WATCHDOG_RESET,
-    FAULT_EVENT_QUEUE_OVERFLOW
-};
-
-enum reset_cause { RESET_POWER_ON = 0, RESET_EXTERNAL, RESET_BROWN_OUT, RESET_WATCHDOG,
-                   RESET_UNKNOWN };
-
-enum timing_mode { MODE_ENCODER_COUNTS = 0, MODE_MILLISECONDS = 1 };
 
 /* Frame decoding results (names as in PROTOCOL.md / protocol_vectors.json). */
 enum frame_status {
@@ -150,8 +112,6 @@ uint8_t frame_encode(uint8_t seq, uint8_t type, const uint8_t *payload, uint8_t 
 /* Decode one frame (without its 0x00). On FRAME_OK, fills seq/type/payload/len. */
 uint8_t frame_decode(const uint8_t *encoded, uint8_t len, uint8_t *seq, uint8_t *type,
                      uint8_t *payload, uint8_t *payload_len);
-/* Payload size of a message type, or -1 when the type is unknown. */
-int8_t payload_size(uint8_t type);
 bool config_is_safe(const gate_config_t *config);
 void config_defaults(gate_config_t *config);
 

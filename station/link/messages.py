@@ -1,10 +1,11 @@
 """Every message of the protocol, declared once.
 
 Each message is a frozen dataclass whose field annotations carry the wire
-type (`U8`, `U16`, `U32`, `Name8`); the struct layout, the length check and
-the type-code registry are derived from that one declaration, so the code
-and PROTOCOL.md's table cannot drift field by field without a test failing
-on the shared vectors.
+type (`U8`, `U16`, `U32`, `Name8`) and, where a value needs it, a note
+(`Note("0 pass, 1 reject")`); the struct layout, the length check and the
+type-code registry are derived from that one declaration. The firmware's
+`protocol.h` and PROTOCOL.md's message table are generated from it by
+`python tools/gen_protocol_header.py`, and a test fails when either is stale.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ U8 = Annotated[int, "B"]
 U16 = Annotated[int, "H"]
 U32 = Annotated[int, "I"]
 Name8 = Annotated[bytes, "8s"]
+
+
+@dataclass(frozen=True)
+class Note:
+    """What a field's values mean, for PROTOCOL.md's table: `Annotated[U8, Note("...")]`."""
+
+    text: str
 
 
 class Error(enum.IntEnum):
@@ -82,6 +90,8 @@ class Message:
     STRUCT: ClassVar[struct.Struct]
     IS_REPLY: ClassVar[bool]
     FIELDS: ClassVar[tuple[str, ...]]
+    WIRE_NAME: ClassVar[str]
+    """The name PROTOCOL.md gives it (both heartbeats are HEARTBEAT there)."""
 
     def payload(self) -> bytes:
         return self.STRUCT.pack(*[getattr(self, name) for name in self.FIELDS])
@@ -90,10 +100,11 @@ class Message:
 REGISTRY: dict[int, type[Message]] = {}
 
 
-def message(type_code: int, reliable: bool = False):
+def message(type_code: int, reliable: bool = False, wire_name: str | None = None):
     """Register a message class: derive its struct layout from its annotations."""
 
     def register(cls):
+        cls.WIRE_NAME = wire_name or snake_case(cls.__name__).upper()
         cls = dataclass(frozen=True)(cls)
         hints = typing.get_type_hints(cls, include_extras=True)
         layout = "".join(hints[f.name].__metadata__[0] for f in fields(cls))
@@ -113,6 +124,22 @@ def message(type_code: int, reliable: bool = False):
     return register
 
 
+def snake_case(name: str) -> str:
+    """VisionReject -> vision_reject."""
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def field_notes(cls: type[Message]) -> dict[str, str]:
+    """The Note of each field that has one."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {
+        f.name: meta.text
+        for f in fields(cls)
+        for meta in hints[f.name].__metadata__
+        if isinstance(meta, Note)
+    }
+
+
 # --- host -> Mega ----------------------------------------------------------
 
 
@@ -123,7 +150,7 @@ class Hello(Message):
 
 @message(0x02, reliable=True)
 class Configure(Message):
-    mode: U8
+    mode: Annotated[U8, Note("0 encoder counts, 1 milliseconds")]
     gate_offset: U32
     decision_lead: U16
     servo_rest_us: U16
@@ -136,19 +163,19 @@ class Configure(Message):
 @message(0x03, reliable=True)
 class Verdict(Message):
     part_id: U32
-    verdict: U8  # 0 pass, 1 reject
+    verdict: Annotated[U8, Note("0 pass, 1 reject")]
 
 
 @message(0x04, reliable=True)
 class VisionReject(Message):
-    part_id: U32
+    part_id: Annotated[U32, Note("host-assigned, bit 31 set")]
     delay_ms: U16
 
 
 @message(0x05, reliable=True)
 class TestFire(Message):
     count: U8
-    pulse_us: U16
+    pulse_us: Annotated[U16, Note("0 = configured reject width")]
 
 
 @message(0x06, reliable=True)
@@ -161,7 +188,7 @@ class ResetFault(Message):
     pass
 
 
-@message(0x08)
+@message(0x08, wire_name="HEARTBEAT")
 class HostHeartbeat(Message):
     host_time_ms: U32
 
@@ -177,7 +204,7 @@ class AckEvent(Message):
 @message(0x81)
 class Ack(Message):
     acked_seq: U8
-    error: U8
+    error: Annotated[U8, Note("0 = done")]
 
 
 @message(0x82)
@@ -217,18 +244,18 @@ class Part(Message):
 @message(0x91, reliable=True)
 class Gate(Message):
     part_id: U32
-    action: U8
+    action: Annotated[U8, Note("0 passed, 1 fired")]
     reason: U8
     mcu_time_ms: U32
 
 
-@message(0x92, reliable=True)
+@message(0x92, reliable=True, wire_name="FAULT")
 class FaultEvent(Message):
     code: U8
     detail: U32
 
 
-@message(0x93)
+@message(0x93, wire_name="HEARTBEAT")
 class MegaHeartbeat(Message):
     mcu_time_ms: U32
     fault: U8

@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from station.link import limits
 from station.link import messages as m
 from station.link.framing import Frame, FrameError, FrameReader, encode_frame
-
-FIRMWARE_VERSION = (1, 0, 0)
-FIFO_SIZE = 16
-EVENT_QUEUE_SIZE = 32  # a full FIFO of PART events plus alarms, with room to spare
-RETRANSMIT_MS = 100
-HEARTBEAT_PERIOD_MS = 250
-VISION_ID_BIT = 0x8000_0000
+from station.link.limits import (
+    EVENT_QUEUE_SIZE,
+    FIFO_SIZE,
+    FIRMWARE_VERSION,
+    HEARTBEAT_PERIOD_MS,
+    VISION_ID_BIT,
+)
+from station.link.limits import MEGA_RETRANSMIT_MS as RETRANSMIT_MS
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,19 @@ class GateConfig:
     def problem(self) -> str | None:
         """Why this configuration is unsafe, or None (PROTOCOL.md, "Safe limits")."""
         for name in ("servo_rest_us", "servo_reject_us"):
-            if not 500 <= getattr(self, name) <= 2500:
-                return f"{name} outside 500..2500"
-        if not 20 <= self.reject_pulse_ms <= 1000:
-            return "reject_pulse_ms outside 20..1000"
-        if not 100 <= self.heartbeat_timeout_ms <= 10000:
-            return "heartbeat_timeout_ms outside 100..10000"
-        if self.mode == m.TimingMode.ENCODER_COUNTS and not 1 <= self.gate_offset <= 1_000_000:
-            return "gate_offset outside 1..1000000 counts"
-        if self.mode == m.TimingMode.MILLISECONDS and not 20 <= self.gate_offset <= 60_000:
-            return "gate_offset outside 20..60000 ms"
+            if getattr(self, name) not in limits.SERVO_US:
+                return f"{name} outside {limits.SERVO_US}"
+        if self.reject_pulse_ms not in limits.REJECT_PULSE_MS:
+            return f"reject_pulse_ms outside {limits.REJECT_PULSE_MS}"
+        if self.heartbeat_timeout_ms not in limits.HEARTBEAT_TIMEOUT_MS:
+            return f"heartbeat_timeout_ms outside {limits.HEARTBEAT_TIMEOUT_MS}"
+        if (
+            self.mode == m.TimingMode.ENCODER_COUNTS
+            and self.gate_offset not in limits.GATE_OFFSET_COUNTS
+        ):
+            return f"gate_offset outside {limits.GATE_OFFSET_COUNTS} counts"
+        if self.mode == m.TimingMode.MILLISECONDS and self.gate_offset not in limits.GATE_OFFSET_MS:
+            return f"gate_offset outside {limits.GATE_OFFSET_MS} ms"
         if self.mode not in (m.TimingMode.ENCODER_COUNTS, m.TimingMode.MILLISECONDS):
             return f"mode {self.mode} unknown"
         if self.decision_lead >= self.gate_offset:
@@ -112,7 +117,9 @@ class MegaCore:
         self.fifo: deque[PendingPart] = deque()
         self.next_part_id = 1
         self.encoder = 0
-        self._encoder_at_tick = 0  # STATUS reports the count the last tick saw, as the firmware does
+        self._encoder_at_tick = (
+            0  # STATUS reports the count the last tick saw, as the firmware does
+        )
         self.boot_ms = now_ms
         self.servo_us = self.config.servo_rest_us
         self.servo_until: int | None = None
@@ -272,7 +279,9 @@ class MegaCore:
                 return m.Error.NOT_CONFIGURED
             if self.fault:
                 return m.Error.FAULTED
-            if not 1 <= msg.count <= 10 or (msg.pulse_us and not 500 <= msg.pulse_us <= 2500):
+            if msg.count not in limits.TEST_FIRE_COUNT or (
+                msg.pulse_us and msg.pulse_us not in limits.SERVO_US
+            ):
                 return m.Error.BAD_VALUE
             self.test_fires_left = msg.count
             self._test_fire_width = msg.pulse_us or self.config.servo_reject_us
@@ -366,11 +375,7 @@ class MegaCore:
         self.servo_until = end
 
     def _run_servo(self, now_ms: int) -> None:
-        if (
-            self.test_fires_left
-            and self.servo_until is None
-            and now_ms >= self._next_test_fire_at
-        ):
+        if self.test_fires_left and self.servo_until is None and now_ms >= self._next_test_fire_at:
             self.test_fires_left -= 1
             self._next_test_fire_at = now_ms + 2 * self.config.reject_pulse_ms
             self._start_pulse(now_ms, self._test_fire_width)
