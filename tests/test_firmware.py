@@ -11,9 +11,10 @@ import subprocess
 import time
 
 import pytest
-from mega_targets import FIRMWARE_DIR, FirmwareMegaTarget, build_firmware
+from mega_targets import FIRMWARE_DIR, FirmwareMegaTarget, RawHost, build_firmware
 
 from station.link import messages as m
+from station.link.framing import FrameError
 from station.link.session import LinkState, MegaEvent, MegaSession
 
 ENCODER_STEP_US = 200
@@ -127,3 +128,28 @@ def test_encoder_mode_fires_within_2_ms_of_due_position(target):
         f"({worst * ENCODER_STEP_US:.0f} us)"
     )
     assert len(errors) == 3 and all(abs(e) * ENCODER_STEP_US <= 2000 for e in errors), errors
+
+
+def test_a_full_transmit_buffer_drops_whole_frames_never_part_of_one(target, tmp_path):
+    """Flood the sketch with GET_STATUS faster than its UART can answer (each 35-byte
+    STATUS takes 3 ms at 115200 baud, a 6-byte request 0.5 ms): its 256-byte transmit
+    ring fills. Every byte the host then receives must still decode as whole frames."""
+    host = RawHost(target.port)
+    try:
+        host.request(m.Hello(m.PROTOCOL_VERSION), timeout=5)
+        for _ in range(150):
+            host.send(m.GetStatus())
+        host.serial.flush()
+        errors, statuses = [], 0
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            for item in host.reader.feed(host.serial.read(4096)):
+                if isinstance(item, FrameError):
+                    errors.append(item)
+                elif isinstance(item.message, m.Status):
+                    statuses += 1
+    finally:
+        host.close()
+    print(f"\nflood: 150 GET_STATUS, {statuses} STATUS received whole, {len(errors)} bad frames")
+    assert statuses > 20
+    assert errors == [], errors[:3]

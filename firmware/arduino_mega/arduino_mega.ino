@@ -15,15 +15,22 @@
 static core_t core;
 static uint8_t tx_ring[TX_RING];
 static uint16_t tx_head, tx_tail;
+static uint32_t tx_frames_dropped; /* whole frames; for a debugger or a future STATUS */
 
+/* A frame goes into the ring whole or not at all: a frame cut short would reach
+ * the PC as a CRC error and hide which reply was lost. A dropped reply is sent
+ * again when the PC retransmits its command, a dropped event when the event
+ * queue resends it; a dropped heartbeat is followed by the next. */
 static void serial_write(const uint8_t *bytes, uint8_t len)
 {
+    uint16_t used = (uint16_t)((tx_head + TX_RING - tx_tail) % TX_RING);
+    if (len > TX_RING - 1 - used) {
+        tx_frames_dropped++;
+        return;
+    }
     for (uint8_t i = 0; i < len; i++) {
-        uint16_t next = (uint16_t)((tx_head + 1) % TX_RING);
-        if (next == tx_tail)
-            return; /* full: drop; the event queue retransmits what matters */
         tx_ring[tx_head] = bytes[i];
-        tx_head = next;
+        tx_head = (uint16_t)((tx_head + 1) % TX_RING);
     }
 }
 
