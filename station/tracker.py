@@ -607,7 +607,14 @@ class PartTracker:
 
     def _on_fault(self, msg: m.FaultEvent, out: list[Action]) -> None:
         name = m.Fault(msg.code).name
-        out += [Counted(f"fault:{name}"), RaiseAlarm("mega_fault", f"{name} (detail {msg.detail})")]
+        text = f"{name} (detail {msg.detail})"
+        if msg.code == m.Fault.PHOTO_EYE_OVERFLOW:
+            text = (
+                f"{name}: {msg.detail} beam break(s) came while the Mega's trigger ring was full "
+                "and got no part ID; such a part is rejected only if the camera sighted it "
+                "(vision re-arm), so check the pass bin since this alarm"
+            )
+        out += [Counted(f"fault:{name}"), RaiseAlarm("mega_fault", text)]
         if self.settings.auto_reset_faults and self._link_up:
             out.append(SendCommand(("reset_fault",), m.ResetFault()))
 

@@ -83,6 +83,7 @@ def _load() -> ctypes.CDLL:
     lib.core_receive.argtypes = [ctypes.c_void_p, ctypes.c_uint8, ctypes.c_uint32]
     lib.core_photo_eye.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
     lib.core_photo_eye.restype = ctypes.c_uint32
+    lib.core_photo_eye_lost.argtypes = [ctypes.c_void_p, ctypes.c_uint8, ctypes.c_uint32]
     lib.core_tick.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
     lib.shim_state.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
     if lib.shim_state_len() != len(STATE_FIELDS):
@@ -138,6 +139,9 @@ class CMegaCore:
 
     def photo_eye(self, now_ms: int) -> int:
         return self.lib.core_photo_eye(self._memory, now_ms & 0xFFFFFFFF, self.encoder & 0xFFFFFFFF)
+
+    def photo_eye_lost(self, count: int, now_ms: int) -> None:
+        self.lib.core_photo_eye_lost(self._memory, count, now_ms & 0xFFFFFFFF)
 
     def tick(self, now_ms: int) -> None:
         self.lib.core_tick(self._memory, now_ms & 0xFFFFFFFF, self.encoder & 0xFFFFFFFF)

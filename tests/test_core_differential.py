@@ -32,7 +32,7 @@ from station.sim.mega_core import MegaCore
 @dataclass(frozen=True)
 class Step:
     kind: str
-    """tick, eye, encoder, send, resend, ack_head, ack_seq, raw"""
+    """tick, eye, eye_lost, encoder, send, resend, ack_head, ack_seq, raw"""
     value: object = None
 
 
@@ -103,13 +103,15 @@ def _frame_bytes(seq: int, type_code: int, payload: bytes) -> bytes:
 
 def random_step(r: random.Random) -> Step:
     kind = r.choices(
-        ["tick", "eye", "encoder", "send", "resend", "ack_head", "ack_seq", "raw"],
-        weights=[30, 8, 4, 25, 5, 15, 2, 6],
+        ["tick", "eye", "eye_lost", "encoder", "send", "resend", "ack_head", "ack_seq", "raw"],
+        weights=[30, 8, 1, 4, 25, 5, 15, 2, 6],
     )[0]
     if kind == "tick":
         return Step(kind, r.choice([1, r.randint(0, 30), r.randint(0, 400), r.randint(0, 3000)]))
     if kind == "encoder":
         return Step(kind, r.randint(0, 600))
+    if kind == "eye_lost":
+        return Step(kind, r.randint(1, 255))
     if kind == "send":
         return Step(kind, _command(r))
     if kind == "ack_seq":
@@ -139,6 +141,9 @@ class Twins:
                 core.tick(self.now)
         elif step.kind == "eye":
             assert self.python.photo_eye(self.now) == self.c.photo_eye(self.now), "part IDs differ"
+        elif step.kind == "eye_lost":
+            for core in (self.python, self.c):
+                core.photo_eye_lost(step.value, self.now)
         elif step.kind == "encoder":
             self.python.encoder += step.value
             self.c.encoder += step.value
@@ -269,3 +274,16 @@ def test_a_new_test_fire_replaces_the_pulses_left(make_core):
 
 def _configure_for_test() -> m.Configure:
     return m.Configure(m.TimingMode.MILLISECONDS, 300, 50, 1000, 2000, 80, 10_000, 0)
+
+
+@pytest.mark.parametrize("make_core", [MegaCore, CMegaCore], ids=["python", "c"])
+def test_beam_breaks_the_board_could_not_latch_are_reported(make_core):
+    """A full trigger ring on the board used to drop a part silently; now the core
+    latches PHOTO_EYE_OVERFLOW with the count, for the host to alarm."""
+    core = make_core(0)
+    core.receive(encode_frame(1, m.Hello(m.PROTOCOL_VERSION)), 0)
+    core.take_output()
+    core.photo_eye_lost(3, 5)
+    core.tick(5)
+    sent = _replies(core.take_output())
+    assert m.FaultEvent(m.Fault.PHOTO_EYE_OVERFLOW, 3) in sent

@@ -209,6 +209,12 @@ def test_a_mega_fault_is_alarmed_and_cleared_while_the_link_is_up(h):
     assert h.sent[-1].message == m.ResetFault()
 
 
+def test_beam_breaks_the_mega_could_not_latch_are_alarmed_with_their_count(h):
+    h.feed(1.0, MegaEvent(1, m.FaultEvent(m.Fault.PHOTO_EYE_OVERFLOW, 3), 1.0))
+    assert h.counted["fault:PHOTO_EYE_OVERFLOW"] == 1
+    assert any("3 beam break(s)" in detail for kind, detail in h.alarms if kind == "mega_fault")
+
+
 # --- the link goes away --------------------------------------------------------------------------
 
 

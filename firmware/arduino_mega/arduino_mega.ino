@@ -62,6 +62,9 @@ void loop()
     trigger_t trigger;
     while (board_next_trigger(&trigger))
         core_photo_eye(&core, trigger.millis, trigger.encoder);
+    uint8_t lost = board_take_lost_triggers();
+    if (lost)
+        core_photo_eye_lost(&core, lost, now);
     core_tick(&core, now, board_encoder());
     serial_pump();
     board_status_led(core.fault ? (now / 100) & 1 : (now / 500) & 1);

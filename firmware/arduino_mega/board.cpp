@@ -18,6 +18,7 @@ static volatile int32_t encoder_count;
 static volatile uint8_t encoder_state;
 static volatile trigger_t triggers[TRIGGER_RING];
 static volatile uint8_t trigger_head, trigger_tail;
+static volatile uint8_t triggers_lost; /* beam breaks with no room in the ring */
 static volatile uint32_t last_edge_us;
 static volatile uint16_t servo_ticks = 2000; /* 1000 us until configured */
 static volatile bool frame_restart_pending;
@@ -98,6 +99,17 @@ bool board_next_trigger(trigger_t *trigger)
     return have;
 }
 
+uint8_t board_take_lost_triggers(void)
+{
+    uint8_t lost;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE)
+    {
+        lost = triggers_lost;
+        triggers_lost = 0;
+    }
+    return lost;
+}
+
 /* A new width starts a new 20 ms frame at once, so a fire is on the wire within
  * microseconds of its due time instead of up to one frame (20 ms) later. A pulse
  * already on the line is never cut or stretched: the new frame follows its end.
@@ -166,8 +178,11 @@ ISR(INT4_vect) /* photo-eye: latch time and position, debounced */
         return;
     last_edge_us = now_us;
     uint8_t next = (uint8_t)((trigger_head + 1) & (TRIGGER_RING - 1));
-    if (next == trigger_tail)
-        return; /* main loop stalled for 8 parts; the watchdog will reset us */
+    if (next == trigger_tail) { /* main loop stalled for 8 parts: say so, never silently */
+        if (triggers_lost < 0xFF)
+            triggers_lost++;
+        return;
+    }
     triggers[trigger_head].millis = millis();
     triggers[trigger_head].encoder = (uint32_t)encoder_count;
     trigger_head = next;

@@ -32,6 +32,8 @@ uint8_t board_reset_cause(void);
 uint32_t board_millis(void);
 uint32_t board_encoder(void);
 bool board_next_trigger(trigger_t *trigger);
+/* Beam breaks since the last call that found the trigger ring full (0..255), and clear. */
+uint8_t board_take_lost_triggers(void);
 void board_servo_us(uint16_t width_us);
 void board_fault_output(bool on);
 void board_status_led(bool on);

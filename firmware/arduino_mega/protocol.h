@@ -87,6 +87,7 @@ enum fault_code {
     FAULT_FIFO_OVERFLOW = 2,
     FAULT_WATCHDOG_RESET = 3,
     FAULT_EVENT_QUEUE_OVERFLOW = 4,
+    FAULT_PHOTO_EYE_OVERFLOW = 5,
 };
 
 enum reset_cause {

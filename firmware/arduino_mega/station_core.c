@@ -568,6 +568,12 @@ static void run_events(core_t *core, uint32_t now_ms)
     }
 }
 
+void core_photo_eye_lost(core_t *core, uint8_t count, uint32_t now_ms)
+{
+    (void)now_ms;
+    latch_fault(core, FAULT_PHOTO_EYE_OVERFLOW, count);
+}
+
 void core_tick(core_t *core, uint32_t now_ms, uint32_t encoder)
 {
     core->encoder = encoder;

@@ -121,6 +121,9 @@ void core_init(core_t *core, const core_hal_t *hal, uint32_t now_ms, uint8_t res
 void core_receive(core_t *core, uint8_t byte, uint32_t now_ms);
 uint32_t core_photo_eye(core_t *core, uint32_t latched_ms, uint32_t latched_encoder);
 void core_tick(core_t *core, uint32_t now_ms, uint32_t encoder);
+/* Beam breaks the board could not latch (its trigger ring was full): they have no
+ * part ID and no gate action, so the core latches PHOTO_EYE_OVERFLOW (detail: count). */
+void core_photo_eye_lost(core_t *core, uint8_t count, uint32_t now_ms);
 
 #ifdef __cplusplus
 }

@@ -66,6 +66,7 @@ class Fault(enum.IntEnum):
     FIFO_OVERFLOW = 2
     WATCHDOG_RESET = 3
     EVENT_QUEUE_OVERFLOW = 4
+    PHOTO_EYE_OVERFLOW = 5
 
 
 class ResetCause(enum.IntEnum):

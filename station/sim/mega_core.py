@@ -190,6 +190,11 @@ class MegaCore:
             )
         return part_id
 
+    def photo_eye_lost(self, count: int, now_ms: int) -> None:
+        """Beam breaks the board could not latch (its trigger ring was full): no part ID,
+        no gate action; the Mega can only say so, loudly."""
+        self._latch_fault(m.Fault.PHOTO_EYE_OVERFLOW, count)
+
     def tick(self, now_ms: int) -> None:
         self._encoder_at_tick = self.encoder
         self._check_heartbeat(now_ms)
