@@ -153,3 +153,31 @@ def test_a_full_transmit_buffer_drops_whole_frames_never_part_of_one(target, tmp
     print(f"\nflood: 150 GET_STATUS, {statuses} STATUS received whole, {len(errors)} bad frames")
     assert statuses > 20
     assert errors == [], errors[:3]
+
+
+def test_an_eeprom_write_never_delays_a_pulse(target):
+    """A CONFIGURE that changes most of the stored record lands 30 ms before a part's
+    fire time. Writing the record blocked the loop for 3.4 ms a byte (up to 76 ms);
+    now it is written a byte per loop in the background, and the pulse is on time."""
+    offset_ms = 300
+    first = m.Configure(m.TimingMode.MILLISECONDS, offset_ms, 50, 1000, 2000, 80, 1000, 0x11111111)
+    changed = m.Configure(
+        m.TimingMode.MILLISECONDS, 40_000, 5_000, 1000, 2000, 80, 9_000, 0xEEEEEEEE
+    )
+    host = RawHost(target.port)
+    try:
+        host.request(m.Hello(m.PROTOCOL_VERSION), timeout=5)
+        assert host.request(first) == m.Ack(host.seq, m.Error.OK)
+        target.photo_eye()
+        start = time.monotonic()
+        assert host.request(m.Verdict(1, 1)).error == m.Error.OK
+        time.sleep(max(0.0, 0.27 - (time.monotonic() - start)))
+        assert host.request(changed).error == m.Error.OK
+        host.pump(0.5)
+    finally:
+        host.close()
+    starts, eyes = target.fire_starts_us(), target.eye_us
+    assert len(starts) == len(eyes) == 1
+    error_us = starts[0] - eyes[0] - offset_ms * 1000
+    print(f"\nfire-time error with an EEPROM write in progress: {error_us} us")
+    assert abs(error_us) <= 2000

@@ -67,5 +67,6 @@ void loop()
         core_photo_eye_lost(&core, lost, now);
     core_tick(&core, now, board_encoder());
     serial_pump();
+    board_poll_eeprom();
     board_status_led(core.fault ? (now / 100) & 1 : (now / 500) & 1);
 }

@@ -158,13 +158,33 @@ bool board_load_config(gate_config_t *config)
     return true;
 }
 
+/* Saving never blocks: a byte of EEPROM takes 3.4 ms to write, a whole record
+ * (about 21 bytes) up to 76 ms, and a command handler that waited that long
+ * would fire pulses late. The record is copied here and board_poll_eeprom()
+ * writes one byte each time the EEPROM is ready. A reset in the middle leaves
+ * a record whose CRC fails: the next boot uses safe defaults and waits for
+ * the PC's CONFIGURE, which every handshake sends anyway. */
+static stored_config_t saving;
+static uint8_t saving_next = sizeof(stored_config_t); /* == size: nothing to write */
+
 void board_save_config(const gate_config_t *config)
 {
-    stored_config_t copy;
-    copy.magic = EEPROM_MAGIC;
-    copy.config = *config;
-    copy.crc = crc16_ccitt_false((const uint8_t *)&copy.config, sizeof copy.config);
-    eeprom_update_block(&copy, &stored, sizeof copy);
+    saving.magic = EEPROM_MAGIC;
+    saving.config = *config;
+    saving.crc = crc16_ccitt_false((const uint8_t *)&saving.config, sizeof saving.config);
+    saving_next = 0; /* a save in progress starts again with the newer record */
+}
+
+void board_poll_eeprom(void)
+{
+    if (saving_next >= sizeof saving || !eeprom_is_ready())
+        return;
+    uint8_t *address = (uint8_t *)&stored + saving_next;
+    uint8_t value = ((const uint8_t *)&saving)[saving_next];
+    /* eeprom_update_byte only starts a write when the byte differs; EEPROM is ready,
+     * so it does not wait. Interrupts off for the 4-cycle EEMPE/EEPE sequence. */
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { eeprom_update_byte(address, value); }
+    saving_next++;
 }
 
 void board_watchdog_kick(void) { wdt_reset(); }

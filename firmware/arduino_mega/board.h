@@ -38,6 +38,8 @@ void board_servo_us(uint16_t width_us);
 void board_fault_output(bool on);
 void board_status_led(bool on);
 bool board_load_config(gate_config_t *config);
+/* Writes at most one byte of a pending board_save_config; call every loop. */
+void board_poll_eeprom(void);
 void board_save_config(const gate_config_t *config);
 void board_watchdog_kick(void);
 

@@ -17,6 +17,9 @@
  *         than 10 us: ISR latency jitters a few), "@EYE <us>" at each beam break,
  *         "@ENC_START <us>" when a run of encoder steps begins,
  *         "@FAULT <us> 0|1" when the fault output changes, "@READY".
+ * EEPROM: simavr stores a byte at once; the harness keeps EECR.EEPE set for 3.4 ms
+ * of simulated time after each write starts, as the ATmega2560 does (datasheet:
+ * 3.4 ms per byte), so firmware that waits on the EEPROM is as slow here as on a board.
  * Simulated time is paced to the wall clock, so a host talking to the pty sees
  * a Mega running in real time; all timestamps are simulated microseconds.
  */
@@ -35,6 +38,9 @@
 #include "uart_pty.h"
 
 #define MCUSR_ADDR 0x54
+#define EECR_ADDR 0x3F /* data-space address of EECR */
+#define EEPE 1
+#define EEPROM_WRITE_US 3400
 #define EXTRF 1
 #define WDRF 3
 
@@ -49,6 +55,7 @@ static avr_cycle_count_t eye_next_at;
 static int enc_steps_left;
 static avr_cycle_count_t next_enc_at;
 static int enc_phase;
+static avr_cycle_count_t eeprom_busy_until;
 
 static unsigned long long sim_us(void) { return (unsigned long long)(avr->cycle / 16); }
 
@@ -76,6 +83,25 @@ static void fault_edge(struct avr_irq_t *irq, uint32_t value, void *param)
     (void)irq; (void)param;
     printf("@FAULT %llu %u\n", sim_us(), value ? 1 : 0);
     fflush(stdout);
+}
+
+/* Chained after simavr's own EECR handler, which writes the byte at once. */
+static void eecr_write(avr_t *mcu, avr_io_addr_t addr, uint8_t value, void *param)
+{
+    (void)addr; (void)param;
+    if (value & (1 << EEPE))
+        eeprom_busy_until = mcu->cycle + 16ULL * EEPROM_WRITE_US;
+}
+
+static uint8_t eecr_read(avr_t *mcu, avr_io_addr_t addr, void *param)
+{
+    (void)param;
+    uint8_t value = mcu->data[addr];
+    if (mcu->cycle < eeprom_busy_until)
+        value |= 1 << EEPE;
+    else
+        value &= (uint8_t)~(1 << EEPE);
+    return value;
 }
 
 static void reset_mcu(int cause_bit)
@@ -177,6 +203,8 @@ int main(int argc, char **argv)
     uart_pty_init(avr, &uart);
     uart_pty_connect(&uart, '0');
 
+    avr_register_io_write(avr, EECR_ADDR, eecr_write, NULL);
+    avr_register_io_read(avr, EECR_ADDR, eecr_read, NULL);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('H'), 6), servo_edge, NULL);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('H'), 4), fault_edge, NULL);
     eye_pin = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('E'), 4);
