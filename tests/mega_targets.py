@@ -125,6 +125,7 @@ class FirmwareMegaTarget:
         self.next_part = 1
         self.servo: list[tuple[int, int]] = []  # (sim us, width us) at every width change
         self.eye_us: list[int] = []  # sim us of every beam break
+        self.frames: list[tuple[int, int]] = []  # (sim us, width us) of every non-rest frame
         self.encoder_start_us: list[int] = []
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -144,14 +145,19 @@ class FirmwareMegaTarget:
         self.proc.stdin.flush()
 
     def _bridge(self) -> None:
+        to_mcu = bytearray()  # bytes the simulated UART has not taken yet (it reads at 115200)
         while not self._stop.is_set():
             opened, data = self.usb.poll(0.001)
             if opened:
                 self._command("reset ext" if self.started else "start")
                 self.started = True
                 self.next_part = 1
-            if data:
-                os.write(self.mcu, data)
+            to_mcu += data or b""
+            if to_mcu:
+                try:
+                    del to_mcu[: os.write(self.mcu, to_mcu)]
+                except BlockingIOError:
+                    pass  # full: the host is sending faster than the wire; keep the rest
             try:
                 self.usb.write(os.read(self.mcu, 4096))
             except BlockingIOError:
@@ -165,6 +171,8 @@ class FirmwareMegaTarget:
             with self.lock:
                 if kind == "@SERVO":
                     self.servo.append((int(values[0]), int(values[1])))
+                elif kind == "@PULSE":
+                    self.frames.append((int(values[0]), int(values[1])))
                 elif kind == "@EYE":
                     self.eye_us.append(int(values[0]))
                 elif kind == "@ENC_START":
@@ -175,8 +183,12 @@ class FirmwareMegaTarget:
         self._command(f"enc {steps}")
 
     def fire_starts_us(self) -> list[int]:
+        """The first frame of each reject: a non-rest frame with a rest frame (or
+        nothing) before it. Not from @SERVO width changes: under load the width of
+        one reject's frames jitters by more than that line's 10 us threshold."""
         with self.lock:
-            return [t for t, width in self.servo if abs(width - REST_US) > 10]
+            frames = [t for t, _width in self.frames]
+        return [t for i, t in enumerate(frames) if i == 0 or t - frames[i - 1] > 22_000]
 
     def photo_eye(self) -> int:
         self._command("eye")

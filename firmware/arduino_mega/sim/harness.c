@@ -16,7 +16,9 @@
  * Output: "@SERVO <us> <width_us>" whenever the servo pulse width changes (by more
  *         than 10 us: ISR latency jitters a few), "@EYE <us>" at each beam break,
  *         "@ENC_START <us>" when a run of encoder steps begins,
- *         "@FAULT <us> 0|1" when the fault output changes, "@READY".
+ *         "@FAULT <us> 0|1" when the fault output changes, "@READY",
+ *         "@PULSE <us> <width_us>" for every servo frame whose width is not the
+ *         1000 us rest (each frame of a reject, for pulse-width jitter).
  * EEPROM: simavr stores a byte at once; the harness keeps EECR.EEPE set for 3.4 ms
  * of simulated time after each write starts, as the ATmega2560 does (datasheet:
  * 3.4 ms per byte), so firmware that waits on the EEPROM is as slow here as on a board.
@@ -71,6 +73,10 @@ static void servo_edge(struct avr_irq_t *irq, uint32_t value, void *param)
         return; /* a fall we never saw rise (reset): not a pulse */
     rise_seen = 0;
     int width = (int)((avr->cycle - rise_cycle + 8) / 16);
+    if (abs(width - 1000) > 10) {
+        printf("@PULSE %llu %d\n", (unsigned long long)(rise_cycle / 16), width);
+        fflush(stdout);
+    }
     if (last_width < 0 || abs(width - last_width) > 10) { /* ISR latency jitters a few us */
         printf("@SERVO %llu %d\n", (unsigned long long)(rise_cycle / 16), width);
         fflush(stdout);
