@@ -192,7 +192,9 @@ def test_timing_under_full_link_load_and_eeprom_writes(target):
     offset_ms, pulse_ms = 300, 40  # a pulse shorter than the gap, even on a slow simavr
     host = RawHost(target.port)
     host.request(m.Hello(m.PROTOCOL_VERSION), timeout=5)
-    host.request(m.Configure(m.TimingMode.MILLISECONDS, offset_ms, 50, 1000, 2000, pulse_ms, 500, 1))
+    host.request(
+        m.Configure(m.TimingMode.MILLISECONDS, offset_ms, 50, 1000, 2000, pulse_ms, 500, 1)
+    )
     stop = threading.Event()
 
     def flood() -> None:
