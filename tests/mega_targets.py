@@ -33,6 +33,8 @@ class Pulse:
     start_ms: int
     end_ms: int
     width_us: int
+    late_ms: int = 0
+    """How late the simulation's own thread started it (python-sim under CPU load)."""
 
 
 class PythonMegaTarget:
@@ -50,7 +52,9 @@ class PythonMegaTarget:
 
     def pulses(self) -> list[Pulse]:
         with self.sim.lock:
-            return [Pulse(p.start_ms, p.end_ms, p.width_us) for p in self.sim.core.servo_log]
+            return [
+                Pulse(p.start_ms, p.end_ms, p.width_us, p.late_ms) for p in self.sim.core.servo_log
+            ]
 
     def servo_at_rest(self) -> bool:
         with self.sim.lock:
@@ -244,6 +248,17 @@ class RawHost:
         self.reader = FrameReader()
         self.seq = 0
         self.received: list[Frame] = []
+        self.wait_for_boot()
+
+    def wait_for_boot(self, timeout: float = 5.0) -> m.Identify:
+        """Opening the port reset the Mega: wait for its boot announcement before talking
+        (bytes sent into the reset or the bootloader are lost, or worse; PROTOCOL.md)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for frame in self.pump(0.02):
+                if isinstance(frame.message, m.Identify) and frame.message.acked_seq == 0:
+                    return frame.message
+        raise TimeoutError("no boot announcement after opening the port")
 
     def send(self, msg: m.Message, seq: int | None = None) -> int:
         if seq is None:

@@ -93,10 +93,12 @@ def test_reject_verdict_fires_once_at_the_gate(mega, session):
         m.GateAction.FIRED,
         m.GateReason.VERDICT,
     )
-    assert abs(gate.mcu_time_ms - (part.mcu_time_ms + GATE_OFFSET_MS)) <= 2
     wait_for_mega_time(session, gate.mcu_time_ms + PULSE_MS + 30)
     time.sleep(0.05)
     (pulse,) = mega.pulses()
+    # On time to 2 ms, less any lateness of the simulation's own thread on a busy machine
+    # (python-sim reports it; the firmware's clock is simulated and never late).
+    assert 0 <= gate.mcu_time_ms - (part.mcu_time_ms + GATE_OFFSET_MS) <= 2 + pulse.late_ms
     assert abs(pulse.width_us - 2000) <= 10
     # The return to rest waits for a pulse already on the wire (up to 2.5 ms) to end.
     assert PULSE_MS - 1 <= pulse.end_ms - pulse.start_ms <= PULSE_MS + 3

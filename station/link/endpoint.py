@@ -34,6 +34,12 @@ acts once per seq."""
 MAX_RETRIES = 100
 HEARTBEAT_S = 0.25
 HELLO_INTERVAL_S = 0.25
+BOOT_QUIET_S = 2.0
+"""After opening the port (which resets a Mega), say nothing this long unless the sketch
+announces itself sooner. A Mega 2560 runs the stk500v2 bootloader after a reset; any byte
+it receives in its first second keeps it in programming mode until the line has been
+silent for seconds, so a HELLO sent into it would stop the sketch from ever starting
+(PROTOCOL.md, "Connect handshake"; measured in simavr with the real bootloader)."""
 
 
 class LinkPhase(str, enum.Enum):
@@ -124,6 +130,8 @@ class _Command:
     first_sent: float | None = None
     next_send: float = 0.0
     tries: int = 0
+    not_before: float = 0.0
+    """Host time before which the first copy must not go (HELLO into a bootloader)."""
 
 
 class HostEndpoint:
@@ -261,9 +269,10 @@ class HostEndpoint:
         """A new boot of the Mega: everything known about the last one is void.
 
         After a port open the Mega may still be in its bootloader, which HELLO must not
-        pester: HELLO goes every 250 ms until the sketch announces itself (then at once).
-        After a reboot seen on the wire the sketch is running: HELLO is retried as
-        fast as any command.
+        disturb: the host waits for the sketch's announcement (then HELLO goes at once),
+        or BOOT_QUIET_S if none comes (a board that did not reset, or an announcement
+        lost on the wire), then sends HELLO every 250 ms. After a reboot seen on the wire
+        the sketch is running: HELLO is retried as fast as any command.
         """
         self.epoch += 1
         self.phase = LinkPhase.HANDSHAKE
@@ -275,9 +284,9 @@ class HostEndpoint:
         self._step = 0
         interval = RETRANSMIT_S if sketch_running else HELLO_INTERVAL_S
         tries = max(1, int(self.boot_timeout_s / interval))
-        self._queue.append(
-            _Command(m.Hello(m.PROTOCOL_VERSION), "hello", tries, interval, internal=True)
-        )
+        hello = _Command(m.Hello(m.PROTOCOL_VERSION), "hello", tries, interval, internal=True)
+        hello.not_before = now if sketch_running else now + BOOT_QUIET_S
+        self._queue.append(hello)
         self._pump(now)
 
     def _handshake_reply(self, command: _Command, reply: m.Message, now: float) -> None:
@@ -412,10 +421,11 @@ class HostEndpoint:
             command = self._in_flight = self._queue.popleft()
             self._seq = self._seq % 255 + 1
             command.seq = self._seq
-            command.first_sent = now
-            command.next_send = now
+            command.next_send = max(now, command.not_before)
         if now < command.next_send:
             return
+        if command.first_sent is None:
+            command.first_sent = now
         if command.tries > command.retries:
             self._in_flight = None
             what = type(command.message).__name__

@@ -40,6 +40,13 @@ class SimClock:
         self._ms += ms
 
 
+BOOT_DELAY_MS = 20
+"""Opening the port resets the simulated Mega at once; its sketch starts this much later.
+A real Mega 2560 spends about a second in its bootloader (the firmware harness runs the
+real one); here the delay only has to outlast pyserial's input flush on open, which
+would otherwise swallow the boot announcement the host waits for."""
+
+
 class SimulatedMega:
     """MegaCore + PtyPort + a service thread (I/O and a tick every millisecond or so)."""
 
@@ -56,6 +63,8 @@ class SimulatedMega:
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._booting_until: int | None = None
+        """While set, the port was just opened: the Mega is in reset and deaf."""
 
     @property
     def port(self) -> str:
@@ -136,8 +145,17 @@ class SimulatedMega:
         while not self._stop.is_set():
             opened, data = self.usb.poll(0.001)
             with self.lock:
-                if opened:
-                    self.reset(m.ResetCause.EXTERNAL)  # opening the port pulses DTR
+                now = self.clock.now_ms()
+                if opened:  # opening the port pulses DTR: the servo stops at once
+                    self._collect_pulses(cut_at=now)
+                    self.core.servo_until = None
+                    # A stepped clock moves only when the test says: boot at once there.
+                    self._booting_until = now + (0 if self.clock.stepped else BOOT_DELAY_MS)
+                if self._booting_until is not None:
+                    if now < self._booting_until:
+                        continue
+                    self._booting_until = None
+                    self.reset(m.ResetCause.EXTERNAL)
                 if data:
                     self.core.receive(data, self.clock.now_ms())
                 if self.clock.stepped:

@@ -70,7 +70,14 @@ class PtyPort:
         except (OSError, ValueError):
             return False, b""  # unplugged under our feet
         if not readable:
-            return False, b""
+            # With no host, a pty master is always readable (EIO, "hung up"); quiet means a
+            # host has the port open, whether or not it has written: that is when DTR resets
+            # a real Mega.
+            with self.lock:
+                if self._master != master or self._host_open:
+                    return False, b""
+                self._host_open = True
+                return True, b""
         with self.lock:
             if self._master != master:
                 return False, b""
