@@ -25,6 +25,10 @@ from station.sim.mega_pty import SimulatedMega
 from station.sim.usb_port import PtyPort
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware" / "arduino_mega"
+BOOTLOADER_HEX = Path(
+    "/usr/share/arduino/hardware/arduino/avr/bootloaders/stk500v2/stk500boot_v2_mega2560.hex"
+)
+"""The Mega 2560's factory bootloader, from Debian's arduino-core-avr."""
 REST_US = 1000
 
 
@@ -103,12 +107,15 @@ class FirmwareMegaTarget:
 
     name = "firmware-simavr"
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, bootloader: bool = False):
+        command = [
+            str(FIRMWARE_DIR / "build/simavr_harness"),
+            str(FIRMWARE_DIR / "build/arduino_mega.elf"),
+        ]
+        if bootloader:
+            command.append(str(BOOTLOADER_HEX))
         self.proc = subprocess.Popen(
-            [
-                str(FIRMWARE_DIR / "build/simavr_harness"),
-                str(FIRMWARE_DIR / "build/arduino_mega.elf"),
-            ],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -12,10 +12,17 @@ import threading
 import time
 
 import pytest
-from mega_targets import FIRMWARE_DIR, FirmwareMegaTarget, RawHost, build_firmware
+import serial
+from mega_targets import (
+    BOOTLOADER_HEX,
+    FIRMWARE_DIR,
+    FirmwareMegaTarget,
+    RawHost,
+    build_firmware,
+)
 
 from station.link import messages as m
-from station.link.framing import FrameError, encode_frame
+from station.link.framing import FrameError, FrameReader, encode_frame
 from station.link.session import LinkState, MegaEvent, MegaSession
 
 ENCODER_STEP_US = 200
@@ -241,3 +248,66 @@ def test_timing_under_full_link_load_and_eeprom_writes(target):
     )
     assert max(map(abs, errors_us)) <= 2000, (errors_us, eyes, starts)
     assert max(widths) - min(widths) <= 20
+
+
+@pytest.fixture
+def factory_mega(firmware, tmp_path):
+    """The sketch behind the Mega's real stk500v2 bootloader, as a board leaves the factory."""
+    assert BOOTLOADER_HEX.is_file(), f"{BOOTLOADER_HEX} missing (tools/setup installs it)"
+    mega = FirmwareMegaTarget(tmp_path, bootloader=True)
+    yield mega
+    mega.close()
+
+
+def test_a_host_that_talks_into_the_bootloader_stops_the_sketch(factory_mega):
+    """Why the host waits after opening the port: HELLO every 250 ms from the open (what the
+    host did before) keeps the bootloader in programming mode; the sketch never announces."""
+    port = serial.Serial(factory_mega.port, 115200, timeout=0.05)
+    try:
+        frames, reader, end = [], FrameReader(), time.monotonic() + 4
+        while time.monotonic() < end:
+            port.write(encode_frame(1, m.Hello(m.PROTOCOL_VERSION)))
+            frames += [f for f in reader.feed(port.read(512)) if not isinstance(f, FrameError)]
+            time.sleep(0.2)
+    finally:
+        port.close()
+    assert not any(isinstance(f.message, m.Identify) for f in frames)
+
+
+def test_the_link_comes_up_through_the_real_bootloader(factory_mega):
+    """Open the port (DTR reset -> bootloader -> sketch), then a watchdog reset with the
+    port open: the host's heartbeats reach the bootloader, which stays in programming
+    mode, so the host hears nothing, declares the link down after 1 s, reopens the port
+    (a fresh reset, then silence until the sketch announces) and handshakes again."""
+    config = m.Configure(m.TimingMode.MILLISECONDS, 300, 50, 1000, 2000, 80, 1000, 7)
+    opened = time.monotonic()
+    with MegaSession(factory_mega.port, config, host_timeout_s=1.0) as link:
+        first = _next_state(link, up=True, timeout=8)
+        after_open = time.monotonic() - opened
+        factory_mega.reset()  # "reset wdt": MCUSR = WDRF
+        reset_at = time.monotonic()
+        _next_state(link, up=False, timeout=3)
+        second = _next_state(link, up=True, timeout=12)
+        after_reset = time.monotonic() - reset_at
+    print(
+        f"\nwith the stk500v2 bootloader: link up {after_open:.2f} s after open, "
+        f"{after_reset:.2f} s after a watchdog reset; reset cause reported "
+        f"{m.ResetCause(first.identify.reset_cause).name}, "
+        f"{m.ResetCause(second.identify.reset_cause).name}"
+    )
+    assert after_open <= 3.0  # the target; the bootloader takes 2.4 s of it
+    assert after_reset <= 8.0
+    # The bootloader clears MCUSR before the sketch runs: the cause cannot be known.
+    assert first.identify.reset_cause == m.ResetCause.UNKNOWN
+
+
+def _next_state(link: MegaSession, up: bool, timeout: float) -> LinkState:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            notice = link.events.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if isinstance(notice, LinkState) and notice.up == up:
+            return notice
+    raise AssertionError(f"no link {'up' if up else 'down'} within {timeout} s")

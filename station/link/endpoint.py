@@ -34,12 +34,15 @@ acts once per seq."""
 MAX_RETRIES = 100
 HEARTBEAT_S = 0.25
 HELLO_INTERVAL_S = 0.25
-BOOT_QUIET_S = 2.0
+BOOT_QUIET_S = 3.0
 """After opening the port (which resets a Mega), say nothing this long unless the sketch
-announces itself sooner. A Mega 2560 runs the stk500v2 bootloader after a reset; any byte
-it receives in its first second keeps it in programming mode until the line has been
-silent for seconds, so a HELLO sent into it would stop the sketch from ever starting
-(PROTOCOL.md, "Connect handshake"; measured in simavr with the real bootloader)."""
+announces itself sooner. A Mega 2560 runs the stk500v2 bootloader after a reset and waits
+for a programmer; any byte it receives then keeps it in programming mode until the line
+has been silent for seconds, so a HELLO sent into it stops the sketch from starting.
+With Debian's stk500boot_v2_mega2560.hex in simavr the sketch announced itself 2.4 s
+after the open (tests/test_firmware.py); 3 s leaves margin (PROTOCOL.md, "Connect
+handshake"). If the HELLOs after it go unanswered, the handshake fails and the port is
+reopened, which resets the board into a fresh, quiet boot."""
 
 
 class LinkPhase(str, enum.Enum):

@@ -21,6 +21,7 @@ import serial
 
 from station.link import messages as m
 from station.link.endpoint import (
+    BOOT_QUIET_S,
     MAX_RETRIES,
     RETRANSMIT_S,
     Answered,
@@ -125,7 +126,9 @@ class MegaSession:
         supervisor = threading.Thread(target=self._supervise, name="link-supervisor", daemon=True)
         supervisor.start()
         self._threads.append(supervisor)
-        budget = self.endpoint.boot_timeout_s + (MAX_RETRIES + 1) * RETRANSMIT_S * 4 + 1
+        budget = (
+            BOOT_QUIET_S + self.endpoint.boot_timeout_s + (MAX_RETRIES + 1) * RETRANSMIT_S * 4 + 1
+        )
         self._handshake_done.wait(budget)
         with self._lock:
             phase, failure, fatal = (

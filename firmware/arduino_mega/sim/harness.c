@@ -1,7 +1,12 @@
 /*
  * simavr harness: the real firmware ELF on a simulated ATmega2560 at 16 MHz.
  *
- *   simavr_harness build/arduino_mega.elf
+ *   simavr_harness build/arduino_mega.elf [bootloader.hex]
+ *
+ * With a bootloader (Debian's arduino-core-avr ships the Mega's real one,
+ * bootloaders/stk500v2/stk500boot_v2_mega2560.hex) the board is as it leaves
+ * the factory: every reset starts the bootloader (BOOTRST), which hands over
+ * to the sketch, or stays in programming mode if bytes arrive in its first second.
  *
  * UART0 is a pty (printed as "@PORT <path>"). The test drives the board over
  * stdin, one command per line, and reads "@"-prefixed lines on stdout (simavr
@@ -37,6 +42,7 @@
 #include "avr_ioport.h"
 #include "sim_avr.h"
 #include "sim_elf.h"
+#include "sim_hex.h"
 #include "uart_pty.h"
 
 #define MCUSR_ADDR 0x54
@@ -108,6 +114,28 @@ static uint8_t eecr_read(avr_t *mcu, avr_io_addr_t addr, void *param)
     else
         value &= (uint8_t)~(1 << EEPE);
     return value;
+}
+
+/* Put the bootloader's image in flash and make every reset start there. */
+static int load_bootloader(const char *path)
+{
+    ihex_chunk_p chunks = NULL;
+    int count = read_ihex_chunks(path, &chunks);
+    if (count <= 0) {
+        fprintf(stderr, "%s: cannot read the bootloader hex\n", path);
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        if (chunks[i].baseaddr + chunks[i].size > avr->flashend + 1) {
+            fprintf(stderr, "%s: chunk at 0x%x does not fit in flash\n", path, chunks[i].baseaddr);
+            return -1;
+        }
+        memcpy(avr->flash + chunks[i].baseaddr, chunks[i].data, chunks[i].size);
+    }
+    avr->reset_pc = chunks[0].baseaddr; /* BOOTRST: the reset vector is the boot section */
+    avr->pc = avr->reset_pc;
+    free_ihex_chunks(chunks);
+    return 0;
 }
 
 static void reset_mcu(int cause_bit)
@@ -188,8 +216,8 @@ static int poll_stdin(int *running)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s firmware.elf\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s firmware.elf [bootloader.hex]\n", argv[0]);
         return 2;
     }
     elf_firmware_t firmware;
@@ -204,6 +232,8 @@ int main(int argc, char **argv)
     avr_init(avr);
     avr_load_firmware(avr, &firmware);
     avr->frequency = 16000000;
+    if (argc == 3 && load_bootloader(argv[2]))
+        return 1;
 
     uart_pty_t uart;
     uart_pty_init(avr, &uart);
