@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from station.link import messages as m
-from station.sim.mega_core import GateConfig, MegaCore
+from station.sim.mega_core import GateConfig, MegaCore, ServoPulse
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware" / "arduino_mega"
 LIBRARY = FIRMWARE_DIR / "build" / "host" / "libstation_core.so"
@@ -86,6 +86,7 @@ def _load() -> ctypes.CDLL:
     lib.core_photo_eye_lost.argtypes = [ctypes.c_void_p, ctypes.c_uint8, ctypes.c_uint32]
     lib.core_tick.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
     lib.shim_state.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+    lib.shim_config.argtypes = [ctypes.c_void_p, ctypes.POINTER(_GateConfig)]
     if lib.shim_state_len() != len(STATE_FIELDS):
         raise RuntimeError("test/host_shim.c and tests/c_core.py disagree on the state fields")
     return lib
@@ -106,6 +107,11 @@ class CMegaCore:
             CMegaCore._lib = _load()
         self.lib = CMegaCore._lib
         self.encoder = 0
+        self.boot_ms = now_ms
+        self.servo_log: list[ServoPulse] = []
+        """Each stretch away from the rest width, as MegaCore keeps it (for the pty target)."""
+        self._now = now_ms
+        self._last_tick = now_ms
         self.fault_output = False
         self.saved: list[GateConfig] = []
         self._out = bytearray()
@@ -118,10 +124,20 @@ class CMegaCore:
             _SAVE(self._save),
         )
         stored = None if eeprom is None else ctypes.pointer(_GateConfig(**eeprom.__dict__))
-        self.servo_us = 0
+        self.servo_us = 0  # core_init sets the rest width through the HAL
+        self._servo_out = False
         self.lib.core_init(self._memory, ctypes.byref(self._hal), now_ms, reset_cause, stored)
 
     def _servo(self, width_us: int) -> None:
+        """The HAL's servo call: log each stretch away from rest as MegaCore does."""
+        out = width_us != self.config.servo_rest_us
+        if out and not self._servo_out:
+            late = max(0, self._now - self._last_tick - 1)  # how late this tick came
+            end = self._now + self.config.reject_pulse_ms
+            self.servo_log.append(ServoPulse(self._now, end, width_us, late))
+        elif not out and self._servo_out and self.servo_log:
+            self.servo_log[-1].end_ms = self._now
+        self._servo_out = out
         self.servo_us = width_us
 
     def _fault(self, on: bool) -> None:
@@ -133,18 +149,36 @@ class CMegaCore:
             GateConfig(**{name: getattr(c, name) for name, _ in _GateConfig._fields_})
         )
 
+    @property
+    def config(self) -> GateConfig:
+        c = _GateConfig()
+        self.lib.shim_config(self._memory, ctypes.byref(c))
+        return GateConfig(**{name: getattr(c, name) for name, _ in _GateConfig._fields_})
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.state()["configured"])
+
+    def millis(self, now_ms: int) -> int:
+        return (now_ms - self.boot_ms) & 0xFFFFFFFF
+
     def receive(self, data: bytes, now_ms: int) -> None:
+        self._now = now_ms
         for byte in data:
             self.lib.core_receive(self._memory, byte, now_ms & 0xFFFFFFFF)
 
     def photo_eye(self, now_ms: int) -> int:
+        self._now = now_ms
         return self.lib.core_photo_eye(self._memory, now_ms & 0xFFFFFFFF, self.encoder & 0xFFFFFFFF)
 
     def photo_eye_lost(self, count: int, now_ms: int) -> None:
+        self._now = now_ms
         self.lib.core_photo_eye_lost(self._memory, count, now_ms & 0xFFFFFFFF)
 
     def tick(self, now_ms: int) -> None:
+        self._now = now_ms
         self.lib.core_tick(self._memory, now_ms & 0xFFFFFFFF, self.encoder & 0xFFFFFFFF)
+        self._last_tick = now_ms
 
     def take_output(self) -> bytes:
         out = bytes(self._out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from station.link import messages as m
@@ -48,13 +49,22 @@ would otherwise swallow the boot announcement the host waits for."""
 
 
 class SimulatedMega:
-    """MegaCore + PtyPort + a service thread (I/O and a tick every millisecond or so)."""
+    """MegaCore + PtyPort + a service thread (I/O and a tick every millisecond or so).
 
-    def __init__(self, link_path: Path | None = None, clock: SimClock | None = None):
+    `core` makes each boot's core; anything with MegaCore's interface will do (the
+    tests run the firmware's own C core behind the same pty, tests/c_core.py)."""
+
+    def __init__(
+        self,
+        link_path: Path | None = None,
+        clock: SimClock | None = None,
+        core: Callable[..., MegaCore] = MegaCore,
+    ):
         self.clock = clock or SimClock()
         self.usb = PtyPort(link_path)
         self.eeprom: GateConfig | None = None
-        self.core = MegaCore(self.clock.now_ms(), m.ResetCause.POWER_ON)
+        self.make_core = core
+        self.core = core(self.clock.now_ms(), m.ResetCause.POWER_ON)
         self.boots = 1
         self.pulses: list[ServoPulse] = []
         """Every servo pulse of every boot so far, cut short where a reset cut it."""
@@ -100,7 +110,7 @@ class SimulatedMega:
             now = self.clock.now_ms()
             self._collect_pulses(cut_at=now)
             self.eeprom = self.core.config if self.core.configured else self.eeprom
-            self.core = MegaCore(now, cause, self.eeprom)
+            self.core = self.make_core(now, cause, self.eeprom)
             self.boots += 1
 
     def _collect_pulses(self, cut_at: int | None) -> None:
@@ -128,6 +138,8 @@ class SimulatedMega:
     def servo_out(self) -> bool:
         """True while the servo is away from rest: the pusher is sweeping the belt."""
         with self.lock:
+            if self._booting_until is not None:
+                return False  # in reset: the servo line is low, the pusher at rest
             return self.core.servo_us != self.core.config.servo_rest_us
 
     def set_encoder(self, count: int) -> None:
@@ -148,7 +160,6 @@ class SimulatedMega:
                 now = self.clock.now_ms()
                 if opened:  # opening the port pulses DTR: the servo stops at once
                     self._collect_pulses(cut_at=now)
-                    self.core.servo_until = None
                     # A stepped clock moves only when the test says: boot at once there.
                     self._booting_until = now + (0 if self.clock.stepped else BOOT_DELAY_MS)
                 if self._booting_until is not None:

@@ -26,3 +26,6 @@ void shim_state(const core_t *core, uint32_t *out)
     for (unsigned i = 0; i < SHIM_STATE_LEN; i++)
         out[i] = state[i];
 }
+
+/* The configuration in force (CONFIGURE, EEPROM or the safe defaults). */
+void shim_config(const core_t *core, gate_config_t *out) { *out = core->config; }
