@@ -120,7 +120,14 @@ def main(verbose: bool) -> None:
     help="K >= 2: grouped K-fold cross-validation instead (an out-of-fold score for every "
     "image; resumable: rerun with the same --out to pick up where it stopped).",
 )
-def train(data_dir: Path, out_dir: Path, folds: int, **options) -> None:
+@click.option(
+    "--attach-to",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="With --folds: write the out-of-fold figures into this model's card (its recipe "
+    "must be the one cross-validated), e.g. station/models/default.",
+)
+def train(data_dir: Path, out_dir: Path, folds: int, attach_to: Path | None, **options) -> None:
     """Train ImpellerNet, export it to TFLite and write its model card."""
     from station.dataset import DatasetError
     from station.training.label_review import LabelReviewError
@@ -128,9 +135,11 @@ def train(data_dir: Path, out_dir: Path, folds: int, **options) -> None:
 
     if folds == 1:
         raise click.BadParameter("1 fold holds nothing out; give 2 or more", param_hint="--folds")
+    if attach_to and not folds:
+        raise click.BadParameter("needs --folds", param_hint="--attach-to")
     try:
         if folds:
-            _cross_validate(data_dir, out_dir, TrainConfig(**options), folds)
+            _cross_validate(data_dir, out_dir, TrainConfig(**options), folds, attach_to)
             return
         card = run_training(data_dir, out_dir, TrainConfig(**options))
     except (DatasetError, LabelReviewError) as exc:
@@ -583,12 +592,17 @@ def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, a
     _print_summary(summary, as_json)
 
 
-def _cross_validate(data_dir: Path, out_dir: Path, config, folds: int) -> None:
-    from station.training.cv import cross_validate
+def _cross_validate(
+    data_dir: Path, out_dir: Path, config, folds: int, attach_to: Path | None
+) -> None:
+    from station.classifier.model_card import ModelCardError
+    from station.training.cv import attach_to_card, cross_validate
 
     try:
         summary = cross_validate(data_dir, out_dir, config, folds)
-    except ValueError as exc:
+        if attach_to:
+            attach_to_card(summary, out_dir, attach_to, config)
+    except (ValueError, ModelCardError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"out of fold over {summary['images']} images: {summary['escapes']} escapes in "
@@ -600,7 +614,10 @@ def _cross_validate(data_dir: Path, out_dir: Path, config, folds: int) -> None:
             f"  fold {fold['fold']}: {fold['images']} images, accuracy {fold['accuracy']:.4f}, "
             f"{fold['escapes']} escapes, {fold['false_rejects']} false rejects: {fold['gate']}"
         )
-    click.echo(f"written to {out_dir} (oof_scores.csv, cv_summary.json, escapes/)")
+    click.echo(
+        f"written to {out_dir} (oof_scores.csv, cv_summary.json, oof_margins.png, escapes/)"
+        + (f"; figures attached to {attach_to / 'model_card.json'}" if attach_to else "")
+    )
     if not summary["all_folds_pass_gate"]:
         raise click.ClickException("a fold model failed the quality gate on its held-out fold")
 

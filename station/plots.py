@@ -98,6 +98,34 @@ def score_histogram(
     plt.close(fig)
 
 
+def oof_margins(labels: np.ndarray, margins: np.ndarray, title: str, path: Path) -> None:
+    """Out-of-fold scores measured against each fold's own threshold (logit difference):
+    right of 0 is rejected. One picture for K folds with K thresholds."""
+    labels = np.asarray(labels).astype(bool)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(-15, 15, 61)
+    clipped = np.clip(margins, -15, 15)
+    ax.hist(
+        clipped[~labels], bins=bins, alpha=0.6, label=f"OK ({np.sum(~labels)})", color="tab:green"
+    )
+    ax.hist(
+        clipped[labels],
+        bins=bins,
+        alpha=0.6,
+        label=f"defective ({np.sum(labels)})",
+        color="tab:red",
+    )
+    ax.axvline(0, color="black", linestyle="--", label="the fold's threshold")
+    ax.set_yscale("log")
+    ax.set_xlabel("logit(score) - logit(threshold of the image's fold); reject at >= 0")
+    ax.set_ylabel("images (log)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def misses_against_false_rejects(
     labels: np.ndarray, scores: np.ndarray, threshold: float, title: str, path: Path
 ) -> None:

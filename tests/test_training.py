@@ -231,9 +231,36 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
     summary = json.loads((out / "cv_summary.json").read_text())
     assert summary["images"] == 12 and len(summary["folds"]) == 2
 
+    assert (out / "oof_margins.png").stat().st_size > 1000
+
     first_model = (out / "fold_0" / "model.tflite").stat().st_mtime_ns
     (out / "fold_1" / "oof.csv").unlink()
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert (out / "fold_0" / "model.tflite").stat().st_mtime_ns == first_model, "fold 0 kept"
     assert (out / "fold_1" / "oof.csv").is_file()
+
+
+def test_cross_validation_figures_are_attached_only_to_a_card_of_the_same_recipe(
+    tiny_model, tmp_path
+):
+    """--attach-to writes the out-of-fold figures into a model card whose recipe matches,
+    and refuses, naming the setting, one that was trained another way."""
+    from conftest import SAMPLE_DIR
+
+    card = ModelCard.load(tiny_model / "model_card.json")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    out = tmp_path / "cv"
+    same = [*TINY, "--epochs", str(card.training["epochs"])]
+    args = ["train", "--data", str(SAMPLE_DIR), "--out", str(out), "--folds", "2"]
+    result = CliRunner().invoke(main, [*args, *same, "--attach-to", str(model)])
+    assert result.exit_code == 0, result.output
+    attached = ModelCard.load(model / "model_card.json").cross_validation
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert attached["images"] == 12 and attached["escapes"] == summary["escapes"]
+    assert (model / "cv_oof_scores.csv").is_file() and (model / "cv_oof_margins.png").is_file()
+
+    other = [*TINY, "--epochs", str(card.training["epochs"] + 1)]
+    refused = CliRunner().invoke(main, [*args, *other, "--attach-to", str(model)])
+    assert refused.exit_code != 0 and "training.epochs" in refused.output

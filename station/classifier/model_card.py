@@ -54,6 +54,12 @@ class ModelCard(BaseModel):
     )
     threshold: float = Field(gt=0.0, lt=1.0)
     threshold_rule: str
+    cross_validation: dict | None = Field(
+        default=None,
+        description="out-of-fold figures of this recipe over the whole training folder "
+        "(station train --folds K --attach-to): every image scored by a model that never "
+        "saw it, at a threshold chosen without it; the figure to trust over `validation`",
+    )
     validation: Figures
     split: dict[str, float | int | str]
     dataset: dict[str, str | int]

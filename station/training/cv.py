@@ -21,14 +21,15 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass, replace
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
-from station.classifier.model_card import MODEL_FILE_NAME, ModelCard
+from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
 from station.dataset import load_grey, near_duplicate_groups, scan_labelled_folder
 from station.scoring import figures_at, quality_gate
 from station.training.config import TrainConfig
@@ -174,7 +175,69 @@ def _merge(out_dir: Path, root: Path, results: list[FoldResult], config: TrainCo
         "oof_scores": str(out_dir / "oof_scores.csv"),
     }
     (out_dir / "cv_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    labels = np.array([int(r["label"]) for r in rows])
+    margins = np.array([_logit(float(r["score"])) - _logit(float(r["threshold"])) for r in rows])
+    plots.oof_margins(
+        labels,
+        margins,
+        f"out of fold, {len(results)} folds: {len(escapes)} escapes, "
+        f"{len(false_rejects)} false rejects",
+        out_dir / "oof_margins.png",
+    )
     return summary
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return float(np.log(p / (1 - p)))
+
+
+RECIPE_KEYS = (
+    "input_size",
+    "width",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "patience",
+    "val_fraction",
+    "views",
+    "image_size",
+)
+"""What must match between a model's card and a cross-validation for its figures to be
+that model's recipe's (the seed differs by design: each fold is its own run)."""
+
+
+def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainConfig) -> None:
+    """Write the out-of-fold figures into the model card of `model_dir` (and the scores and
+    the margins plot beside it), after checking that the card's recipe is this one."""
+    card_path = model_dir / MODEL_CARD_NAME
+    card = ModelCard.load(card_path)
+    ours = asdict(config)
+    for key in RECIPE_KEYS:
+        if card.training.get(key) != ours[key]:
+            raise ValueError(
+                f"{card_path}: training.{key} is {card.training.get(key)!r}, this "
+                f"cross-validation ran with {ours[key]!r}; its figures are not this model's"
+            )
+    entry = {k: summary[k] for k in ("images", "defective", "escapes", "false_rejects")}
+    entry.update(
+        accuracy=summary["accuracy"],
+        folds=len(summary["folds"]),
+        method="grouped stratified K-fold: near-duplicate groups never split; each fold's "
+        "threshold chosen on a validation split of its training part",
+        escape_files=summary["escape_files"],
+        per_fold=[
+            {k: f[k] for k in ("fold", "images", "accuracy", "escapes", "false_rejects", "gate")}
+            for f in summary["folds"]
+        ],
+        all_folds_pass_gate=summary["all_folds_pass_gate"],
+        scores="cv_oof_scores.csv",
+        plot="cv_oof_margins.png",
+    )
+    card.model_copy(update={"cross_validation": entry}).save(card_path)
+    shutil.copyfile(out_dir / "oof_scores.csv", model_dir / "cv_oof_scores.csv")
+    shutil.copyfile(out_dir / "oof_margins.png", model_dir / "cv_oof_margins.png")
+    log.info("out-of-fold figures written into %s", card_path)
 
 
 def _read(path: Path) -> list[dict]:
