@@ -162,6 +162,8 @@ class FirmwareMegaTarget:
         self.frames: list[tuple[int, int]] = []  # (sim us, width us) of every non-rest frame
         self.encoder_start_us: list[int] = []
         self.lock = threading.Lock()
+        self._sim_time_us: int | None = None
+        self._time_seen = threading.Event()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._bridge, daemon=True),
@@ -209,6 +211,9 @@ class FirmwareMegaTarget:
                     self.frames.append((int(values[0]), int(values[1])))
                 elif kind == "@EYE":
                     self.eye_us.append(int(values[0]))
+                elif kind == "@TIME":
+                    self._sim_time_us = int(values[0])
+                    self._time_seen.set()
                 elif kind == "@ENC_START":
                     self.encoder_start_us.append(int(values[0]))
 
@@ -225,9 +230,40 @@ class FirmwareMegaTarget:
         return [t for i, t in enumerate(frames) if i == 0 or t - frames[i - 1] > 22_000]
 
     def photo_eye(self) -> int:
+        """A beam break; returns once the simulated MCU has seen it (simavr may run slower
+        than the wall clock on a busy machine, and queued breaks would bunch up)."""
+        with self.lock:
+            seen = len(self.eye_us)
         self._command("eye")
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            with self.lock:
+                if len(self.eye_us) > seen:
+                    break
+            time.sleep(0.002)
+        else:
+            raise TimeoutError("the harness never made the beam break")
         part_id, self.next_part = self.next_part, self.next_part + 1
         return part_id
+
+    def sim_us(self) -> int:
+        """The simulated MCU's time now, in microseconds."""
+        self._time_seen.clear()
+        self._command("time")
+        if not self._time_seen.wait(5):
+            raise TimeoutError("the harness did not report its time")
+        return self._sim_time_us
+
+    def sleep_sim(self, seconds: float) -> None:
+        """Wait `seconds` of simulated time (the wall clock may run faster or slower)."""
+        self.sleep_until_sim_us(self.sim_us() + int(seconds * 1e6))
+
+    def sleep_until_sim_us(self, when_us: int) -> None:
+        end = time.monotonic() + 60
+        while self.sim_us() < when_us:
+            if time.monotonic() > end:
+                raise TimeoutError(f"simulated time did not reach {when_us} us")
+            time.sleep(0.01)
 
     def pulses(self) -> list[Pulse]:
         """Each stretch at a non-rest width, from its first edge to the return to rest."""

@@ -75,13 +75,16 @@ class MegaSession:
         configure: m.Configure,
         host_timeout_s: float = 1.0,
         boot_timeout_s: float = 3.0,
+        boot_quiet_s: float = BOOT_QUIET_S,
         reconnect_interval_s: float = 0.5,
         events: queue.Queue | None = None,
         reopen_ok: Callable[[], bool] | None = None,
         reopen_wait_s: float = 2.0,
     ):
         self.port = port
-        self.endpoint = HostEndpoint(configure, host_timeout_s, boot_timeout_s, name=port)
+        self.endpoint = HostEndpoint(
+            configure, host_timeout_s, boot_timeout_s, boot_quiet_s=boot_quiet_s, name=port
+        )
         self.reconnect_interval_s = reconnect_interval_s
         self.reopen_ok = reopen_ok
         """Reopening reboots the Mega (DTR): asked before each reopen whether no part is
@@ -126,9 +129,8 @@ class MegaSession:
         supervisor = threading.Thread(target=self._supervise, name="link-supervisor", daemon=True)
         supervisor.start()
         self._threads.append(supervisor)
-        budget = (
-            BOOT_QUIET_S + self.endpoint.boot_timeout_s + (MAX_RETRIES + 1) * RETRANSMIT_S * 4 + 1
-        )
+        retries_s = (MAX_RETRIES + 1) * RETRANSMIT_S * 4
+        budget = self.endpoint.boot_quiet_s + self.endpoint.boot_timeout_s + retries_s + 1
         self._handshake_done.wait(budget)
         with self._lock:
             phase, failure, fatal = (
