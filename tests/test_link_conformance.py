@@ -186,10 +186,14 @@ def test_a_corrupted_command_is_retransmitted_and_acted_on_once(mega, session):
     before = session.stats.retransmits
     assert session.send_verdict(part_id, reject=True) == m.Error.OK
     mega.usb.line_noise = None
-    assert hits and session.stats.retransmits == before + 1
+    # At least one copy went again; on a busy machine the ACK of the first copy can take
+    # longer than the 10 ms retransmit interval, and further copies are answered, not acted on.
+    assert hits and session.stats.retransmits >= before + 1
     gate = next_event(session, m.Gate)
     assert (gate.part_id, gate.action) == (part_id, m.GateAction.FIRED)
     assert session.status().frame_errors >= 1
+    wait_for_mega_time(session, gate.mcu_time_ms + PULSE_MS + 30)
+    assert len(mega.pulses()) == 1, "the part fired once"
 
 
 def test_late_verdict_gets_late_and_the_part_is_rejected(mega, session):
