@@ -261,6 +261,12 @@ def test_cross_validation_figures_are_attached_only_to_a_card_of_the_same_recipe
     assert attached["images"] == 12 and attached["escapes"] == summary["escapes"]
     assert (model / "cv_oof_scores.csv").is_file() and (model / "cv_oof_margins.png").is_file()
 
-    other = [*TINY, "--epochs", str(card.training["epochs"] + 1)]
-    refused = CliRunner().invoke(main, [*args, *other, "--attach-to", str(model)])
-    assert refused.exit_code != 0 and "training.epochs" in refused.output
+    from dataclasses import replace
+
+    from station.training.config import TrainConfig
+    from station.training.cv import attach_to_card
+
+    trained_as = TrainConfig(**{k: card.training[k] for k in TrainConfig.__dataclass_fields__})
+    other = replace(trained_as, epochs=trained_as.epochs + 1)
+    with pytest.raises(ValueError, match=r"training\.epochs is \d+, this cross-validation ran"):
+        attach_to_card(summary, out, model, other)
