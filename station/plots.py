@@ -78,46 +78,54 @@ def confusion_matrix(figures: Figures, threshold: float, title: str, path: Path)
 def score_histogram(
     labels: np.ndarray, scores: np.ndarray, threshold: float, title: str, path: Path
 ) -> None:
-    labels = np.asarray(labels).astype(bool)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(0, 1, 51)
-    ax.hist(
-        scores[~labels], bins=bins, alpha=0.6, label=f"OK ({np.sum(~labels)})", color="tab:green"
+    _class_histogram(
+        labels,
+        scores,
+        np.linspace(0, 1, 51),
+        threshold,
+        f"threshold {threshold:.4f}",
+        "defect score (reject at or above the threshold)",
+        title,
+        path,
     )
-    ax.hist(
-        scores[labels], bins=bins, alpha=0.6, label=f"defective ({np.sum(labels)})", color="tab:red"
-    )
-    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4f}")
-    ax.set_yscale("log")
-    ax.set_xlabel("defect score (reject at or above the threshold)")
-    ax.set_ylabel("images (log)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def oof_margins(labels: np.ndarray, margins: np.ndarray, title: str, path: Path) -> None:
     """Out-of-fold scores measured against each fold's own threshold (logit difference):
     right of 0 is rejected. One picture for K folds with K thresholds."""
+    _class_histogram(
+        labels,
+        np.clip(margins, -15, 15),
+        np.linspace(-15, 15, 61),
+        0.0,
+        "the fold's threshold",
+        "logit(score) - logit(threshold of the image's fold); reject at >= 0",
+        title,
+        path,
+    )
+
+
+def _class_histogram(
+    labels: np.ndarray,
+    values: np.ndarray,
+    bins: np.ndarray,
+    cut: float,
+    cut_label: str,
+    xlabel: str,
+    title: str,
+    path: Path,
+) -> None:
+    """OK and defective images on one log-scale histogram, with the reject cut drawn."""
     labels = np.asarray(labels).astype(bool)
+    values = np.asarray(values)
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(-15, 15, 61)
-    clipped = np.clip(margins, -15, 15)
-    ax.hist(
-        clipped[~labels], bins=bins, alpha=0.6, label=f"OK ({np.sum(~labels)})", color="tab:green"
-    )
-    ax.hist(
-        clipped[labels],
-        bins=bins,
-        alpha=0.6,
-        label=f"defective ({np.sum(labels)})",
-        color="tab:red",
-    )
-    ax.axvline(0, color="black", linestyle="--", label="the fold's threshold")
+    for chosen, name, colour in ((~labels, "OK", "tab:green"), (labels, "defective", "tab:red")):
+        ax.hist(
+            values[chosen], bins=bins, alpha=0.6, label=f"{name} ({chosen.sum()})", color=colour
+        )
+    ax.axvline(cut, color="black", linestyle="--", label=cut_label)
     ax.set_yscale("log")
-    ax.set_xlabel("logit(score) - logit(threshold of the image's fold); reject at >= 0")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("images (log)")
     ax.set_title(title)
     ax.legend()
