@@ -163,6 +163,13 @@ def test_a_full_transmit_buffer_drops_whole_frames_never_part_of_one(target, tmp
     assert errors == [], errors[:3]
 
 
+FIRE_LATE_AT_MOST_US = 700
+"""A fire starts at the part's exact time, noticed at the next loop pass: at most one
+pass late (250 to 370 us when the pass answers a command). A fire quantised to whole
+milliseconds, or one that waits for a rest pulse on the wire, is up to 1 ms late and
+fails this bound (both were so before issue 15; firmware README, "Timing under load")."""
+
+
 def test_an_eeprom_write_never_delays_a_pulse(target):
     """A CONFIGURE that changes most of the stored record lands 30 ms before a part's
     fire time. Writing the record blocked the loop for 3.4 ms a byte (up to 76 ms);
@@ -187,7 +194,7 @@ def test_an_eeprom_write_never_delays_a_pulse(target):
     assert len(starts) == len(eyes) == 1
     error_us = starts[0] - eyes[0] - offset_ms * 1000
     print(f"\nfire-time error with an EEPROM write in progress: {error_us} us")
-    assert abs(error_us) <= 2000
+    assert -50 <= error_us <= FIRE_LATE_AT_MOST_US
 
 
 def test_timing_under_full_link_load_and_eeprom_writes(target):
@@ -242,8 +249,9 @@ def test_timing_under_full_link_load_and_eeprom_writes(target):
         f"{len(widths)} reject frames, width {min(widths)}..{max(widths)} us "
         f"(jitter {max(widths) - min(widths)} us)"
     )
-    assert max(map(abs, errors_us)) <= 2000, (errors_us, eyes, starts)
-    assert max(widths) - min(widths) <= 20
+    assert min(errors_us) >= -50, (errors_us, eyes, starts)  # never before the part is there
+    assert max(errors_us) <= FIRE_LATE_AT_MOST_US, (errors_us, eyes, starts)
+    assert max(widths) - min(widths) <= 10  # the timer makes the pulse: 0 us measured
 
 
 @pytest.fixture

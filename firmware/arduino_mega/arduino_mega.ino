@@ -10,11 +10,15 @@
 #include "board.h"
 #include "station_core.h"
 
-#define TX_RING 256 /* bytes waiting for the UART; frames are at most 38 */
+#define RX_BYTES_PER_PASS 8
+#define TX_BYTES_PER_PASS 8
 
 static core_t core;
-static uint8_t tx_ring[TX_RING];
-static uint16_t tx_head, tx_tail;
+/* Bytes waiting for the UART (frames are at most 38). 256 bytes with uint8_t
+ * indices: they wrap by themselves, with no modulo (a signed % on the AVR was a
+ * division per byte, and an ACK cost 250 us). */
+static uint8_t tx_ring[256];
+static uint8_t tx_head, tx_tail;
 static uint32_t tx_frames_dropped; /* whole frames; for a debugger or a future STATUS */
 
 /* A frame goes into the ring whole or not at all: a frame cut short would reach
@@ -23,23 +27,23 @@ static uint32_t tx_frames_dropped; /* whole frames; for a debugger or a future S
  * queue resends it; a dropped heartbeat is followed by the next. */
 static void serial_write(const uint8_t *bytes, uint8_t len)
 {
-    uint16_t used = (uint16_t)((tx_head + TX_RING - tx_tail) % TX_RING);
-    if (len > TX_RING - 1 - used) {
+    uint8_t used = (uint8_t)(tx_head - tx_tail);
+    if (len > 255 - used) {
         tx_frames_dropped++;
         return;
     }
-    for (uint8_t i = 0; i < len; i++) {
-        tx_ring[tx_head] = bytes[i];
-        tx_head = (uint16_t)((tx_head + 1) % TX_RING);
-    }
+    for (uint8_t i = 0; i < len; i++)
+        tx_ring[tx_head++] = bytes[i];
 }
 
+/* At most TX_BYTES_PER_PASS: HardwareSerial takes a few microseconds a byte (see loop()). */
 static void serial_pump(void)
 {
     int room = Serial.availableForWrite();
+    if (room > TX_BYTES_PER_PASS)
+        room = TX_BYTES_PER_PASS;
     while (room-- > 0 && tx_tail != tx_head) {
-        Serial.write(tx_ring[tx_tail]);
-        tx_tail = (uint16_t)((tx_tail + 1) % TX_RING);
+        Serial.write(tx_ring[tx_tail++]);
     }
 }
 
@@ -53,19 +57,29 @@ void setup()
     core_init(&core, &hal, board_millis(), board_reset_cause(), have_saved ? &saved : 0);
 }
 
+/* The order matters for timing: the gate runs first, right after the clock is
+ * read, so a fire that fell due goes out before this pass parses or sends
+ * anything. Bytes are taken and sent a few per pass for the same reason (a pass
+ * that answers a command takes a few hundred microseconds); eight bytes a pass
+ * still drains the line (11.5 bytes a ms) many times over. */
 void loop()
 {
     board_watchdog_kick();
     uint32_t now = board_millis();
-    while (Serial.available() > 0)
-        core_receive(&core, (uint8_t)Serial.read(), now);
     trigger_t trigger;
-    while (board_next_trigger(&trigger))
+    while (board_next_trigger(&trigger)) {
         core_photo_eye(&core, trigger.millis, trigger.encoder);
+        uint32_t gate_ms;
+        if (core_gate_time_ms(&core, trigger.millis, &gate_ms))
+            board_servo_keep_free_at(&trigger, gate_ms);
+    }
     uint8_t lost = board_take_lost_triggers();
     if (lost)
         core_photo_eye_lost(&core, lost, now);
     core_tick(&core, now, board_encoder());
+    board_poll_servo_line();
+    for (uint8_t n = 0; n < RX_BYTES_PER_PASS && Serial.available() > 0; n++)
+        core_receive(&core, (uint8_t)Serial.read(), now);
     serial_pump();
     board_poll_eeprom();
     board_status_led(core.fault ? (now / 100) & 1 : (now / 500) & 1);

@@ -10,6 +10,11 @@
 #define PHOTO_EYE_DEBOUNCE_US 5000UL
 #define TRIGGER_RING 8 /* power of two */
 #define SERVO_FRAME_TICKS 40000U /* 20 ms at 0.5 us per tick (16 MHz / 8) */
+#define SERVO_REST_TICKS 2000U   /* 1000 us until the core sets the configured rest */
+#define KEEP_FREE_SLOTS 8         /* parts between photo-eye and gate whose fire time is kept free */
+#define KEEP_FREE_BEFORE_US 1100UL /* the line is low from this long before a fire time (the
+                                     core asks up to 1 ms early: whole milliseconds) ... */
+#define KEEP_FREE_AFTER_US 700UL   /* ... to this long after it (a loop pass may be late) */
 #define EEPROM_MAGIC 0x5A17
 
 /* .noinit: .init4 zeroes .bss after .init3 has saved the reset cause here. */
@@ -20,8 +25,13 @@ static volatile trigger_t triggers[TRIGGER_RING];
 static volatile uint8_t trigger_head, trigger_tail;
 static volatile uint8_t triggers_lost; /* beam breaks with no room in the ring */
 static volatile uint32_t last_edge_us;
-static volatile uint16_t servo_ticks = 2000; /* 1000 us until configured */
-static volatile bool frame_restart_pending;
+static volatile uint16_t pending_ticks; /* a width waiting for the pulse on the wire to end */
+static volatile uint16_t frame_ticks = SERVO_REST_TICKS; /* the width of the frame running */
+static volatile bool frame_commanded; /* a frame started for a new width, until its pulse ends */
+static uint32_t keep_free_us[KEEP_FREE_SLOTS]; /* fire times (micros()) to keep the line free at */
+static uint8_t keep_free_count;
+static uint32_t clock_ms;      /* the core's clock: whole ms since boot (main loop only) */
+static uint32_t clock_base_us; /* micros() at the start of millisecond clock_ms */
 
 /* Runs before main(): keep the reset cause, then stop a watchdog left running
  * by the reset itself (it stays enabled after a watchdog reset). */
@@ -45,9 +55,11 @@ uint8_t board_reset_cause(void)
 void board_init(void)
 {
     /* Outputs first, servo line low and fault off, before anything can fire. */
-    DDRH |= _BV(PH6) | _BV(PH4);
-    PORTH &= (uint8_t)~(_BV(PH6) | _BV(PH4));
+    PORTE &= (uint8_t)~_BV(PE3);
+    DDRE |= _BV(PE3);
     DDRB |= _BV(PB7);
+    PORTH &= (uint8_t)~_BV(PH4);
+    DDRH |= _BV(PH4);
 
     /* Inputs with pull-ups: photo-eye D2 (PE4), encoder D18 (PD3) and D19 (PD2). */
     DDRE &= (uint8_t)~_BV(PE4);
@@ -64,18 +76,44 @@ void board_init(void)
     EIFR = _BV(INTF4) | _BV(INTF3) | _BV(INTF2);
     EIMSK |= _BV(INT4) | _BV(INT3) | _BV(INT2);
 
-    /* Timer1, CTC with TOP = OCR1A (mode 4), clk/8: a 20 ms servo frame. The pulse
-     * starts at compare A (frame end/start) and ends at compare B. */
-    TCCR1A = 0;
-    TCCR1B = _BV(WGM12) | _BV(CS11);
-    OCR1A = SERVO_FRAME_TICKS - 1;
-    OCR1B = servo_ticks;
-    TIMSK1 = _BV(OCIE1A) | _BV(OCIE1B);
+    /* Timer3, fast PWM with TOP = ICR3 (mode 14), clk/8: 20 ms servo frames. The
+     * timer itself sets OC3A (D5) at BOTTOM and clears it at OCR3A, so no interrupt
+     * latency reaches the pulse width. OCR3A is double-buffered (taken at BOTTOM): a
+     * new width never cuts or stretches a pulse already on the wire. Nothing else
+     * writes port E after this (simavr, unlike the chip, lets a PORT write override
+     * a compare output; a pin on port B would be cut by the status LED). */
+    OCR3A = SERVO_REST_TICKS - 1;
+    ICR3 = SERVO_FRAME_TICKS - 1;
+    TCNT3 = SERVO_FRAME_TICKS - 1 - 8; /* the first frame starts at BOTTOM, 4 us in */
+    TCCR3A = _BV(COM3A1) | _BV(WGM31);
+    TCCR3B = _BV(WGM33) | _BV(WGM32) | _BV(CS31);
+    TIMSK3 = _BV(OCIE3A);
 
     wdt_enable(WDTO_120MS);
 }
 
-uint32_t board_millis(void) { return millis(); }
+/* Counted from micros() (4 us steps) rather than millis(), which advances in
+ * 1.024 ms steps and skips a value every 42: a fire scheduled in whole
+ * milliseconds is then due within 1 ms of the true beam break plus offset. */
+uint32_t board_millis(void)
+{
+    uint32_t now_us = micros();
+    while (now_us - clock_base_us >= 1000UL) {
+        clock_base_us += 1000UL;
+        clock_ms++;
+    }
+    return clock_ms;
+}
+
+/* The millisecond of the core's clock that contains instant `at_us`, which may lie
+ * before the current millisecond (a beam break waiting in the ring). */
+static uint32_t clock_ms_at(uint32_t at_us)
+{
+    int32_t rel_us = (int32_t)(at_us - clock_base_us);
+    if (rel_us >= 0)
+        return clock_ms + (uint32_t)rel_us / 1000UL;
+    return clock_ms - ((uint32_t)(-rel_us) + 999UL) / 1000UL;
+}
 
 uint32_t board_encoder(void)
 {
@@ -90,11 +128,15 @@ bool board_next_trigger(trigger_t *trigger)
     ATOMIC_BLOCK(ATOMIC_RESTORESTATE)
     {
         if (trigger_tail != trigger_head) {
-            trigger->millis = triggers[trigger_tail].millis;
+            trigger->micros = triggers[trigger_tail].micros;
             trigger->encoder = triggers[trigger_tail].encoder;
             trigger_tail = (uint8_t)((trigger_tail + 1) & (TRIGGER_RING - 1));
             have = true;
         }
+    }
+    if (have) {
+        board_millis(); /* the clock up to date before converting */
+        trigger->millis = clock_ms_at(trigger->micros);
     }
     return have;
 }
@@ -110,19 +152,99 @@ uint8_t board_take_lost_triggers(void)
     return lost;
 }
 
-/* A new width starts a new 20 ms frame at once, so a fire is on the wire within
+/* A new width starts a new 20 ms frame at once, or at the part's exact fire time
+ * if that is less than a millisecond away, so a fire is on the wire within
  * microseconds of its due time instead of up to one frame (20 ms) later. A pulse
- * already on the line is never cut or stretched: the new frame follows its end.
- * The frame is cut short by moving TOP (OCR1A), never by writing TCNT1. */
+ * already on the line is never cut or stretched: the new width waits for its end
+ * (the compare A interrupt). OCR3A is written only while the line is low: the chip
+ * double-buffers it, simavr does not, and both then start the same frame. */
+static uint32_t wait_for_fire_time_us(void);
+
+static void start_frame(uint16_t ticks, uint16_t in_ticks)
+{
+    TCNT3 = SERVO_FRAME_TICKS - 1 - in_ticks; /* TOP, then BOTTOM: the line goes high */
+    OCR3A = ticks - 1; /* high from BOTTOM through the match: OCR3A + 1 ticks */
+    frame_ticks = ticks;
+    frame_commanded = true;
+}
+
 void board_servo_us(uint16_t width_us)
 {
+    uint16_t ticks = (uint16_t)(width_us * 2U);
     ATOMIC_BLOCK(ATOMIC_RESTORESTATE)
     {
-        servo_ticks = (uint16_t)(width_us * 2U);
-        if (PORTH & _BV(PH6))
-            frame_restart_pending = true;
-        else
-            OCR1A = TCNT1 + 8; /* CTC: the frame ends (and the next starts) in 4 us */
+        if (TCNT3 < frame_ticks) /* the pulse is on the wire (PINE would say so on the
+                                    chip, but simavr does not show a compare output there) */
+            pending_ticks = ticks == frame_ticks ? 0 : ticks;
+        else if (ticks != frame_ticks) { /* the same width again (a CONFIGURE) is not a new frame */
+            uint32_t wait_us = wait_for_fire_time_us();
+            start_frame(ticks, wait_us ? (uint16_t)(2U * wait_us) : 8U); /* or in 4 us */
+        }
+    }
+}
+
+void board_servo_keep_free_at(const trigger_t *trigger, uint32_t gate_ms)
+{
+    uint32_t due_us = trigger->micros + (uint32_t)((int32_t)(gate_ms - trigger->millis) * 1000L);
+    if (keep_free_count == KEEP_FREE_SLOTS) { /* more parts in flight than slots: drop the oldest */
+        for (uint8_t i = 1; i < KEEP_FREE_SLOTS; i++)
+            keep_free_us[i - 1] = keep_free_us[i];
+        keep_free_count--;
+    }
+    keep_free_us[keep_free_count++] = due_us;
+}
+
+/* How long until a remembered fire time that falls within the next millisecond,
+ * or 0. The core counts whole milliseconds and so asks for a fire up to 1 ms
+ * before the part is truly at the gate; the frame then starts at that time. */
+static uint32_t wait_for_fire_time_us(void)
+{
+    uint32_t now_us = micros(), wait_us = 0;
+    for (uint8_t i = 0; i < keep_free_count; i++) {
+        int32_t ahead_us = (int32_t)(keep_free_us[i] - now_us);
+        if (ahead_us > 4 && ahead_us <= 1000 && (wait_us == 0 || (uint32_t)ahead_us < wait_us))
+            wait_us = (uint32_t)ahead_us;
+    }
+    return wait_us;
+}
+
+/* A frame boundary (rest pulse start) that would put the line high at a fire time
+ * is delayed to just after it, by moving the counter back while the line is low.
+ * Delaying the rest frames by a millisecond or two is harmless to a servo; the fire
+ * itself then starts a new frame at once (board_servo_us). */
+void board_poll_servo_line(void)
+{
+    uint32_t now_us = micros();
+    uint8_t kept = 0;
+    for (uint8_t i = 0; i < keep_free_count; i++) /* forget fire times that have passed */
+        if ((int32_t)(keep_free_us[i] + KEEP_FREE_AFTER_US - now_us) >= 0)
+            keep_free_us[kept++] = keep_free_us[i];
+    keep_free_count = kept;
+    if (!keep_free_count)
+        return;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE)
+    {
+        uint16_t tcnt = TCNT3;
+        const uint16_t top = SERVO_FRAME_TICKS - 1;
+        const uint16_t lowest = frame_ticks + 16; /* well past the compare: never re-enter the pulse */
+        if (tcnt <= lowest || tcnt >= top - 16) /* pulse on the wire, or the frame ends now */
+            return;
+        if (frame_commanded) /* a fire (or its end) starts now or at its exact time: never move it */
+            return;
+        uint32_t boundary_us = now_us + (uint32_t)(top - tcnt) / 2U;
+        uint32_t high_us = (uint32_t)frame_ticks / 2U + KEEP_FREE_BEFORE_US;
+        for (uint8_t i = 0; i < keep_free_count; i++) {
+            uint32_t due_us = keep_free_us[i];
+            bool covers = (int32_t)(boundary_us + high_us - due_us) > 0 &&
+                          (int32_t)(due_us + KEEP_FREE_AFTER_US - boundary_us) > 0;
+            if (!covers)
+                continue;
+            uint32_t delay_ticks = 2U * (due_us + KEEP_FREE_AFTER_US - boundary_us);
+            uint16_t room = (uint16_t)(tcnt - lowest);
+            tcnt = (uint16_t)(tcnt - (delay_ticks < room ? delay_ticks : room));
+            TCNT3 = tcnt; /* not enough room now: the next pass moves it further */
+            boundary_us = now_us + (uint32_t)(top - tcnt) / 2U;
+        }
     }
 }
 
@@ -203,7 +325,7 @@ ISR(INT4_vect) /* photo-eye: latch time and position, debounced */
             triggers_lost++;
         return;
     }
-    triggers[trigger_head].millis = millis();
+    triggers[trigger_head].micros = now_us; /* millis is set in board_next_trigger */
     triggers[trigger_head].encoder = (uint32_t)encoder_count;
     trigger_head = next;
 }
@@ -221,18 +343,11 @@ static inline void encoder_edge(void)
 ISR(INT3_vect) { encoder_edge(); }
 ISR(INT2_vect) { encoder_edge(); }
 
-ISR(TIMER1_COMPA_vect) /* frame start: servo line high, schedule its fall */
+ISR(TIMER3_COMPA_vect) /* the pulse has ended (in hardware): start a waiting width */
 {
-    PORTH |= _BV(PH6);
-    OCR1B = servo_ticks;
-    OCR1A = SERVO_FRAME_TICKS - 1;
-}
-
-ISR(TIMER1_COMPB_vect) /* end of the pulse */
-{
-    PORTH &= (uint8_t)~_BV(PH6);
-    if (frame_restart_pending) {
-        frame_restart_pending = false;
-        OCR1A = TCNT1 + 40; /* next frame, with the new width, in 20 us */
+    frame_commanded = false;
+    if (pending_ticks) {
+        start_frame(pending_ticks, 40); /* in 20 us */
+        pending_ticks = 0;
     }
 }

@@ -106,6 +106,7 @@ typedef struct {
 
 /* ---- framing (pure functions, used by the core and by the tests) ---- */
 uint16_t crc16_ccitt_false(const uint8_t *data, uint8_t len);
+uint16_t crc16_ccitt_false_update(uint16_t crc, uint8_t byte);
 /* Encode seq+type+payload into wire (COBS + 0x00); returns the wire length. */
 uint8_t frame_encode(uint8_t seq, uint8_t type, const uint8_t *payload, uint8_t len,
                      uint8_t *wire);
@@ -124,6 +125,10 @@ void core_tick(core_t *core, uint32_t now_ms, uint32_t encoder);
 /* Beam breaks the board could not latch (its trigger ring was full): they have no
  * part ID and no gate action, so the core latches PHOTO_EYE_OVERFLOW (detail: count). */
 void core_photo_eye_lost(core_t *core, uint8_t count, uint32_t now_ms);
+/* When a part latched at latched_ms reaches the gate, if the gate is timed
+ * (milliseconds mode): the board keeps the servo line free of a rest pulse then,
+ * so that a fire never waits for one. False in encoder mode (a position, not a time). */
+bool core_gate_time_ms(const core_t *core, uint32_t latched_ms, uint32_t *due_ms);
 
 #ifdef __cplusplus
 }

@@ -18,8 +18,8 @@
  *   reset ext|wdt    reset the MCU with MCUSR = EXTRF or WDRF
  *   time             print "@TIME <us>"
  *   quit
- * Output: "@SERVO <us> <width_us>" whenever the servo pulse width changes (by more
- *         than 10 us: ISR latency jitters a few), "@EYE <us>" at each beam break,
+ * Output: "@SERVO <us> <width_us>" whenever the servo pulse width (D5) changes by
+ *         more than 10 us, "@EYE <us>" at each beam break,
  *         "@ENC_START <us>" when a run of encoder steps begins,
  *         "@FAULT <us> 0|1" when the fault output changes, "@READY",
  *         "@PULSE <us> <width_us>" for every servo frame whose width is not the
@@ -83,7 +83,7 @@ static void servo_edge(struct avr_irq_t *irq, uint32_t value, void *param)
         printf("@PULSE %llu %d\n", (unsigned long long)(rise_cycle / 16), width);
         fflush(stdout);
     }
-    if (last_width < 0 || abs(width - last_width) > 10) { /* ISR latency jitters a few us */
+    if (last_width < 0 || abs(width - last_width) > 10) {
         printf("@SERVO %llu %d\n", (unsigned long long)(rise_cycle / 16), width);
         fflush(stdout);
         last_width = width;
@@ -241,7 +241,7 @@ int main(int argc, char **argv)
 
     avr_register_io_write(avr, EECR_ADDR, eecr_write, NULL);
     avr_register_io_read(avr, EECR_ADDR, eecr_read, NULL);
-    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('H'), 6), servo_edge, NULL);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('E'), 3), servo_edge, NULL);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('H'), 4), fault_edge, NULL);
     eye_pin = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('E'), 4);
     enc_a = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('D'), 3);

@@ -77,6 +77,23 @@ static void test_vectors(void)
     CHECK(crc16_ccitt_false((const uint8_t *)"123456789", 9) == 0x29B1, "CRC check value");
 }
 
+/* The byte-at-a-time CRC against its definition (shift a bit at a time), everywhere. */
+static void test_crc_update_equals_bitwise_definition(void)
+{
+    uint32_t differ = 0;
+    for (uint32_t crc = 0; crc <= 0xFFFF; crc++)
+        for (uint32_t byte = 0; byte <= 0xFF; byte++) {
+            uint16_t bitwise = (uint16_t)(crc ^ (byte << 8));
+            for (int bit = 0; bit < 8; bit++)
+                bitwise = (bitwise & 0x8000) ? (uint16_t)((bitwise << 1) ^ 0x1021)
+                                             : (uint16_t)(bitwise << 1);
+            if (crc16_ccitt_false_update((uint16_t)crc, (uint8_t)byte) != bitwise)
+                differ++;
+        }
+    CHECK(differ == 0, "byte-wise CRC differs from the bitwise one for %lu (crc, byte) pairs",
+          (unsigned long)differ);
+}
+
 static void configure(core_t *core, uint32_t t)
 {
     uint8_t hello = 1;
@@ -197,6 +214,7 @@ static void test_random_bytes_never_fire(void)
 int main(void)
 {
     test_vectors();
+    test_crc_update_equals_bitwise_definition();
     test_gate_rules();
     test_unsafe_configure_is_refused();
     test_random_bytes_never_fire();
