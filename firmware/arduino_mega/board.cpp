@@ -8,7 +8,16 @@
 #include <util/atomic.h>
 
 #define PHOTO_EYE_DEBOUNCE_US 5000UL
-#define TRIGGER_RING 8 /* power of two */
+#define WATCHDOG_MS 120 /* WDTO_120MS */
+/* Beam breaks latched but not yet taken by the loop. The loop runs every pass
+ * (under 1 ms); if it stalls, the watchdog resets the board after WATCHDOG_MS,
+ * in which the debounce lets at most WATCHDOG_MS / 5 ms + 1 = 25 beam breaks
+ * through. 32 entries (with room for a watchdog oscillator up to 25% slow) so
+ * the ring cannot overflow while the board runs: no part is ever left without an
+ * ID. The overflow count stays as a last defence and is reported if it happens. */
+#define TRIGGER_RING 32 /* power of two */
+static_assert(TRIGGER_RING - 1 >= (WATCHDOG_MS * 5 / 4) / (PHOTO_EYE_DEBOUNCE_US / 1000) + 1,
+              "the trigger ring must hold every beam break the watchdog allows");
 #define SERVO_FRAME_TICKS 40000U /* 20 ms at 0.5 us per tick (16 MHz / 8) */
 #define SERVO_REST_TICKS 2000U   /* 1000 us until the core sets the configured rest */
 #define KEEP_FREE_SLOTS 8         /* parts between photo-eye and gate whose fire time is kept free */
@@ -21,7 +30,11 @@
 static uint8_t saved_mcusr __attribute__((section(".noinit")));
 static volatile int32_t encoder_count;
 static volatile uint8_t encoder_state;
-static volatile trigger_t triggers[TRIGGER_RING];
+typedef struct {
+    uint32_t micros;
+    uint32_t encoder;
+} latch_t;
+static volatile latch_t triggers[TRIGGER_RING];
 static volatile uint8_t trigger_head, trigger_tail;
 static volatile uint8_t triggers_lost; /* beam breaks with no room in the ring */
 static volatile uint32_t last_edge_us;
@@ -89,7 +102,7 @@ void board_init(void)
     TCCR3B = _BV(WGM33) | _BV(WGM32) | _BV(CS31);
     TIMSK3 = _BV(OCIE3A);
 
-    wdt_enable(WDTO_120MS);
+    wdt_enable(WDTO_120MS); /* WATCHDOG_MS */
 }
 
 /* Counted from micros() (4 us steps) rather than millis(), which advances in
@@ -320,12 +333,12 @@ ISR(INT4_vect) /* photo-eye: latch time and position, debounced */
         return;
     last_edge_us = now_us;
     uint8_t next = (uint8_t)((trigger_head + 1) & (TRIGGER_RING - 1));
-    if (next == trigger_tail) { /* main loop stalled for 8 parts: say so, never silently */
+    if (next == trigger_tail) { /* cannot happen (see TRIGGER_RING); if it does, say so */
         if (triggers_lost < 0xFF)
             triggers_lost++;
         return;
     }
-    triggers[trigger_head].micros = now_us; /* millis is set in board_next_trigger */
+    triggers[trigger_head].micros = now_us;
     triggers[trigger_head].encoder = (uint32_t)encoder_count;
     trigger_head = next;
 }

@@ -191,8 +191,9 @@ class MegaCore:
         return part_id
 
     def photo_eye_lost(self, count: int, now_ms: int) -> None:
-        """Beam breaks the board could not latch (its trigger ring was full): no part ID,
-        no gate action; the Mega can only say so, loudly."""
+        """Beam breaks the board could not latch (its trigger ring was full, which its size
+        makes impossible while the watchdog runs): no part ID, no gate action; the Mega
+        can only say so, loudly."""
         self._latch_fault(m.Fault.PHOTO_EYE_OVERFLOW, count)
 
     def tick(self, now_ms: int) -> None:
