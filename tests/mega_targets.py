@@ -293,6 +293,12 @@ class FirmwareMegaTarget:
         self._command("reset wdt")
         self.next_part = 1
 
+    def hang(self) -> None:
+        """The sketch hangs with interrupts on, as a firmware bug would: only the real
+        watchdog (simavr's) gets the board back."""
+        self._command("hang")
+        self.next_part = 1
+
     def close(self) -> None:
         self._stop.set()
         try:

@@ -279,10 +279,10 @@ def test_a_host_that_talks_into_the_bootloader_stops_the_sketch(factory_mega):
 
 
 def test_the_link_comes_up_through_the_real_bootloader(factory_mega):
-    """Open the port (DTR reset -> bootloader -> sketch), then a watchdog reset with the
-    port open: the host's heartbeats reach the bootloader, which stays in programming
-    mode, so the host hears nothing, declares the link down after 1 s, reopens the port
-    (a fresh reset, then silence until the sketch announces) and handshakes again."""
+    """Open the port (DTR reset -> bootloader -> sketch), then hang the sketch with the
+    port open: the real watchdog (interrupt, then reset) restarts the board through the
+    bootloader, the sketch reports the true cause although the bootloader cleared MCUSR,
+    and the host, which heard nothing for 1 s, reopens the port and handshakes again."""
     config = m.Configure(m.TimingMode.MILLISECONDS, 300, 50, 1000, 2000, 80, 1000, 7)
     # simavr may run slower than the wall clock on a busy machine: a quiet period of
     # 10 s keeps the host from talking into a slow bootloader, and the times are taken
@@ -290,24 +290,58 @@ def test_the_link_comes_up_through_the_real_bootloader(factory_mega):
     with MegaSession(factory_mega.port, config, host_timeout_s=1.0, boot_quiet_s=10) as link:
         first = _next_state(link, up=True, timeout=30)
         after_open = factory_mega.sim_us() / 1e6  # the MCU's clock starts at the open
-        factory_mega.reset()  # "reset wdt": MCUSR = WDRF
-        reset_at = factory_mega.sim_us()
+        factory_mega.hang()
+        hung_at = factory_mega.sim_us()
         _next_state(link, up=False, timeout=30)
-        second = _next_state(link, up=True, timeout=60)
-        after_reset = (factory_mega.sim_us() - reset_at) / 1e6
+        seen: list = []
+        second = _next_state(link, up=True, timeout=60, seen=seen)
+        after_reset = (factory_mega.sim_us() - hung_at) / 1e6
+        seen += _drain(link, seconds=1.0)
+    faults = [n.message for n in seen if isinstance(n, MegaEvent)]
     print(
         f"\nwith the stk500v2 bootloader (simulated time): link up {after_open:.2f} s after "
-        f"open, {after_reset:.2f} s after a watchdog reset; reset cause reported "
+        f"open, {after_reset:.2f} s after the sketch hung; reset cause reported "
         f"{m.ResetCause(first.identify.reset_cause).name}, "
         f"{m.ResetCause(second.identify.reset_cause).name}"
     )
     assert after_open <= 3.0  # the target; the bootloader takes most of it
     assert after_reset <= 8.0
-    # The bootloader clears MCUSR before the sketch runs: the cause cannot be known.
+    # The bootloader clears MCUSR: after the DTR reset the cause cannot be known ...
     assert first.identify.reset_cause == m.ResetCause.UNKNOWN
+    # ... but a watchdog reset marks itself in RAM first, and the host is told.
+    assert second.identify.reset_cause == m.ResetCause.WATCHDOG
+    assert m.FaultEvent(m.Fault.WATCHDOG_RESET, m.ResetCause.WATCHDOG) in faults, faults
 
 
-def _next_state(link: MegaSession, up: bool, timeout: float) -> LinkState:
+def test_a_hung_sketch_is_reset_by_the_watchdog_and_says_so(target):
+    """Without the bootloader (MCUSR intact) the same: a hang ends in a watchdog reset
+    (60 ms to the watchdog interrupt, 15 ms more to the reset), and the boot
+    announcement says so."""
+    host = RawHost(target.port)
+    host.request(m.Hello(m.PROTOCOL_VERSION), timeout=5)
+    target.hang()
+    deadline = time.monotonic() + 20
+    identify = None
+    while identify is None and time.monotonic() < deadline:
+        for frame in host.pump(0.2):
+            if isinstance(frame.message, m.Identify):  # the boot announcement
+                identify = frame.message
+    assert identify is not None, "no boot announcement after the hang"
+    host.close()
+    assert identify.reset_cause == m.ResetCause.WATCHDOG
+
+
+def _drain(link: MegaSession, seconds: float) -> list:
+    notices, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            notices.append(link.events.get(timeout=0.05))
+        except queue.Empty:
+            pass
+    return notices
+
+
+def _next_state(link: MegaSession, up: bool, timeout: float, seen: list | None = None) -> LinkState:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
@@ -316,4 +350,6 @@ def _next_state(link: MegaSession, up: bool, timeout: float) -> LinkState:
             continue
         if isinstance(notice, LinkState) and notice.up == up:
             return notice
+        if seen is not None:
+            seen.append(notice)
     raise AssertionError(f"no link {'up' if up else 'down'} within {timeout} s")

@@ -8,10 +8,11 @@
 #include <util/atomic.h>
 
 #define PHOTO_EYE_DEBOUNCE_US 5000UL
-#define WATCHDOG_MS 120 /* WDTO_120MS */
+#define WATCHDOG_MS 75 /* a stalled loop: 60 ms to the interrupt, then 15 ms to the reset */
+#define WATCHDOG_MARK 0x57444F47UL /* "WDOG" */
 /* Beam breaks latched but not yet taken by the loop. The loop runs every pass
  * (under 1 ms); if it stalls, the watchdog resets the board after WATCHDOG_MS,
- * in which the debounce lets at most WATCHDOG_MS / 5 ms + 1 = 25 beam breaks
+ * in which the debounce lets at most WATCHDOG_MS / 5 ms + 1 = 16 beam breaks
  * through. 32 entries (with room for a watchdog oscillator up to 25% slow) so
  * the ring cannot overflow while the board runs: no part is ever left without an
  * ID. The overflow count stays as a last defence and is reported if it happens. */
@@ -28,6 +29,13 @@ static_assert(TRIGGER_RING - 1 >= (WATCHDOG_MS * 5 / 4) / (PHOTO_EYE_DEBOUNCE_US
 
 /* .noinit: .init4 zeroes .bss after .init3 has saved the reset cause here. */
 static uint8_t saved_mcusr __attribute__((section(".noinit")));
+/* Written by the watchdog interrupt just before the watchdog resets the board. The
+ * Mega's bootloader clears MCUSR before the sketch runs, so WDRF is lost on a board
+ * as shipped; RAM survives a reset, and a mark and its complement cannot both be
+ * right by chance after power-on (2^-64). */
+static uint32_t watchdog_mark __attribute__((section(".noinit")));
+static uint32_t watchdog_mark_check __attribute__((section(".noinit")));
+static bool saved_watchdog_mark __attribute__((section(".noinit")));
 static volatile int32_t encoder_count;
 static volatile uint8_t encoder_state;
 typedef struct {
@@ -54,11 +62,14 @@ void early_reset_cause(void)
     saved_mcusr = MCUSR;
     MCUSR = 0;
     wdt_disable();
+    saved_watchdog_mark = watchdog_mark == WATCHDOG_MARK && watchdog_mark_check == ~WATCHDOG_MARK;
+    watchdog_mark = 0;
+    watchdog_mark_check = 0;
 }
 
 uint8_t board_reset_cause(void)
 {
-    if (saved_mcusr & _BV(WDRF)) return RESET_WATCHDOG;
+    if ((saved_mcusr & _BV(WDRF)) || saved_watchdog_mark) return RESET_WATCHDOG;
     if (saved_mcusr & _BV(BORF)) return RESET_BROWN_OUT;
     if (saved_mcusr & _BV(EXTRF)) return RESET_EXTERNAL;
     if (saved_mcusr & _BV(PORF)) return RESET_POWER_ON;
@@ -102,7 +113,9 @@ void board_init(void)
     TCCR3B = _BV(WGM33) | _BV(WGM32) | _BV(CS31);
     TIMSK3 = _BV(OCIE3A);
 
-    wdt_enable(WDTO_120MS); /* WATCHDOG_MS */
+    /* Interrupt first (WDT_vect marks the cause), then the reset: see WATCHDOG_MS. */
+    wdt_enable(WDTO_60MS);
+    WDTCSR |= _BV(WDIE);
 }
 
 /* Counted from micros() (4 us steps) rather than millis(), which advances in
@@ -325,6 +338,15 @@ void board_poll_eeprom(void)
 void board_watchdog_kick(void) { wdt_reset(); }
 
 /* ---------------------------------------------------------------- ISRs */
+
+ISR(WDT_vect) /* the loop stopped kicking for 60 ms: mark why, then reset in 15 ms */
+{
+    watchdog_mark = WATCHDOG_MARK;
+    watchdog_mark_check = ~WATCHDOG_MARK;
+    wdt_enable(WDTO_15MS); /* clears WDIE: the next timeout resets */
+    for (;;) {
+    }
+}
 
 ISR(INT4_vect) /* photo-eye: latch time and position, debounced */
 {

@@ -16,6 +16,8 @@
  *                    behind earlier ones with 10 ms of clear beam between
  *   enc N            N quadrature steps forward on D18/D19, 200 us apart
  *   reset ext|wdt    reset the MCU with MCUSR = EXTRF or WDRF
+ *   hang             the sketch hangs with interrupts on (the PC spins in place), as a
+ *                    firmware bug would: only the real watchdog gets the board back
  *   time             print "@TIME <us>"
  *   quit
  * Output: "@SERVO <us> <width_us>" whenever the servo pulse width (D5) changes by
@@ -51,6 +53,7 @@
 #define EEPROM_WRITE_US 3400
 #define EXTRF 1
 #define WDRF 3
+#define HANG_AT 0x30000 /* unused flash, far from the sketch and the bootloader (0x3E000) */
 
 static avr_t *avr;
 static avr_irq_t *eye_pin, *enc_a, *enc_b;
@@ -180,6 +183,11 @@ static int handle_command(char *line, int *running)
         reset_mcu(EXTRF);
     } else if (!strcmp(line, "reset wdt")) {
         reset_mcu(WDRF);
+    } else if (!strcmp(line, "hang")) {
+        avr->flash[HANG_AT] = 0xFF; /* rjmp .-2 (0xCFFF): a loop on itself */
+        avr->flash[HANG_AT + 1] = 0xCF;
+        avr->pc = HANG_AT;
+        avr->sreg[S_I] = 1;
     } else if (!strcmp(line, "time")) {
         printf("@TIME %llu\n", sim_us());
         fflush(stdout);
