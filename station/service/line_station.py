@@ -27,6 +27,7 @@ from station.camera.frames import FrameBuffer
 from station.judge import Judge
 from station.link.endpoint import Answered
 from station.link.session import LinkError, MegaSession
+from station.service.heap import startup_heap_frozen
 from station.service.metrics import LineMetrics
 from station.service.records import RECORD_ACTIONS, PartRecords
 from station.service.systemd_notify import SystemdNotifier
@@ -137,20 +138,21 @@ class LineStation:
         status = (
             f"running: model {self.audit.model_version}, calibration {self.audit.calibration_crc}"
         )
-        self.notifier.ready(status)
-        log.info("station ready (%s)", status)
-        drain_until: float | None = None
-        while True:
-            self._step(timeout=0.02)
-            if self._stopping.is_set():
-                if drain_until is None:
-                    drain_until = time.monotonic() + (drain_timeout_s or self.drain_s)
-                    self.notifier.stopping()
-                    log.info("stopping: finishing %d parts in flight", self.tracker.in_flight)
-                if not self.tracker.in_flight or time.monotonic() > drain_until:
-                    break
-        self.stopped_at = time.monotonic()
-        self._shutdown()
+        with startup_heap_frozen():
+            self.notifier.ready(status)
+            log.info("station ready (%s)", status)
+            drain_until: float | None = None
+            while True:
+                self._step(timeout=0.02)
+                if self._stopping.is_set():
+                    if drain_until is None:
+                        drain_until = time.monotonic() + (drain_timeout_s or self.drain_s)
+                        self.notifier.stopping()
+                        log.info("stopping: finishing %d parts in flight", self.tracker.in_flight)
+                    if not self.tracker.in_flight or time.monotonic() > drain_until:
+                        break
+            self.stopped_at = time.monotonic()
+            self._shutdown()
 
     def _shutdown(self) -> None:
         self._apply(self.tracker.stop(time.monotonic()), None)

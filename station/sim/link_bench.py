@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from station.link import messages as m
 from station.link.framing import FrameReader, encode_frame
 from station.link.session import MegaSession
+from station.service.heap import startup_heap_frozen
 from station.sim.mega_pty import SimulatedMega
 
 BENCH_CONFIG = m.Configure(m.TimingMode.MILLISECONDS, 60_000, 100, 1000, 2000, 100, 2000, 0)
@@ -47,9 +48,10 @@ def run_link_bench(round_trips: int) -> LinkBench:
         session.start()
         try:
             session.stats.rtt_s.clear()
-            for _ in range(round_trips):
-                part_id = mega.photo_eye()
-                session.send_verdict(part_id, reject=False)
+            with startup_heap_frozen():  # as `station run` does
+                for _ in range(round_trips):
+                    part_id = mega.photo_eye()
+                    session.send_verdict(part_id, reject=False)
             p50, p99 = session.stats.rtt_ms_percentiles()
             worst = max(session.stats.rtt_s) * 1000
             retransmits = session.stats.retransmits
