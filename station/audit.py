@@ -54,7 +54,19 @@ CREATE TABLE IF NOT EXISTS alarms (
     kind   TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reviews (    -- an engineer's word on what a part truly was
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid         INTEGER NOT NULL REFERENCES parts (uid),
+    truth       TEXT NOT NULL CHECK (truth IN ('defective', 'ok')),
+    reviewer    TEXT NOT NULL,
+    reviewed_at REAL NOT NULL           -- UNIX s; the latest review of a part stands
+);
 """
+
+INFO_ALARM_KINDS = ("link_up", "fault_cleared", "acknowledged")
+"""Alarm rows that report good news or an action, not a problem to look at."""
+ACK_ALARM_KIND = "acknowledged"
+"""The row an operator's acknowledgement writes: alarms before it are no longer active."""
 
 
 class AuditLog:
@@ -137,6 +149,18 @@ class AuditLog:
         at = time.time() if when is None else self.wall(when)
         self._write("INSERT INTO alarms (time, kind, detail) VALUES (?,?,?)", (at, kind, detail))
 
+    def review(self, uid: int, truth: str, reviewer: str) -> bool:
+        """Record what part `uid` truly was; False if no such part is on record."""
+        if truth not in ("defective", "ok"):
+            raise ValueError(f"truth must be 'defective' or 'ok', not {truth!r}")
+        if self.db.execute("SELECT 1 FROM parts WHERE uid = ?", (uid,)).fetchone() is None:
+            return False
+        self._write(
+            "INSERT INTO reviews (uid, truth, reviewer, reviewed_at) VALUES (?,?,?,?)",
+            (uid, truth, reviewer, time.time()),
+        )
+        return True
+
     def _write(self, sql: str, params: tuple) -> sqlite3.Cursor:
         if self.commit_every > 1 and not self.db.in_transaction:
             self.db.execute("BEGIN")
@@ -153,6 +177,105 @@ class AuditLog:
 
     def close(self) -> None:
         self.commit()
+        self.db.close()
+
+
+class AuditReader:
+    """Read-only queries for the operator's page and the exports, on a connection of
+    their own: with WAL, readers never block the line's writes, nor it theirs."""
+
+    PART_COLUMNS = (
+        "uid, link_epoch, part_id, trigger_source, trigger_time, verdict_time, gate_time, "
+        "score, verdict, failsafe_reason, gate_action, gate_reason, model_version, "
+        "calibration_crc, image_path"
+    )
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        """One connection shared by the web server's threads: one query at a time."""
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def recent_parts(self, limit: int = 50) -> list[dict]:
+        return self._rows(
+            f"SELECT {self.PART_COLUMNS} FROM parts ORDER BY uid DESC LIMIT ?", (limit,)
+        )
+
+    def recent_rejects(self, limit: int = 24) -> list[dict]:
+        return self._rows(
+            f"SELECT {self.PART_COLUMNS} FROM parts WHERE verdict = 'reject' "
+            "ORDER BY uid DESC LIMIT ?",
+            (limit,),
+        )
+
+    def sampled_passes(self, limit: int = 24) -> list[dict]:
+        """Passed parts whose image was kept (one in `pass_sample_every`), for review."""
+        return self._rows(
+            f"SELECT {self.PART_COLUMNS} FROM parts WHERE verdict = 'pass' "
+            "AND image_path IS NOT NULL ORDER BY uid DESC LIMIT ?",
+            (limit,),
+        )
+
+    def part(self, uid: int) -> dict | None:
+        rows = self._rows(f"SELECT {self.PART_COLUMNS} FROM parts WHERE uid = ?", (uid,))
+        if not rows:
+            return None
+        part = rows[0]
+        part["reviews"] = self._rows(
+            "SELECT truth, reviewer, reviewed_at FROM reviews WHERE uid = ? ORDER BY id", (uid,)
+        )
+        return part
+
+    def counts_since(self, since: float) -> dict:
+        """Counters over the parts that broke the beam at or after `since` (UNIX s)."""
+        rows = self._rows(
+            "SELECT verdict, failsafe_reason, COUNT(*) AS n FROM parts "
+            "WHERE trigger_time >= ? GROUP BY verdict, failsafe_reason",
+            (since,),
+        )
+        counts = {"parts": 0, "passed": 0, "rejected": 0, "failsafe_rejects": 0}
+        by_reason: dict[str, int] = {}
+        for r in rows:
+            counts["parts"] += r["n"]
+            if r["verdict"] == "pass":
+                counts["passed"] += r["n"]
+            elif r["verdict"] == "reject":
+                counts["rejected"] += r["n"]
+            if r["failsafe_reason"]:
+                counts["failsafe_rejects"] += r["n"]
+                by_reason[r["failsafe_reason"]] = by_reason.get(r["failsafe_reason"], 0) + r["n"]
+        counts["failsafe_by_reason"] = by_reason
+        return counts
+
+    def alarms(self, limit: int = 50) -> tuple[list[dict], list[dict]]:
+        """(active, recent): active = problems raised since the last acknowledgement."""
+        recent = self._rows(
+            "SELECT id, time, kind, detail FROM alarms ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        acked = self._rows(
+            "SELECT COALESCE(MAX(id), 0) AS id FROM alarms WHERE kind = ?", (ACK_ALARM_KIND,)
+        )[0]["id"]
+        active = self._rows(
+            "SELECT id, time, kind, detail FROM alarms WHERE id > ? AND kind NOT IN "
+            f"({','.join('?' * len(INFO_ALARM_KINDS))}) ORDER BY id DESC LIMIT ?",
+            (acked, *INFO_ALARM_KINDS, limit),
+        )
+        return active, recent
+
+    def latest_reviews(self) -> list[dict]:
+        """Each reviewed part once, with its latest review, oldest part first."""
+        return self._rows(
+            f"SELECT {', '.join('p.' + c.strip() for c in self.PART_COLUMNS.split(','))}, "
+            "r.truth, r.reviewer, r.reviewed_at FROM reviews r JOIN parts p ON p.uid = r.uid "
+            "WHERE r.id = (SELECT MAX(id) FROM reviews WHERE uid = r.uid) ORDER BY p.uid"
+        )
+
+    def close(self) -> None:
         self.db.close()
 
 

@@ -365,6 +365,14 @@ VIRTUAL_LINE_CONFIG = REPO_CALIBRATION / "virtual-line.station.yaml"
     help="Keep each judged frame with its metadata in this folder, for `station replay` "
     "(overrides the configuration's record.directory; layout in station/recording.py).",
 )
+@click.option(
+    "--web",
+    "web_listen",
+    default=None,
+    metavar="ADDR",
+    help="Serve the operator's page on HOST:PORT (overrides web.listen). On the virtual "
+    "line, actions use a token written to OUT/web-token unless web.token_file is set.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Virtual line: print one JSON summary.")
 def run(
     config_path: Path | None,
@@ -374,6 +382,7 @@ def run(
     faults: tuple[str, ...],
     out_dir: Path | None,
     record_dir: Path | None,
+    web_listen: str | None,
     as_json: bool,
 ) -> None:
     """Run the line: camera, classifier, Mega. Under systemd this is the service."""
@@ -393,6 +402,10 @@ def run(
         )
         record = RecordConfig(directory=record_dir.resolve(), quota_mb=quota)
         config = config.model_copy(update={"record": record})
+    if web_listen is not None:
+        config = config.model_copy(
+            update={"web": config.web.model_copy(update={"listen": web_listen})}
+        )
     if virtual_line:
         _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, as_json)
         return
@@ -588,8 +601,47 @@ def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, a
     if parts_from is not None:
         line = line.model_copy(update={"parts_from": parts_from})
     config = config.model_copy(update={"audit": audit, "virtual_line": line})
+    if config.web.listen and config.web.token_file is None:
+        config = config.model_copy(
+            update={"web": config.web.model_copy(update={"token_file": _new_token(out_dir)})}
+        )
     summary = run_virtual_line(config, calibration, line, parts, fault_list, out_dir)
     _print_summary(summary, as_json)
+
+
+@main.command("export-reviewed")
+@click.option(
+    "--database",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The station's audit database (audit.database in the station file).",
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+def export_reviewed_command(database: Path, out_dir: Path) -> None:
+    """Parts reviewed on the operator's page as def_front/ + ok_front/ with a manifest:
+    ready for `station train`, `station evaluate` and `station replay --against`."""
+    from station.web.export import export_reviewed
+
+    result = export_reviewed(database, out_dir)
+    click.echo(
+        f"{result.exported['defective']} defective and {result.exported['ok']} OK parts "
+        f"written to {out_dir}; manifest {result.manifest}"
+    )
+    for uid, why in result.skipped:
+        click.echo(f"  part {uid} not exported: {why}", err=True)
+
+
+def _new_token(out_dir: Path) -> Path:
+    """A fresh token for the virtual line's page, readable by this user only."""
+    import os
+    import secrets
+
+    path = out_dir / "web-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(24) + "\n")
+    click.echo(f"operator's page: actions need the token in {path}", err=True)
+    return path
 
 
 def _cross_validate(

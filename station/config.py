@@ -9,11 +9,12 @@ Relative paths are taken relative to the configuration file.
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import Enum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from station.calibration import (
     Calibration,
@@ -106,6 +107,41 @@ class MetricsConfig(_Section):
     summary_every_s: float = Field(default=60, gt=0)
 
 
+def parse_shift_starts(starts: list[str]) -> list[dt.time]:
+    """'06:00' -> time(6, 0), sorted; raises ValueError naming the bad entry."""
+    times = []
+    for text in starts:
+        try:
+            times.append(dt.time.fromisoformat(text))
+        except ValueError:
+            raise ValueError(f"shift start {text!r}: expected HH:MM") from None
+    if not times:
+        raise ValueError("at least one shift start is needed")
+    return sorted(times)
+
+
+class WebConfig(_Section):
+    listen: str | None = Field(
+        default="127.0.0.1:8090",
+        description="host:port of the operator's page, or null; 127.0.0.1 unless the page "
+        "must be seen from other machines",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="file with the token every action needs (acknowledge, review); readable "
+        "by the service user only; without it the page is read-only",
+    )
+    shifts: list[str] = Field(
+        default=["06:00", "14:00", "22:00"], description="local times at which shifts start"
+    )
+
+    @field_validator("shifts")
+    @classmethod
+    def _shifts(cls, value: list[str]) -> list[str]:
+        parse_shift_starts(value)
+        return value
+
+
 class RecordConfig(_Section):
     directory: Path
     quota_mb: float = Field(default=5000, gt=0)
@@ -140,6 +176,7 @@ class StationConfig(_Section):
     vision_trigger: VisionTriggerConfig = VisionTriggerConfig()
     audit: AuditConfig
     metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
     record: RecordConfig | None = None
     virtual_line: VirtualLineConfig | None = Field(
         default=None, description="the simulated belt, for camera.kind virtual"
@@ -198,6 +235,9 @@ def _resolve_paths(config: StationConfig, base: Path) -> StationConfig:
     camera = config.camera
     if camera.kind in (CameraKind.VIDEO, CameraKind.FOLDER) and isinstance(camera.device, str):
         camera = camera.model_copy(update={"device": str(resolve(Path(camera.device)))})
+    web = config.web
+    if web.token_file is not None:
+        web = web.model_copy(update={"token_file": resolve(web.token_file)})
     return config.model_copy(
         update={
             "calibration": resolve(config.calibration),
@@ -206,5 +246,6 @@ def _resolve_paths(config: StationConfig, base: Path) -> StationConfig:
             "record": record,
             "camera": camera,
             "virtual_line": virtual_line,
+            "web": web,
         }
     )

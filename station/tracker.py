@@ -68,6 +68,13 @@ class CameraTrouble:
     detail: str
 
 
+@dataclass(frozen=True)
+class OperatorAck:
+    """Someone acknowledged the alarms on the operator's page."""
+
+    name: str
+
+
 # --- actions the tracker asks for -----------------------------------------------------------
 
 
@@ -267,6 +274,8 @@ class PartTracker:
             self._on_sighting(event, now, out)
         elif isinstance(event, CameraTrouble):
             out += [Counted(f"camera:{event.kind}"), RaiseAlarm(event.kind, event.detail)]
+        elif isinstance(event, OperatorAck):
+            self._on_operator_ack(event, out)
         else:
             raise TypeError(f"the tracker has no rule for {type(event).__name__}")
         return out
@@ -485,6 +494,20 @@ class PartTracker:
         vision_id = part.part_id & 0x7FFF_FFFF
         reject = m.VisionReject(vision_id, min(delay_ms, 65535))
         out.append(SendCommand(("verdict", part.uid), reject, due_at=part.gate_due))
+
+    def _on_operator_ack(self, ack: OperatorAck, out: list[Action]) -> None:
+        """Audited with the name typed; the Mega's fault lamp is cleared if it can be told."""
+        if self._link_up:
+            out.append(RaiseAlarm("acknowledged", f"alarms acknowledged by {ack.name}"))
+            out.append(SendCommand(("reset_fault",), m.ResetFault()))
+        else:
+            out.append(
+                RaiseAlarm(
+                    "acknowledged",
+                    f"alarms acknowledged by {ack.name}; the link is down, so the Mega's "
+                    "fault lamp stays as it is until the link is back",
+                )
+            )
 
     def _on_answer(self, answer: Answered, now: float, out: list[Action]) -> None:
         kind = answer.tag[0]

@@ -56,6 +56,8 @@ class CameraFeed:
         self.max_backoff_s = max_backoff_s
         self.on_problem = on_problem or (lambda kind, detail: None)
         self.stats = FeedStats()
+        self.last_error: str | None = None
+        """The latest problem, with its local time, for the operator's page."""
         self.ended = threading.Event()
         """Set when a finite source (file, folder) has given its last frame."""
         self._generation = 0
@@ -202,5 +204,6 @@ class CameraFeed:
 
     def _problem(self, kind: str, detail: str) -> None:
         self.stats.errors += 1
+        self.last_error = f"{time.strftime('%H:%M:%S')} {kind}: {detail}"
         log.error("%s: %s", kind, detail)
         self.on_problem(kind, detail)

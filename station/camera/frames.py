@@ -72,6 +72,14 @@ class FrameBuffer:
         with self._cond:
             return self._frames[-1] if self._frames else None
 
+    def rate(self, now: float, window_s: float = 2.0) -> float:
+        """Frames per second over the last `window_s` (0 when none came)."""
+        with self._cond:
+            recent = [f.timestamp for f in self._frames if now - f.timestamp <= window_s]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
     def wait_newer(self, than: float, timeout_s: float) -> list[Frame]:
         """Frames stamped after `than`, oldest first; waits up to `timeout_s` for one."""
         with self._cond:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from station.audit import AuditLog, ImageStore
+from station.audit import AuditLog, AuditReader, ImageStore
 from station.calibration import Calibration
 from station.camera.feed import CameraFeed
 from station.camera.frames import CameraError, FrameBuffer, FrameSource
@@ -33,6 +33,8 @@ from station.service.records import PartRecords
 from station.service.systemd_notify import SystemdNotifier
 from station.tracker import PartTracker, TrackerSettings
 from station.vision.vision_trigger import VisionTrigger
+from station.web.server import WebServer, create_app, load_token
+from station.web.shifts import parse_shift_starts, shift_start
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,14 @@ class Assembly:
     classifier: Classifier
     metrics: LineMetrics
     vision_trigger: VisionTrigger
+    web: WebServer | None = None
+
+    def close(self) -> None:
+        """What `start` started besides the station (which stops itself)."""
+        self.vision_trigger.stop()
+        self.metrics.close()
+        if self.web is not None:
+            self.web.close()
 
 
 def assemble(
@@ -171,6 +181,31 @@ def start(assembly: Assembly, config: StationConfig, camera_timeout_s: float = 5
             assembly.metrics.serve(config.metrics.listen)
         except OSError as exc:
             raise StartupError(f"metrics.listen {config.metrics.listen}: {exc}") from None
+    if config.web.listen:
+        assembly.web = start_web(station, config)
+
+
+def start_web(station: LineStation, config: StationConfig) -> WebServer:
+    """The operator's page (station/web/), reading the station's snapshots and audit."""
+    web = config.web
+    try:
+        token = load_token(web.token_file) if web.token_file else None
+        app = create_app(
+            snapshot=lambda: station.snapshot,
+            submit=station.submit,
+            reader=AuditReader(config.audit.database),
+            images_dir=config.audit.images_dir,
+            token=token,
+            shift_start=shift_start(parse_shift_starts(web.shifts)),
+        )
+        server = WebServer(app, web.listen)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(f"web.listen {web.listen}: {exc}") from None
+    if token is None:
+        log.warning("operator's page is read-only: no web.token_file")
+    return server.start()
 
 
 def install_signal_handlers(station: LineStation) -> None:
@@ -194,5 +229,4 @@ def run_service(config: StationConfig, calibration: Calibration) -> None:
     try:
         assembly.station.run()
     finally:
-        assembly.vision_trigger.stop()
-        assembly.metrics.close()
+        assembly.close()

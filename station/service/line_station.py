@@ -38,11 +38,16 @@ from station.tracker import (
     PartTracker,
     SendCommand,
 )
+from station.web.snapshot import LineSnapshot, ReviewPart, WebRequest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WATCHDOG_S = 10.0
 """Progress window when systemd sets no WatchdogSec (outside systemd nothing is pinged)."""
+SNAPSHOT_EVERY_S = 0.2
+"""How often the operator's page gets a new picture of the line (it shows at most 5 a s)."""
+LATENCY_WINDOW = 2000
+"""The live p50/p99 are over the last this many verdicts."""
 
 
 class JudgeWorker:
@@ -127,6 +132,12 @@ class LineStation:
         self._last_ping = 0.0
         self._last_loop = time.monotonic()
         self._stopping = threading.Event()
+        self.started_at = time.time()
+        self.snapshot: LineSnapshot | None = None
+        """The latest picture of the line for the operator's page: replaced by the main
+        loop every SNAPSHOT_EVERY_S, read by the web server's threads."""
+        self._last_snapshot = 0.0
+        self._snapshot_failing = False
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -185,7 +196,32 @@ class LineStation:
 
     def handle(self, item: object) -> None:
         """One inbox item through the tracker, its actions carried out."""
+        if isinstance(item, WebRequest):
+            self._web_request(item)
+            return
         self._guarded(item, lambda: self.tracker.handle(item, time.monotonic()))
+
+    def submit(self, request: WebRequest) -> WebRequest:
+        """From the web server's threads: put an action on the inbox; its `done` tells."""
+        self.inbox.put(request)
+        return request
+
+    def _web_request(self, request: WebRequest) -> None:
+        """Actions from the operator's page, on the main loop like every other write."""
+        try:
+            if isinstance(request.action, ReviewPart):
+                a = request.action
+                result: object = self.audit.review(a.uid, a.truth, a.reviewer)
+            else:
+                self._guarded(
+                    request.action, lambda: self.tracker.handle(request.action, time.monotonic())
+                )
+                result = True
+        except Exception as exc:  # noqa: BLE001 - a bad request must not stop the loop
+            log.exception("web request %r failed", request.action)
+            request.done.set_exception(exc)
+            return
+        request.done.set_result(result)
 
     def camera_problem(self, kind: str, detail: str) -> None:
         """Called from the camera feed's threads: hand it to the main loop."""
@@ -249,6 +285,79 @@ class LineStation:
                 except Exception:  # noqa: BLE001
                     log.exception("failing part %s safe failed too", uid)
 
+    # --- the operator's page ------------------------------------------------------------
+
+    def _take_snapshot(self, now: float) -> LineSnapshot:
+        """Copies only: the web server reads this from other threads."""
+        m = self.metrics
+        c = m.counts
+        p50, p99 = m.percentiles_ms(_last(m.trigger_to_verdict_s, LATENCY_WINDOW))
+        f50, f99 = m.percentiles_ms(_last(m.frame_to_verdict_s, LATENCY_WINDOW))
+        counters = {
+            "parts": c["parts"],
+            "passed": c["pass"],
+            "rejected": c["reject"],
+            "failsafe_rejects": sum(m.failsafe.values()),
+            "failsafe_by_reason": dict(m.failsafe),
+            "gate_fired": c["gate_fired"],
+            "gate_passed": c["gate_passed"],
+            "missed_triggers": c["missed_triggers"],
+            "camera_errors": dict(m.camera_errors),
+            "mega_faults": dict(m.faults),
+            "verdict_latency_ms_p50": p50,
+            "verdict_latency_ms_p99": p99,
+            "frame_to_verdict_ms_p50": f50,
+            "frame_to_verdict_ms_p99": f99,
+        }
+        identify = self.link.identify
+        link = {
+            "up": self.tracker.link_up,
+            "epoch": self.link.epoch,
+            "port": self.link.port,
+            "firmware": (
+                f"{identify.firmware.decode(errors='replace')} {identify.version_major}."
+                f"{identify.version_minor}.{identify.version_patch}"
+                if identify
+                else None
+            ),
+            # The handshake ends only once the Mega reports the checksum it was sent.
+            "mega_calibration_crc": (
+                f"{self.link.endpoint.configure.calibration_crc:#010x}"
+                if self.tracker.link_up
+                else None
+            ),
+            "reset_cause": identify.reset_cause if identify else None,
+        }
+        stats = self.feed.stats
+        camera = {
+            "healthy": self.feed.healthy(),
+            "fps": round(self.frames.rate(now), 1),
+            "frames": stats.frames,
+            "bad_frames": stats.bad_frames,
+            "stalls": stats.stalls,
+            "reopens": stats.reopens,
+            "last_error": self.feed.last_error,
+        }
+        images = self.records.images
+        return LineSnapshot(
+            taken_at=time.time(),
+            started_at=self.started_at,
+            counters=counters,
+            link=link,
+            camera=camera,
+            model={
+                "version": self.audit.model_version,
+                "threshold": self.worker.judge.threshold,
+                "calibration_crc": self.audit.calibration_crc,
+            },
+            images={
+                "used_bytes": images.used_bytes if images else 0,
+                "quota_bytes": images.quota_bytes if images else 0,
+                "dropped": images.dropped if images else 0,
+            },
+            latest=self.records.latest,
+        )
+
     # --- housekeeping ------------------------------------------------------------------
 
     def healthy(self, now: float) -> list[str]:
@@ -266,6 +375,15 @@ class LineStation:
     def _housekeeping(self) -> None:
         now = time.monotonic()
         self._last_loop = now
+        if now - self._last_snapshot >= SNAPSHOT_EVERY_S:
+            self._last_snapshot = now
+            try:
+                self.snapshot = self._take_snapshot(now)
+                self._snapshot_failing = False
+            except Exception:  # noqa: BLE001 - the page may go stale; the line goes on
+                if not self._snapshot_failing:  # once, not five times a second
+                    log.exception("could not take a snapshot for the operator's page")
+                self._snapshot_failing = True
         if now - self._last_ping >= 1.0:
             self._last_ping = now
             stuck = self.healthy(now)
@@ -284,3 +402,9 @@ class LineStation:
         if now - self._last_summary >= self.summary_every_s:
             self._last_summary = now
             log.info("summary: %s", self.metrics.summary_line())
+
+
+def _last(samples, n: int):
+    """The newest `n` of a deque, as a list (copied: the deque keeps growing)."""
+    count = len(samples)
+    return [samples[i] for i in range(max(0, count - n), count)]

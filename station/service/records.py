@@ -17,6 +17,7 @@ from station.audit import AuditLog, ImageStore
 from station.recording import Recorder
 from station.service.metrics import LineMetrics
 from station.tracker import Counted, Decided, Gated, NewRow, RaiseAlarm, UpdateRow
+from station.web.snapshot import JudgedView
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class PartRecords:
         self.clock = clock
         """The station's clock (the tracker's): alarms are stamped with it."""
         self.alarms_raised = 0
+        self.latest: JudgedView | None = None
+        """The last judged frame, for the operator's page (replaced, never changed)."""
         self._passes_seen = 0
 
     def apply(self, action: object) -> None:
@@ -105,6 +108,10 @@ class PartRecords:
         frame = j.frame if j else None
         if frame is None or getattr(frame, "image", None) is None:
             return
+        roi = (j.roi.x, j.roi.y, j.roi.width, j.roi.height) if j.roi else None
+        self.latest = JudgedView(
+            d.uid, frame.image, roi, d.verdict, j.score, d.failsafe, time.time()
+        )
         path = self._keep_image(d, frame)
         if path:
             self.audit.update(d.uid, image_path=path)

@@ -138,8 +138,7 @@ def run_virtual_line(
         station.run()
     finally:
         conveyor.stop()
-        assembly.vision_trigger.stop()
-        assembly.metrics.close()
+        assembly.close()
         mega.stop()
     wall_s = time.monotonic() - started
     conveyor.exact_fates()

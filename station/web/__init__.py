@@ -1,0 +1,1 @@
+"""The operator's page: a small web server in the station's process (see server.py)."""

@@ -1,0 +1,25 @@
+"""When the current shift began, from the local start times in the station file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from station.config import parse_shift_starts
+
+__all__ = ["parse_shift_starts", "shift_start"]
+
+
+def shift_start(starts: list[dt.time]) -> Callable[[float], float]:
+    """now (UNIX s) -> UNIX s of the latest shift start at or before it, local time."""
+
+    def latest(now: float) -> float:
+        moment = dt.datetime.fromtimestamp(now).astimezone()
+        candidates = [
+            dt.datetime.combine(moment.date() - dt.timedelta(days=back), t, moment.tzinfo)
+            for back in (0, 1)
+            for t in starts
+        ]
+        return max(c for c in candidates if c <= moment).timestamp()
+
+    return latest
