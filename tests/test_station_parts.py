@@ -4,6 +4,7 @@ SQLite, a Unix datagram socket, an HTTP endpoint, systemd-analyze."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -399,3 +400,12 @@ def test_systemd_unit_verifies(tmp_path):
         assert key in unit
     rule = (REPO / "systemd" / "99-reject-mega.rules").read_text()
     assert 'SYMLINK+="reject-mega"' in rule
+    # Exposure 2.5 or lower (the scale is 0-10; --threshold counts tenths).
+    security = subprocess.run(
+        [analyze, "security", "--offline=yes", "--threshold=25", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert security.returncode == 0, security.stdout[-2000:]
+    exposure = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
+    assert exposure and float(exposure.group(1)) <= 2.5
