@@ -631,6 +631,24 @@ def export_reviewed_command(database: Path, out_dir: Path) -> None:
         click.echo(f"  part {uid} not exported: {why}", err=True)
 
 
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8090/", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+def screenshot(url: str, out_dir: Path) -> None:
+    """Each view of a running station's operator's page as a PNG (headless Chromium)."""
+    from station.web.screenshot import BrowserMissing, headless_chromium, screenshot_views
+
+    try:
+        driver = headless_chromium()
+    except BrowserMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        for path in screenshot_views(driver, url, out_dir):
+            click.echo(path)
+    finally:
+        driver.quit()
+
+
 def _new_token(out_dir: Path) -> Path:
     """A fresh token for the virtual line's page, readable by this user only."""
     import os

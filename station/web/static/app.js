@@ -53,6 +53,7 @@ async function act(path, body) {
 }
 
 function show(name) {
+  if (!document.getElementById(name)) name = "line";
   view = name;
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== name;
   for (const button of document.querySelectorAll("nav button")) {
@@ -85,7 +86,7 @@ async function refreshStatus() {
   const reasons = new Set([...Object.keys(shift.failsafe_by_reason || {}),
                            ...Object.keys(start.failsafe_by_reason || {})]);
   for (const r of [...reasons].sort()) {
-    rows.push(["  " + r, (shift.failsafe_by_reason || {})[r] || 0, (start.failsafe_by_reason || {})[r] || 0]);
+    rows.push(["fail-safe: " + r, (shift.failsafe_by_reason || {})[r] || 0, (start.failsafe_by_reason || {})[r] || 0]);
   }
   fillRows($("counters").querySelector("tbody"), rows);
   $("latency").textContent =
@@ -118,12 +119,12 @@ function fillHealth(s) {
     ["camera stalls / reopens / bad frames", s.camera.stalls + " / " + s.camera.reopens + " / " + s.camera.bad_frames],
     ["camera last error", s.camera.last_error || "-"],
     ["model", s.model.version],
-    ["threshold", s.model.threshold],
+    ["threshold", s.model.threshold.toFixed(4)],
     ["image store", mb(s.images.used_bytes) + " of " + mb(s.images.quota_bytes) +
       (s.images.dropped ? ", " + s.images.dropped + " dropped" : "")],
     ["up for", Math.round(s.uptime_s) + " s"],
   ];
-  fillRows($("health-table").querySelector("tbody"), rows);
+  fillRows($("health-table").querySelector("tbody"), rows.map(([k, v]) => [k, String(v)]));
 }
 
 function outcome(part) {
@@ -220,9 +221,11 @@ function remember(id) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // The view is in the address (#alarms ...): a link or a bookmark opens it.
   for (const button of document.querySelectorAll("nav button")) {
-    button.addEventListener("click", () => show(button.dataset.view));
+    button.addEventListener("click", () => { location.hash = button.dataset.view; });
   }
+  window.addEventListener("hashchange", () => show(location.hash.slice(1) || "line"));
   remember("name");
   remember("token");
   $("who").addEventListener("submit", (e) => e.preventDefault());
