@@ -27,7 +27,7 @@ from station.camera.frames import FrameBuffer
 from station.judge import Judge
 from station.link.endpoint import Answered
 from station.link.session import LinkError, MegaSession
-from station.service.heap import startup_heap_frozen
+from station.service.heap import short_gil_turns, startup_heap_frozen
 from station.service.metrics import LineMetrics
 from station.service.records import RECORD_ACTIONS, PartRecords
 from station.service.systemd_notify import SystemdNotifier
@@ -149,7 +149,7 @@ class LineStation:
         status = (
             f"running: model {self.audit.model_version}, calibration {self.audit.calibration_crc}"
         )
-        with startup_heap_frozen():
+        with startup_heap_frozen(), short_gil_turns():
             self.notifier.ready(status)
             log.info("station ready (%s)", status)
             drain_until: float | None = None

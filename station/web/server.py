@@ -17,6 +17,7 @@ address get 429; no caching of the API, no framing, no sniffing.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 import time
@@ -28,8 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
+from waitress.server import create_server
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
 
 from station.audit import AuditReader
 from station.tracker import OperatorAck
@@ -44,6 +45,32 @@ RATE_PER_S = 200
 ACTION_TIMEOUT_S = 3.0
 """How long a request waits for the main loop to carry out its action."""
 NAME_MAX = 64
+SERVER_THREADS = 4
+LIST_CACHE_S = 1.0
+"""Audit queries are shared by every open page for this long: four pages cost the line
+about what one does."""
+
+
+class Cached:
+    """A value made at most once per `ttl_s`, whoever asks for it."""
+
+    def __init__(self, make: Callable[[], object], ttl_s: float):
+        self.make = make
+        self.ttl_s = ttl_s
+        self._value: object = None
+        self._made_at = -1e9
+        self._lock = threading.Lock()
+
+    def get(self) -> object:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._made_at >= self.ttl_s:
+                self._value, self._made_at = self.make(), now
+            return self._value
+
+    def expire(self) -> None:
+        with self._lock:
+            self._made_at = -1e9
 
 
 def load_token(path: Path) -> str:
@@ -158,6 +185,14 @@ def create_app(
     limiter = RateLimiter(rate_per_s)
     frames = FrameImages()
     images_root = Path(images_dir).resolve()
+    shift_counts = Cached(lambda: _shift_counts(reader, shift_start), LIST_CACHE_S)
+    recent_parts = Cached(lambda: reader.recent_parts(50), LIST_CACHE_S)
+    recent_rejects = Cached(
+        lambda: {"rejects": reader.recent_rejects(24), "passes": reader.sampled_passes(12)},
+        LIST_CACHE_S,
+    )
+    recent_alarms = Cached(lambda: dict(zip(("active", "recent"), reader.alarms(50))), LIST_CACHE_S)
+    status_body: dict[float, bytes] = {}
 
     @app.before_request
     def _limit() -> Response | None:
@@ -231,26 +266,12 @@ def create_app(
     @app.get("/api/status")
     def status() -> Response:
         snap = _snapshot()
-        now = time.time()
-        since = shift_start(now)
-        shift = reader.counts_since(since)
-        shift["since"] = since
-        latest = snap.latest
-        return jsonify(
-            {
-                "taken_at": snap.taken_at,
-                "uptime_s": round(now - snap.started_at, 1),
-                "since_start": snap.counters,
-                "since_shift_start": shift,
-                "link": snap.link,
-                "camera": snap.camera,
-                "model": snap.model,
-                "images": snap.images,
-                "latest": None
-                if latest is None
-                else {k: v for k, v in asdict(latest).items() if k != "image"},
-            }
-        )
+        body = status_body.get(snap.taken_at)
+        if body is None:  # once per snapshot, whoever asks first
+            body = _status_json(snap, shift_counts.get())
+            status_body.clear()
+            status_body[snap.taken_at] = body
+        return Response(body, mimetype="application/json")
 
     @app.get("/api/live.jpg")
     def live() -> Response:
@@ -261,11 +282,11 @@ def create_app(
 
     @app.get("/api/parts/recent")
     def recent() -> Response:
-        return jsonify(reader.recent_parts(50))
+        return jsonify(recent_parts.get())
 
     @app.get("/api/rejects")
     def rejects() -> Response:
-        return jsonify({"rejects": reader.recent_rejects(24), "passes": reader.sampled_passes(12)})
+        return jsonify(recent_rejects.get())
 
     @app.get("/api/parts/<int:uid>")
     def part(uid: int) -> Response:
@@ -310,14 +331,14 @@ def create_app(
 
     @app.get("/api/alarms")
     def alarms() -> Response:
-        active, recent_alarms = reader.alarms(50)
-        return jsonify({"active": active, "recent": recent_alarms})
+        return jsonify(recent_alarms.get())
 
     @app.post("/api/alarms/ack")
     def acknowledge() -> Response:
         _authorised()
         name = _name(_body())
         _carry_out(OperatorAck(name))
+        recent_alarms.expire()  # the page shows the acknowledgement at once
         return jsonify({"acknowledged_by": name, "at": time.time()})
 
     @app.post("/api/parts/<int:uid>/review")
@@ -330,9 +351,36 @@ def create_app(
             abort(400, "'truth' must be 'defective' or 'ok'")
         if not _carry_out(ReviewPart(uid, truth, name)):
             abort(404, f"no part {uid} in the audit")
+        recent_rejects.expire()
         return jsonify({"uid": uid, "truth": truth, "reviewer": name})
 
     return app
+
+
+def _shift_counts(reader: AuditReader, shift_start: Callable[[float], float]) -> dict:
+    since = shift_start(time.time())
+    counts = reader.counts_since(since)
+    counts["since"] = since
+    return counts
+
+
+def _status_json(snap: LineSnapshot, shift: dict) -> bytes:
+    latest = snap.latest
+    return json.dumps(
+        {
+            "taken_at": snap.taken_at,
+            "uptime_s": round(time.time() - snap.started_at, 1),
+            "since_start": snap.counters,
+            "since_shift_start": shift,
+            "link": snap.link,
+            "camera": snap.camera,
+            "model": snap.model,
+            "images": snap.images,
+            "latest": None
+            if latest is None
+            else {k: v for k, v in asdict(latest).items() if k != "image"},
+        }
+    ).encode()
 
 
 def _error(code: int, message: str) -> Response:
@@ -342,16 +390,17 @@ def _error(code: int, message: str) -> Response:
 
 
 class WebServer:
-    """The app on `host:port`, served by werkzeug's threaded server in a daemon thread."""
+    """The app on `host:port`, served by waitress from a daemon thread: one I/O thread
+    and a fixed pool of SERVER_THREADS, no thread made per request."""
 
     def __init__(self, app: Flask, listen: str):
         host, _, port = listen.rpartition(":")
-        # One line per request in the journal would bury the station's own log.
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = make_server(host or "127.0.0.1", int(port), app, threaded=True)
-        self.port = self._server.server_port
         self.host = host or "127.0.0.1"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+        self._server = create_server(
+            app, host=self.host, port=int(port), threads=SERVER_THREADS, ident="station"
+        )
+        self.port = self._server.effective_port
+        self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
 
     @property
     def url(self) -> str:
@@ -363,5 +412,5 @@ class WebServer:
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
+        self._server.close()
         self._thread.join(timeout=5)
