@@ -324,6 +324,7 @@ def test_the_page_on_a_running_virtual_line(tmp_path):
         seen["live"] = _http(base + "/api/live.jpg")[0]
         seen["ack_without_token"] = _http(base + "/api/alarms/ack", {"name": "ana"})[0]
         seen["ack"] = _http(base + "/api/alarms/ack", {"name": "ana"}, TOKEN)[0]
+        seen["10 MB"] = _http(base + "/api/alarms/ack", {"name": "a" * 10_000_000}, TOKEN)[0]
         recent = json.loads(_http(base + "/api/parts/recent")[1])
         judged = [p for p in recent if p["verdict"] in ("pass", "reject")][:2]
         seen["reviews"] = [
@@ -340,6 +341,7 @@ def test_the_page_on_a_running_virtual_line(tmp_path):
     assert status["link"]["up"] and status["camera"]["healthy"]
     assert seen["live"] == 200
     assert seen["ack_without_token"] == 403 and seen["ack"] == 200
+    assert seen["10 MB"] == 413
     assert seen["reviews"] == [200, 200]
     assert summary["lost"] == 0
     reader = AuditReader(tmp_path / "audit.sqlite")

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 64 * 1024
+MAX_SPOOLED_BODY_BYTES = 16 * 1024 * 1024
 RATE_PER_S = 200
 """Requests a second one address may make (4 pages at 5 requests a second use 20)."""
 ACTION_TIMEOUT_S = 3.0
@@ -397,7 +398,14 @@ class WebServer:
         host, _, port = listen.rpartition(":")
         self.host = host or "127.0.0.1"
         self._server = create_server(
-            app, host=self.host, port=int(port), threads=SERVER_THREADS, ident="station"
+            app,
+            host=self.host,
+            port=int(port),
+            threads=SERVER_THREADS,
+            ident="station",
+            # Bodies past Flask's 64 kB get its JSON 413 once read; past 16 MB waitress
+            # stops reading and closes the connection instead of spooling more.
+            max_request_body_size=MAX_SPOOLED_BODY_BYTES,
         )
         self.port = self._server.effective_port
         self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
