@@ -617,12 +617,27 @@ def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, a
     help="The station's audit database (audit.database in the station file).",
 )
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-def export_reviewed_command(database: Path, out_dir: Path) -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Station file whose calibration says how the line crops a part "
+    "(default: $STATION_CONFIG, else /etc/station/station.yaml).",
+)
+def export_reviewed_command(database: Path, out_dir: Path, config_path: Path | None) -> None:
     """Parts reviewed on the operator's page as def_front/ + ok_front/ with a manifest:
     ready for `station train`, `station evaluate` and `station replay --against`."""
+    from station.calibrate.commands import default_config
+    from station.config import ConfigError, load_station_config
     from station.web.export import export_reviewed
 
-    result = export_reviewed(database, out_dir)
+    try:
+        _config, calibration = load_station_config(config_path or default_config())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    camera = calibration.camera
+    result = export_reviewed(database, out_dir, camera.crop_px, camera.min_part_area_px)
     click.echo(
         f"{result.exported['defective']} defective and {result.exported['ok']} OK parts "
         f"written to {out_dir}; manifest {result.manifest}"

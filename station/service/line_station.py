@@ -297,8 +297,15 @@ class LineStation:
             "parts": c["parts"],
             "passed": c["pass"],
             "rejected": c["reject"],
-            "failsafe_rejects": sum(m.failsafe.values()),
-            "failsafe_by_reason": dict(m.failsafe),
+            # The station's fail-safe verdicts, as in the audit's failsafe_reason; the
+            # Mega's own (no verdict in time...) are its gate reasons, counted apart.
+            "failsafe_rejects": sum(n for k, n in m.failsafe.items() if not k.startswith("mega_")),
+            "failsafe_by_reason": {
+                k: n for k, n in m.failsafe.items() if not k.startswith("mega_")
+            },
+            "mega_failsafe_by_reason": {
+                k.removeprefix("mega_"): n for k, n in m.failsafe.items() if k.startswith("mega_")
+            },
             "gate_fired": c["gate_fired"],
             "gate_passed": c["gate_passed"],
             "missed_triggers": c["missed_triggers"],

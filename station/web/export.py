@@ -24,12 +24,12 @@ class ReviewExport:
     manifest: Path
 
 
-def export_reviewed(database: Path, out_dir: Path) -> ReviewExport:
+def export_reviewed(database: Path, out_dir: Path, crop_px: int, min_area_px: int) -> ReviewExport:
     """Reviewed parts as a labelled folder: `def_front/` and `ok_front/` with each part
-    cropped as the training photos are framed (`frame_photo` without a calibrated crop,
-    as wide as the part) at 300x300, and `manifest.csv` (one row per reviewed part,
-    exported or not, with the reason). Ready for `station train`, `station evaluate`
-    and `station replay --against`. The latest review of a part is its label."""
+    cropped as the line cropped it (the calibration's `crop_px` around the part, found
+    by the same function, in the same saved frame) at 300x300, and `manifest.csv` (one
+    row per reviewed part, exported or not, with the reason). Ready for `station train`,
+    `station evaluate` and `station replay --against`. The latest review stands."""
     reader = AuditReader(database)
     try:
         rows = reader.latest_reviews()
@@ -49,7 +49,7 @@ def export_reviewed(database: Path, out_dir: Path) -> ReviewExport:
             why = "no saved image (passes are sampled; the quota removes old images)"
         else:
             try:
-                roi = frame_photo(image, None)
+                roi = frame_photo(image, crop_px, min_area_px)
             except PartNotFound as exc:
                 why = f"part not found in the saved image: {exc}"
             else:

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
 from waitress.server import create_server
+from waitress.wasyncore import close_all
 from werkzeug.exceptions import HTTPException
 
 from station.audit import AuditReader
@@ -408,6 +409,8 @@ class WebServer:
             max_request_body_size=MAX_SPOOLED_BODY_BYTES,
         )
         self.port = self._server.effective_port
+        # Its 'Task queue depth is N' on every busy moment would bury the station's log.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         self._thread = threading.Thread(target=self._server.run, name="web", daemon=True)
 
     @property
@@ -420,5 +423,8 @@ class WebServer:
         return self
 
     def close(self) -> None:
-        self._server.close()
+        """Let the requests in hand finish, then close every connection and the listening
+        socket from waitress's own I/O thread (closing them from here races its poll)."""
+        self._server.task_dispatcher.shutdown(timeout=2)
+        self._server.trigger.pull_trigger(lambda: close_all(self._server._map))
         self._thread.join(timeout=5)

@@ -88,6 +88,9 @@ async function refreshStatus() {
   for (const r of [...reasons].sort()) {
     rows.push(["fail-safe: " + r, (shift.failsafe_by_reason || {})[r] || 0, (start.failsafe_by_reason || {})[r] || 0]);
   }
+  for (const [r, n] of Object.entries(start.mega_failsafe_by_reason || {}).sort()) {
+    rows.push(["rejected by the Mega alone: " + r, "-", n]);
+  }
   fillRows($("counters").querySelector("tbody"), rows);
   $("latency").textContent =
     "trigger to verdict p50/p99: " + ms(start.verdict_latency_ms_p50) + " / " +
