@@ -352,3 +352,30 @@ def test_the_page_on_a_running_virtual_line(tmp_path):
     assert len(reader.latest_reviews()) == 2
     with pytest.raises(OSError):
         _http(base + "/api/status")  # the page stops with the station
+
+
+def test_a_taken_port_leaves_the_line_running_without_the_page(tmp_path):
+    """The page is not part of the safety function: a port another program holds is
+    alarmed and logged, and the station starts without it."""
+    from station.config import load_station_config
+    from station.sim.virtual_line import run_virtual_line
+
+    config, calibration = load_station_config(
+        Path(__file__).parent.parent / "calibration" / "virtual-line.station.yaml"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = config.model_copy(
+            update={
+                "audit": config.audit.model_copy(
+                    update={"database": tmp_path / "a.sqlite", "images_dir": tmp_path / "img"}
+                ),
+                "web": config.web.model_copy(update={"listen": f"127.0.0.1:{port}"}),
+            }
+        )
+        summary = run_virtual_line(config, calibration, config.virtual_line, 10, [], tmp_path)
+    assert summary["lost"] == 0 and summary["routed_as_verdict"] == 10
+    _active, alarms = AuditReader(tmp_path / "a.sqlite").alarms()
+    assert any(a["kind"] == "web_unavailable" and str(port) in a["detail"] for a in alarms)

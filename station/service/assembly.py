@@ -185,8 +185,12 @@ def start(assembly: Assembly, config: StationConfig, camera_timeout_s: float = 5
         assembly.web = start_web(station, config)
 
 
-def start_web(station: LineStation, config: StationConfig) -> WebServer:
-    """The operator's page (station/web/), reading the station's snapshots and audit."""
+def start_web(station: LineStation, config: StationConfig) -> WebServer | None:
+    """The operator's page (station/web/), reading the station's snapshots and audit.
+
+    A wrong token file is a configuration mistake and stops the start. An address that
+    cannot be bound (another program has the port) does not: the line sorts parts
+    without the page, and the alarm and the log say why there is none."""
     web = config.web
     try:
         token = load_token(web.token_file) if web.token_file else None
@@ -198,11 +202,15 @@ def start_web(station: LineStation, config: StationConfig) -> WebServer:
             token=token,
             shift_start=shift_start(parse_shift_starts(web.shifts)),
         )
-        server = WebServer(app, web.listen)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
+    try:
+        server = WebServer(app, web.listen)
     except OSError as exc:
-        raise StartupError(f"web.listen {web.listen}: {exc}") from None
+        detail = f"web.listen {web.listen}: {exc}; the line runs without the operator's page"
+        log.error("%s", detail)
+        station.audit.alarm("web_unavailable", detail)
+        return None
     if token is None:
         log.warning("operator's page is read-only: no web.token_file")
     return server.start()
