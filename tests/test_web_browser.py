@@ -108,9 +108,12 @@ def test_the_page_in_a_browser_on_a_virtual_line(browser, tmp_path):
         try:
             started = time.monotonic()
             wait(lambda: _page_up(browser, url), 60)
-            seen["first_paint_s"] = browser.execute_script(
-                "const p = performance.getEntriesByName('first-contentful-paint')[0];"
-                "return p ? p.startTime / 1000 : null;"
+            seen["first_paint_s"] = wait(
+                lambda: browser.execute_script(
+                    "const p = performance.getEntriesByName('first-contentful-paint')[0];"
+                    "return p ? p.startTime / 1000 : null;"
+                ),
+                10,
             )
             seen["stage"] = "counters"
             wait(lambda: counters().get("parts", 0) >= 3, 60)
