@@ -63,10 +63,11 @@ CREATE TABLE IF NOT EXISTS reviews (    -- an engineer's word on what a part tru
 );
 """
 
-INFO_ALARM_KINDS = ("link_up", "fault_cleared", "acknowledged")
-"""Alarm rows that report good news or an action, not a problem to look at."""
 ACK_ALARM_KIND = "acknowledged"
-"""The row an operator's acknowledgement writes: alarms before it are no longer active."""
+"""The row an operator's acknowledgement writes (the tracker's OperatorAck rule; the tracker
+may not import this module): alarms before it are no longer active."""
+INFO_ALARM_KINDS = ("link_up", "fault_cleared", ACK_ALARM_KIND)
+"""Alarm rows that report good news or an action, not a problem to look at."""
 
 
 class AuditLog:

@@ -498,12 +498,14 @@ class PartTracker:
     def _on_operator_ack(self, ack: OperatorAck, out: list[Action]) -> None:
         """Audited with the name typed; the Mega's fault lamp is cleared if it can be told."""
         if self._link_up:
-            out.append(RaiseAlarm("acknowledged", f"alarms acknowledged by {ack.name}"))
+            out.append(
+                RaiseAlarm("acknowledged", f"alarms acknowledged by {ack.name}")
+            )  # audit.ACK_ALARM_KIND
             out.append(SendCommand(("reset_fault",), m.ResetFault()))
         else:
             out.append(
                 RaiseAlarm(
-                    "acknowledged",
+                    "acknowledged",  # audit.ACK_ALARM_KIND
                     f"alarms acknowledged by {ack.name}; the link is down, so the Mega's "
                     "fault lamp stays as it is until the link is back",
                 )

@@ -22,7 +22,7 @@ from station.audit import AuditLog, AuditReader
 from station.tracker import OperatorAck
 from station.web.export import export_reviewed
 from station.web.server import create_app, load_token
-from station.web.shifts import parse_shift_starts, shift_start
+from station.web.shifts import shift_start
 from station.web.snapshot import JudgedView, LineSnapshot, ReviewPart, WebRequest
 
 SAMPLES = Path(__file__).parent / "data" / "casting_sample"
@@ -243,13 +243,13 @@ def test_the_token_file_must_be_private_and_long(tmp_path):
 
 
 def test_the_shift_began_at_the_latest_start_even_yesterday():
-    starts = shift_start(parse_shift_starts(["14:00", "06:00", "22:00"]))
+    starts = shift_start(["14:00", "06:00", "22:00"])
     at_3am = dt.datetime(2026, 11, 24, 3, 0).astimezone()
     assert dt.datetime.fromtimestamp(starts(at_3am.timestamp())) == dt.datetime(2026, 11, 23, 22, 0)
     noon = dt.datetime(2026, 11, 24, 12, 0).astimezone()
     assert dt.datetime.fromtimestamp(starts(noon.timestamp())) == dt.datetime(2026, 11, 24, 6)
     with pytest.raises(ValueError, match="25:00"):
-        parse_shift_starts(["25:00"])
+        shift_start(["25:00"])
 
 
 def test_export_reviewed_writes_labelled_crops_and_a_manifest(site, tmp_path):

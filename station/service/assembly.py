@@ -34,7 +34,7 @@ from station.service.systemd_notify import SystemdNotifier
 from station.tracker import PartTracker, TrackerSettings
 from station.vision.vision_trigger import VisionTrigger
 from station.web.server import WebServer, create_app, load_token
-from station.web.shifts import parse_shift_starts, shift_start
+from station.web.shifts import shift_start
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def start_web(station: LineStation, config: StationConfig) -> WebServer | None:
             reader=AuditReader(config.audit.database),
             images_dir=config.audit.images_dir,
             token=token,
-            shift_start=shift_start(parse_shift_starts(web.shifts)),
+            shift_start=shift_start(web.shifts),
         )
     except ValueError as exc:
         raise StartupError(str(exc)) from None

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from station.config import parse_shift_starts
 
-__all__ = ["parse_shift_starts", "shift_start"]
 
-
-def shift_start(starts: list[dt.time]) -> Callable[[float], float]:
-    """now (UNIX s) -> UNIX s of the latest shift start at or before it, local time."""
+def shift_start(shifts: list[str]) -> Callable[[float], float]:
+    """now (UNIX s) -> UNIX s of the latest shift start at or before it, local time.
+    `shifts`: the station file's web.shifts, "HH:MM" (ValueError names a bad one)."""
+    starts = parse_shift_starts(shifts)
 
     def latest(now: float) -> float:
         moment = dt.datetime.fromtimestamp(now).astimezone()
