@@ -23,7 +23,14 @@ from station.tracker import OperatorAck
 from station.web.export import export_reviewed
 from station.web.server import create_app, load_token
 from station.web.shifts import shift_start
-from station.web.snapshot import JudgedView, LineSnapshot, ReviewPart, WebRequest
+from station.web import server
+from station.web.snapshot import (
+    JudgedView,
+    LineSnapshot,
+    PartsInJudgement,
+    ReviewPart,
+    WebRequest,
+)
 
 SAMPLES = Path(__file__).parent / "data" / "casting_sample"
 TOKEN = "t0ken-for-the-tests-0123456789"
@@ -88,6 +95,7 @@ def site(tmp_path):
         latest=JudgedView(1, canvas, (170, 30, 300, 300), "reject", 0.9, None, time.time()),
     )
     loop = MainLoop(audit)
+    loop.judging = PartsInJudgement()
     app = create_app(
         snapshot=lambda: snapshot,
         submit=loop.submit,
@@ -95,6 +103,7 @@ def site(tmp_path):
         images_dir=images,
         token=TOKEN,
         shift_start=lambda now: now - 3600,
+        judging=loop.judging,
         rate_per_s=200,
     )
     return app.test_client(), audit, loop, snapshot
@@ -224,6 +233,29 @@ def test_headers_forbid_framing_sniffing_and_caching_of_the_api(site):
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert client.get("/api/alarms").headers["Cache-Control"] == "no-store"
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_a_request_waits_while_a_part_is_in_judgement_and_never_for_ever(site, monkeypatch):
+    """The page takes turns at the interpreter lock with the judge: it lets a part's
+    frame-to-verdict go first, and a part stuck in judgement only slows it down."""
+    client, _audit, loop, _snap = site
+    monkeypatch.setattr(server, "YIELD_TO_LINE_S", 5.0)
+    loop.judging.begin(7)
+    loop.judging.begin(8)
+    answered = threading.Event()
+    threading.Thread(
+        target=lambda: client.get("/api/status").status_code == 200 and answered.set(),
+        daemon=True,
+    ).start()
+    loop.judging.end(7)
+    assert not answered.wait(0.2), "answered while part 8 was still in judgement"
+    loop.judging.end(8)
+    loop.judging.end(8)  # twice, as a failed judgement and the loop both may
+    assert answered.wait(2.0)
+
+    monkeypatch.setattr(server, "YIELD_TO_LINE_S", 0.05)
+    loop.judging.begin(9)  # a hung classifier: never ends
+    assert client.get("/api/status").status_code == 200
 
 
 def test_the_token_file_must_be_private_and_long(tmp_path):

@@ -201,6 +201,7 @@ def start_web(station: LineStation, config: StationConfig) -> WebServer | None:
             images_dir=config.audit.images_dir,
             token=token,
             shift_start=shift_start(web.shifts),
+            judging=station.judging,
         )
     except ValueError as exc:
         raise StartupError(str(exc)) from None

@@ -38,7 +38,7 @@ from station.tracker import (
     PartTracker,
     SendCommand,
 )
-from station.web.snapshot import LineSnapshot, ReviewPart, WebRequest
+from station.web.snapshot import LineSnapshot, PartsInJudgement, ReviewPart, WebRequest
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ DEFAULT_WATCHDOG_S = 10.0
 SNAPSHOT_EVERY_S = 0.2
 """How often the operator's page gets a new picture of the line (it shows at most 5 a s)."""
 LATENCY_WINDOW = 2000
-"""The live p50/p99 are over the last this many verdicts."""
+"""The page's live p50/p99 are over the last this many verdicts."""
 
 
 class JudgeWorker:
@@ -59,9 +59,17 @@ class JudgeWorker:
     """
 
     def __init__(
-        self, judge: Judge, frames: FrameBuffer, results: queue.Queue, max_frame_lag_s: float
+        self,
+        judge: Judge,
+        frames: FrameBuffer,
+        results: queue.Queue,
+        max_frame_lag_s: float,
+        judging: PartsInJudgement,
     ):
         self.max_frame_lag_s = max_frame_lag_s
+        self.judging = judging
+        """Begun here when the part's frame is found, ended by the main loop once the
+        verdict is sent (here, if judging raised)."""
         self.judge = judge
         self.frames = frames
         self.results = results
@@ -87,9 +95,11 @@ class JudgeWorker:
                 frame = job.frame or self.frames.wait_first_after(
                     job.wanted_at, job.give_up_at, self.max_frame_lag_s
                 )
+                self.judging.begin(job.uid)
                 self.results.put(Judged(job.uid, self.judge.judge(frame)))
             except Exception:  # noqa: BLE001 - the loop fails the part safe at its deadline
                 log.exception("judging part %d failed", job.uid)
+                self.judging.end(job.uid)
             finally:
                 self.busy_since = None
 
@@ -116,7 +126,9 @@ class LineStation:
         self.inbox = inbox
         self.frames = frames
         self.feed = feed
-        self.worker = JudgeWorker(judge, frames, inbox, max_frame_lag_s)
+        self.judging = PartsInJudgement()
+        """The parts whose verdict is on its way; the operator's page waits for them."""
+        self.worker = JudgeWorker(judge, frames, inbox, max_frame_lag_s, self.judging)
         self.audit = audit
         self.records = records
         self.metrics = metrics
@@ -200,6 +212,8 @@ class LineStation:
             self._web_request(item)
             return
         self._guarded(item, lambda: self.tracker.handle(item, time.monotonic()))
+        if isinstance(item, Judged):
+            self.judging.end(item.uid)
 
     def submit(self, request: WebRequest) -> WebRequest:
         """From the web server's threads: put an action on the inbox; its `done` tells."""
@@ -289,33 +303,7 @@ class LineStation:
 
     def _take_snapshot(self, now: float) -> LineSnapshot:
         """Copies only: the web server reads this from other threads."""
-        m = self.metrics
-        c = m.counts
-        p50, p99 = m.percentiles_ms(_last(m.trigger_to_verdict_s, LATENCY_WINDOW))
-        f50, f99 = m.percentiles_ms(_last(m.frame_to_verdict_s, LATENCY_WINDOW))
-        counters = {
-            "parts": c["parts"],
-            "passed": c["pass"],
-            "rejected": c["reject"],
-            # The station's fail-safe verdicts, as in the audit's failsafe_reason; the
-            # Mega's own (no verdict in time...) are its gate reasons, counted apart.
-            "failsafe_rejects": sum(n for k, n in m.failsafe.items() if not k.startswith("mega_")),
-            "failsafe_by_reason": {
-                k: n for k, n in m.failsafe.items() if not k.startswith("mega_")
-            },
-            "mega_failsafe_by_reason": {
-                k.removeprefix("mega_"): n for k, n in m.failsafe.items() if k.startswith("mega_")
-            },
-            "gate_fired": c["gate_fired"],
-            "gate_passed": c["gate_passed"],
-            "missed_triggers": c["missed_triggers"],
-            "camera_errors": dict(m.camera_errors),
-            "mega_faults": dict(m.faults),
-            "verdict_latency_ms_p50": p50,
-            "verdict_latency_ms_p99": p99,
-            "frame_to_verdict_ms_p50": f50,
-            "frame_to_verdict_ms_p99": f99,
-        }
+        counters = self.metrics.page_counters(LATENCY_WINDOW)
         identify = self.link.identify
         link = {
             "up": self.tracker.link_up,
@@ -409,9 +397,3 @@ class LineStation:
         if now - self._last_summary >= self.summary_every_s:
             self._last_summary = now
             log.info("summary: %s", self.metrics.summary_line())
-
-
-def _last(samples, n: int):
-    """The newest `n` of a deque, as a list (copied: the deque keeps growing)."""
-    count = len(samples)
-    return [samples[i] for i in range(max(0, count - n), count)]

@@ -118,6 +118,37 @@ class LineMetrics:
         ms = np.asarray(samples) * 1000
         return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
+    def page_counters(self, latency_window: int) -> dict:
+        """The counters for the operator's page (and `/api/status`), under the names of the
+        virtual line's --json summary; p50/p99 over the last `latency_window` verdicts."""
+        c = self.counts
+        p50, p99 = self.percentiles_ms(_last(self.trigger_to_verdict_s, latency_window))
+        f50, f99 = self.percentiles_ms(_last(self.frame_to_verdict_s, latency_window))
+        station_failsafe = {k: n for k, n in self.failsafe.items() if not k.startswith("mega_")}
+        return {
+            "parts": c["parts"],
+            "passed": c["pass"],
+            "rejected": c["reject"],
+            # The station's fail-safe verdicts, as in the audit's failsafe_reason; the
+            # Mega's own (no verdict in time...) are its gate reasons, counted apart.
+            "failsafe_rejects": sum(station_failsafe.values()),
+            "failsafe_by_reason": station_failsafe,
+            "mega_failsafe_by_reason": {
+                k.removeprefix("mega_"): n
+                for k, n in self.failsafe.items()
+                if k.startswith("mega_")
+            },
+            "gate_fired": c["gate_fired"],
+            "gate_passed": c["gate_passed"],
+            "missed_triggers": c["missed_triggers"],
+            "camera_errors": dict(self.camera_errors),
+            "mega_faults": dict(self.faults),
+            "verdict_latency_ms_p50": p50,
+            "verdict_latency_ms_p99": p99,
+            "frame_to_verdict_ms_p50": f50,
+            "frame_to_verdict_ms_p99": f99,
+        }
+
     def summary_line(self) -> str:
         c = self.counts
         p50, p99 = self.percentiles_ms(self.trigger_to_verdict_s)
@@ -131,6 +162,13 @@ class LineMetrics:
             f"frame->verdict p50/p99={_ms(f50)}/{_ms(f99)} ms "
             f"trigger->verdict p50/p99={_ms(p50)}/{_ms(p99)} ms"
         )
+
+
+def _last(samples: deque[float], n: int) -> list[float]:
+    """The newest `n` of a deque, as a list, by index: safe while another thread appends
+    (iterating would raise 'deque mutated during iteration')."""
+    count = len(samples)
+    return [samples[i] for i in range(max(0, count - n), count)]
 
 
 def _ms(value: float | None) -> str:

@@ -35,7 +35,13 @@ from werkzeug.exceptions import HTTPException
 
 from station.audit import AuditReader
 from station.tracker import OperatorAck
-from station.web.snapshot import JudgedView, LineSnapshot, ReviewPart, WebRequest
+from station.web.snapshot import (
+    JudgedView,
+    LineSnapshot,
+    PartsInJudgement,
+    ReviewPart,
+    WebRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,9 @@ ACTION_TIMEOUT_S = 3.0
 """How long a request waits for the main loop to carry out its action."""
 NAME_MAX = 64
 SERVER_THREADS = 4
+YIELD_TO_LINE_S = 0.025
+"""Longest a request waits for the parts in judgement (PartsInJudgement) before it runs
+anyway: a hung classifier makes the page slower, never unavailable."""
 LIST_CACHE_S = 1.0
 """Audit queries are shared by every open page for this long: four pages cost the line
 about what one does."""
@@ -178,10 +187,12 @@ def create_app(
     images_dir: Path,
     token: str | None,
     shift_start: Callable[[float], float],
+    judging: PartsInJudgement | None = None,
     rate_per_s: float = RATE_PER_S,
 ) -> Flask:
     """`snapshot()`: the latest picture of the line; `submit(request)`: hands an action
-    to the main loop; `shift_start(now)`: UNIX s at which the current shift began."""
+    to the main loop; `shift_start(now)`: UNIX s at which the current shift began;
+    `judging`: the line's parts in judgement, which every request lets go first."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     limiter = RateLimiter(rate_per_s)
@@ -195,6 +206,11 @@ def create_app(
     )
     recent_alarms = Cached(lambda: dict(zip(("active", "recent"), reader.alarms(50))), LIST_CACHE_S)
     status_body: dict[float, bytes] = {}
+
+    @app.before_request
+    def _yield_to_line() -> None:
+        if judging is not None:
+            judging.wait_quiet(YIELD_TO_LINE_S)
 
     @app.before_request
     def _limit() -> Response | None:
@@ -371,6 +387,7 @@ def _status_json(snap: LineSnapshot, shift: dict) -> bytes:
     return json.dumps(
         {
             "taken_at": snap.taken_at,
+            "mode": snap.mode,
             "uptime_s": round(time.time() - snap.started_at, 1),
             "since_start": snap.counters,
             "since_shift_start": shift,
