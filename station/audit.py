@@ -295,11 +295,15 @@ class ImageStore:
     same score. An image may carry a JSON sidecar (same name, `.json`) that
     counts towards the quota and goes with it. The queue is bounded and never
     blocks the line: when the disk is too slow, an image is dropped and
-    counted, the audit row stays.
+    counted, the audit row stays. A replay has no belt to keep up with, so it
+    waits for the disk instead (`wait_when_full`) and loses no image.
     """
 
-    def __init__(self, root: Path, quota_mb: float, queue_size: int = 64):
+    def __init__(
+        self, root: Path, quota_mb: float, queue_size: int = 64, wait_when_full: bool = False
+    ):
         self.root = Path(root)
+        self.wait_when_full = wait_when_full
         self.quota_bytes = int(quota_mb * 1e6)
         self.root.mkdir(parents=True, exist_ok=True)
         self.dropped = 0
@@ -328,7 +332,7 @@ class ImageStore:
 
     def _put(self, job: _ImageJob) -> Path | None:
         try:
-            self._queue.put_nowait(job)
+            self._queue.put(job, block=self.wait_when_full)
         except queue.Full:
             self.dropped += 1
             log.warning("image store busy: %s not saved", job.path.relative_to(self.root))

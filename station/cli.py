@@ -459,6 +459,15 @@ def run(
     default=None,
     help="Output folder (default runs/replay-<time>).",
 )
+@click.option(
+    "--serve",
+    "serve_listen",
+    default=None,
+    metavar="ADDR",
+    help="Show the operator's page over the replay on HOST:PORT, and keep it up after the "
+    "replay until Ctrl-C, for reviewing its parts (OUT/audit.sqlite, OUT/images; "
+    "actions use web.token_file, else a token written to OUT/web-token).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def replay(
     source: Path,
@@ -469,6 +478,7 @@ def replay(
     against_threshold: float | None,
     rate: float,
     out_dir: Path | None,
+    serve_listen: str | None,
     as_json: bool,
 ) -> None:
     """Dry-run SOURCE (a recording, an image folder, or a video) through the station.
@@ -486,6 +496,8 @@ def replay(
     from station.replay.replay import replay as run_replay
     from station.vision.vision_trigger import LineCrossing
 
+    out_dir = out_dir or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
+    page = None
     try:
         config, calibration = load_station_config(config_path or VIRTUAL_LINE_CONFIG)
         models = [(Classifier(model_dir or config.model, threshold), threshold)]
@@ -493,16 +505,29 @@ def replay(
             models.append((Classifier(against_dir, against_threshold), against_threshold))
         crossing = LineCrossing(config.vision_trigger, calibration.camera.min_part_area_px)
         replay_source = ReplaySource(source, calibration.camera.crop_px, crossing)
-        result = run_replay(replay_source, models, calibration, rate, progress=not as_json)
+        if serve_listen:
+            page = _replay_page(config, calibration, models[0][0], source, out_dir, serve_listen)
+        result = run_replay(
+            replay_source,
+            models,
+            calibration,
+            rate,
+            progress=not as_json,
+            trail=page.trail if page else None,
+        )
     except (ConfigError, ModelLoadError, ReplayError) as exc:
+        if page:
+            page.close()
         raise click.ClickException(str(exc)) from None
-    if not result.runs[0].results:
+    if not result.runs[0].results and not page:
         raise click.ClickException(
             f"{source}: no part could be replayed ({len(result.bad_inputs)} unreadable)"
         )
-    out_dir = out_dir or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
     summary = report.write(result, out_dir)
     click.echo(json.dumps(summary) if as_json else report.as_text(summary))
+    if page:
+        click.echo(f"replay finished; its page stays on {page.server.url} until Ctrl-C", err=True)
+        page.serve_until_signalled()
 
 
 @main.command()
@@ -662,6 +687,28 @@ def screenshot(url: str, out_dir: Path) -> None:
             click.echo(path)
     finally:
         driver.quit()
+
+
+def _replay_page(config, calibration, classifier, source: Path, out_dir: Path, listen: str):
+    """`station replay --serve`: the replay's audit trail and the page over it."""
+    from station.replay.page import ReplayPage, ReplayTrail
+    from station.web.server import load_token
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trail = ReplayTrail(
+        out_dir,
+        source.name,
+        classifier.version,
+        classifier.threshold,
+        calibration.checksum(),
+        config.audit.images_quota_mb,
+    )
+    try:
+        token = load_token(config.web.token_file or _new_token(out_dir))
+        return ReplayPage.start(trail, listen, token, config.web.shifts)
+    except (ValueError, OSError) as exc:
+        trail.close()
+        raise click.ClickException(f"--serve {listen}: {exc}") from None
 
 
 def _new_token(out_dir: Path) -> Path:

@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -29,6 +30,9 @@ from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.replay.inputs import BadInput, ReplayPart, ReplaySource
 from station.sim.stepped_mega import JUDGE_MS, SteppedMega
+
+if TYPE_CHECKING:
+    from station.replay.page import ReplayTrail
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +174,12 @@ def replay(
     calibration: Calibration,
     rate_parts_s: float = 5.0,
     progress: bool = True,
+    trail: ReplayTrail | None = None,
 ) -> ReplayRun:
-    """Judge every part of `source` with each (classifier, threshold); the first is "A"."""
+    """Judge every part of `source` with each (classifier, threshold); the first is "A".
+
+    `trail` (`--serve`): model A's results also go to an audit database and image
+    store for the operator's page, which is answered between parts."""
     spacing_ms = int(round(1000 / rate_parts_s))
     runs = [
         ModelRun(
@@ -200,13 +208,19 @@ def replay(
             if isinstance(item, BadInput):
                 log.warning("%s: %s", item.name, item.reason)
                 bad.append(item)
+                if trail:
+                    trail.bad_input(item)
                 continue
             index = len(runs[0].results)
             judged = [run.judge_part(index, item) for run in runs]
+            if trail:
+                trail.judged(*judged[0])
             if _worth_keeping([r for r, _ in judged]):
                 examples[index] = (item, [j for _, j in judged])
     for run in runs:
         run.finish()
+    if trail:
+        trail.gated(runs[0].results)
     return ReplayRun(source, runs, bad, time.perf_counter() - started, examples)
 
 

@@ -79,8 +79,13 @@ async function refreshStatus() {
     $("conn").className = "pill down";
     return;
   }
-  $("conn").textContent = s.link.up ? "link up" : "LINK DOWN";
-  $("conn").className = "pill " + (s.link.up ? "up" : "down");
+  if (s.mode !== "line") {
+    $("conn").textContent = s.mode;
+    $("conn").className = "pill replay";
+  } else {
+    $("conn").textContent = s.link.up ? "link up" : "LINK DOWN";
+    $("conn").className = "pill " + (s.link.up ? "up" : "down");
+  }
   const shift = s.since_shift_start, start = s.since_start;
   const rows = COUNTER_ROWS.map(([key, label]) => [label, shift[key] ?? "-", start[key] ?? 0]);
   const reasons = new Set([...Object.keys(shift.failsafe_by_reason || {}),
@@ -118,7 +123,7 @@ function fillHealth(s) {
     ["Mega calibration checksum", s.link.mega_calibration_crc || "-"],
     ["station calibration checksum", s.model.calibration_crc],
     ["camera", s.camera.healthy ? "ok" : "STALLED"],
-    ["camera fps", s.camera.fps],
+    ["camera fps", s.camera.fps ?? "-"],
     ["camera stalls / reopens / bad frames", s.camera.stalls + " / " + s.camera.reopens + " / " + s.camera.bad_frames],
     ["camera last error", s.camera.last_error || "-"],
     ["model", s.model.version],
