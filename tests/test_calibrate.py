@@ -225,3 +225,66 @@ def test_calibrate_without_config_never_uses_a_file_in_the_package(tmp_path, mon
     result = CliRunner().invoke(main, ["calibrate", "servo", "--yes"])
     assert result.exit_code == 1 and "line-3.yaml: file not found" in result.output
     assert (REPO / "calibration" / "virtual-line.yaml").read_bytes() == shipped
+
+
+def test_roi_with_serve_shows_the_live_camera_and_the_crop_until_stopped(station_dir):
+    """`calibrate roi --serve`: the page shows the live frame with the step's figures and
+    limits while the technician adjusts; it takes no actions; Ctrl-C ends it and the
+    step checks the latest frames and writes as without --serve."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+    import numpy as np
+    from test_web import _free_port, _http
+
+    before = _cal(station_dir).read_text()
+    crop_before = Calibration.load(_cal(station_dir)).camera.crop_px
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    step = subprocess.Popen(
+        [sys.executable, "-m", "station", "calibrate", "roi", "--config", "station.yaml"]
+        + ["--virtual-line", "--yes", "--margin-pct", "10", "--frames", "600"]
+        + ["--serve", f"127.0.0.1:{port}"],
+        cwd=station_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    seen: dict = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "part" not in seen:
+            assert step.poll() is None, step.stderr.read().decode()
+            try:
+                code, body = _http(base + "/api/status")
+            except OSError:
+                code = None
+            if code == 200:
+                status = json.loads(body)
+                seen.setdefault("first", status)
+                if status["latest"] and status["latest"]["roi"]:
+                    seen["part"] = status
+            time.sleep(0.1)
+        assert "part" in seen, "the page never showed a part with its crop"
+        code, jpeg = _http(base + "/api/live.jpg")
+        assert code == 200
+        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
+        assert _http(base + "/api/alarms/ack", {"name": "tech"})[0] == 403
+        time.sleep(11)  # 600 frames at the virtual camera's 60 fps: several parts pass
+    finally:
+        step.send_signal(signal.SIGINT)
+        try:
+            out, err = step.communicate(timeout=30)
+        finally:
+            step.kill()
+    status = seen["part"]
+    assert status["mode"] == "calibrate roi"
+    figures = status["calibration"]
+    assert figures["crop_px"] == crop_before
+    assert figures["problems"] == [] and figures["focus"] > figures["min_focus"]
+    assert step.returncode == 0, err.decode()
+    assert b"stopped: checking the latest 600 frames" in err
+    assert _cal(station_dir).read_text() != before

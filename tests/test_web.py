@@ -20,10 +20,10 @@ import pytest
 
 from station.audit import AuditLog, AuditReader
 from station.tracker import OperatorAck
+from station.web import server
 from station.web.export import export_reviewed
 from station.web.server import create_app, load_token
 from station.web.shifts import shift_start
-from station.web import server
 from station.web.snapshot import (
     JudgedView,
     LineSnapshot,

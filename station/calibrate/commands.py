@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,17 @@ def _common(f):
         "--virtual-line", is_flag=True, help="Use the virtual conveyor and the simulated Mega."
     )(f)
     return click.option("--yes", is_flag=True, help="Write without asking.")(f)
+
+
+def _serve_option(f):
+    return click.option(
+        "--serve",
+        "serve_listen",
+        default=None,
+        metavar="ADDR",
+        help="Show the live camera with the crop on the operator's page at HOST:PORT while "
+        "you adjust; Ctrl-C ends it and the step goes on with the latest --frames frames.",
+    )(f)
 
 
 def _load(config_path: Path | None) -> tuple[StationConfig, CalibrationFile]:
@@ -142,15 +155,16 @@ def _propose(store: CalibrationFile, **sections):
     default=None,
     help="Where to save the frame with the crop drawn (default runs/calibrate-<station>.png).",
 )
-def camera(config_path, virtual_line, yes, frames, snapshot) -> None:
+@_serve_option
+def camera(config_path, virtual_line, yes, frames, snapshot, serve_listen) -> None:
     """Check brightness, contrast and focus against limits; save a snapshot with the crop."""
     from station.calibrate import camera as cam
 
     config, store = _load(config_path)
     cal = store.current
     snapshot = snapshot or Path("runs") / f"calibrate-{config.station}.png"
-    with _machine(config, virtual_line) as machine:
-        grabbed = _grab(machine, frames)
+    with _machine(config, virtual_line, _virtual_parts(serve_listen)) as machine:
+        grabbed = _frames_for(machine, frames, serve_listen, "camera", cal)
     seen = cam.sightings(grabbed, cal.camera.min_part_area_px)
     # Judged on frames that show a part, as the classifier's are; an empty belt is flat.
     measured = [s.frame for s in seen] or grabbed
@@ -172,6 +186,82 @@ def camera(config_path, virtual_line, yes, frames, snapshot) -> None:
     click.echo("camera OK (nothing written: this step only checks)")
 
 
+def _virtual_parts(serve_listen: str | None) -> int:
+    """Parts on the virtual belt: enough to keep it busy while a technician watches."""
+    return 2000 if serve_listen else 20
+
+
+def _frames_for(machine: Machine, frames: int, serve_listen: str | None, step: str, cal):
+    """The frames a camera step checks: grabbed at once, or (`--serve`) the latest ones
+    when the technician stops the live page."""
+    if not serve_listen:
+        return _grab(machine, frames)
+    from station.calibrate.camera import QualityLimits
+    from station.calibrate.live import LiveCamera
+
+    live = LiveCamera(
+        machine.make_source,
+        step,
+        cal.camera.crop_px,
+        cal.camera.min_part_area_px,
+        QualityLimits(),
+        keep=frames,
+    ).start()
+    try:
+        with _live_page(live, serve_listen) as url:
+            click.echo(f"live camera on {url}; Ctrl-C when it looks right", err=True)
+            _wait_for_stop()
+    finally:
+        grabbed = live.stop()
+    if not grabbed:
+        raise click.ClickException(f"camera: {live.error or 'no frame'}")
+    click.echo(f"stopped: checking the latest {len(grabbed)} frames", err=True)
+    return grabbed
+
+
+@contextlib.contextmanager
+def _live_page(live, listen: str) -> Iterator[str]:
+    """The operator's page over the live camera: read-only, over an empty audit."""
+    from station.audit import AuditLog, AuditReader
+    from station.web.server import WebServer, create_app
+
+    def no_actions(request):
+        raise RuntimeError("a calibration step's page takes no actions")
+
+    with tempfile.TemporaryDirectory() as work:
+        empty = AuditLog(Path(work) / "audit.sqlite", "-", 0)
+        app = create_app(
+            snapshot=lambda: live.snapshot,
+            submit=no_actions,
+            reader=AuditReader(empty.path),
+            images_dir=Path(work),
+            token=None,
+            shift_start=lambda now: now,
+        )
+        try:
+            server = WebServer(app, listen).start()
+        except OSError as exc:
+            raise click.ClickException(f"--serve {listen}: {exc}") from None
+        try:
+            yield server.url
+        finally:
+            server.close()
+            empty.close()
+
+
+def _wait_for_stop() -> None:
+    """Until Ctrl-C (or SIGTERM); the handlers before are put back."""
+    stop = threading.Event()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in handlers:
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()  # a signal interrupts the wait on POSIX, and its handler sets `stop`
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def _grab(machine: Machine, frames: int):
     from station.calibrate.camera import grab
 
@@ -190,14 +280,15 @@ def _grab(machine: Machine, frames: int):
     show_default=True,
     help="Widen the crop beyond the part's box (the training images are framed tight).",
 )
-def roi(config_path, virtual_line, yes, frames, margin_pct) -> None:
+@_serve_option
+def roi(config_path, virtual_line, yes, frames, margin_pct, serve_listen) -> None:
     """Find the part in view and set the crop the classifier sees."""
     from station.calibrate import camera as cam
 
     config, store = _load(config_path)
     cal = store.current
-    with _machine(config, virtual_line) as machine:
-        grabbed = _grab(machine, frames)
+    with _machine(config, virtual_line, _virtual_parts(serve_listen)) as machine:
+        grabbed = _frames_for(machine, frames, serve_listen, "roi", cal)
     seen = cam.sightings(grabbed, cal.camera.min_part_area_px)
     try:
         crop, min_area = cam.measure_roi(seen, grabbed[0].image.shape, margin_pct)

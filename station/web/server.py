@@ -161,12 +161,14 @@ class FrameImages:
 def _annotated(view: JudgedView) -> np.ndarray:
     image = view.image if view.image.ndim == 3 else cv2.cvtColor(view.image, cv2.COLOR_GRAY2BGR)
     image = image.copy()  # the frame itself is shared with the line: never draw on it
-    colour = (40, 40, 220) if view.verdict == "reject" else (60, 180, 60)
+    # red reject, green pass, amber for anything else (a calibration step's words)
+    colour = {"reject": (40, 40, 220), "pass": (60, 180, 60)}.get(view.verdict, (40, 160, 240))
     if view.roi:
         x, y, w, h = view.roi
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2)
-    score = "-" if view.score is None else f"{view.score:.3f}"
-    label = f"#{view.uid} {view.verdict.upper()} {score}"
+    label = f"#{view.uid} {view.verdict.upper()}"
+    if view.score is not None:
+        label += f" {view.score:.3f}"
     if view.failsafe:
         label += f" ({view.failsafe})"
     cv2.putText(image, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, colour, 2, cv2.LINE_AA)
@@ -395,6 +397,7 @@ def _status_json(snap: LineSnapshot, shift: dict) -> bytes:
             "camera": snap.camera,
             "model": snap.model,
             "images": snap.images,
+            "calibration": snap.calibration,
             "latest": None
             if latest is None
             else {k: v for k, v in asdict(latest).items() if k != "image"},

@@ -45,7 +45,10 @@ class LineSnapshot:
     images: dict
     latest: JudgedView | None = field(default=None, compare=False)
     mode: str = "line"
-    """'line' on a running station; what else the page is showing (a replay) otherwise."""
+    """'line' on a running station; what else the page is showing (a replay, a
+    calibration step) otherwise."""
+    calibration: dict | None = None
+    """`calibrate camera|roi --serve`: the picture's figures against their limits."""
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,9 @@ async function refreshStatus() {
     $("conn").textContent = s.link.up ? "link up" : "LINK DOWN";
     $("conn").className = "pill " + (s.link.up ? "up" : "down");
   }
+  $("calibration").hidden = !s.calibration;
+  $("line-counters").hidden = !!s.calibration;
+  if (s.calibration) fillCalibration(s.calibration);
   const shift = s.since_shift_start, start = s.since_start;
   const rows = COUNTER_ROWS.map(([key, label]) => [label, shift[key] ?? "-", start[key] ?? 0]);
   const reasons = new Set([...Object.keys(shift.failsafe_by_reason || {}),
@@ -107,10 +110,24 @@ async function refreshStatus() {
     liveUid = latest.uid;
     $("live").src = "/api/live.jpg?uid=" + latest.uid;
     const score = latest.score === null ? "-" : latest.score.toFixed(3);
-    $("live-caption").textContent = "part " + latest.uid + ": " + latest.verdict +
-      " (score " + score + ")" + (latest.failsafe ? ", fail-safe: " + latest.failsafe : "") +
-      " at " + clock(latest.at);
+    $("live-caption").textContent = s.calibration
+      ? "frame " + latest.uid + ": " + latest.verdict + " at " + clock(latest.at)
+      : "part " + latest.uid + ": " + latest.verdict + " (score " + score + ")" +
+        (latest.failsafe ? ", fail-safe: " + latest.failsafe : "") + " at " + clock(latest.at);
   }
+}
+
+function fillCalibration(c) {
+  const [low, high] = c.brightness_limits;
+  fillRows($("calibration-figures").querySelector("tbody"), [
+    ["brightness", c.brightness, low + " .. " + high],
+    ["contrast", c.contrast, "at least " + c.min_contrast],
+    ["focus", c.focus ?? "-", "at least " + c.min_focus],
+    ["crop", c.crop_px + " px", c.part],
+  ]);
+  $("calibration-verdict").textContent =
+    c.problems.length ? "not yet: " + c.problems.join("; ") : "within limits";
+  $("calibration-verdict").className = c.problems.length ? "bad" : "good";
 }
 
 function fillHealth(s) {
@@ -127,7 +144,7 @@ function fillHealth(s) {
     ["camera stalls / reopens / bad frames", s.camera.stalls + " / " + s.camera.reopens + " / " + s.camera.bad_frames],
     ["camera last error", s.camera.last_error || "-"],
     ["model", s.model.version],
-    ["threshold", s.model.threshold.toFixed(4)],
+    ["threshold", s.model.threshold === null ? "-" : s.model.threshold.toFixed(4)],
     ["image store", mb(s.images.used_bytes) + " of " + mb(s.images.quota_bytes) +
       (s.images.dropped ? ", " + s.images.dropped + " dropped" : "")],
     ["up for", Math.round(s.uptime_s) + " s"],
