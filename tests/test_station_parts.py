@@ -264,6 +264,7 @@ def test_camera_watchdog_replaces_a_hung_reader():
         assert problems == ["camera_stall"]
         assert HangingSource.released_while_hung == 1, "the stuck device was closed from outside"
         assert HangingSource.opened == 2
+        assert (feed.stats.stalls, feed.stats.reopens) == (1, 1)
         assert feed.healthy() and buffer.latest().timestamp > time.monotonic() - 0.1
     finally:
         feed.stop()

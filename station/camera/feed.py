@@ -200,6 +200,7 @@ class CameraFeed:
                 with self._lock:
                     self._generation += 1  # the stuck reader's frames are ignored from now
                 self._release_source()
+                self.stats.reopens += 1  # the fresh reader opens a fresh source at once
                 self._spawn_reader()
 
     def _problem(self, kind: str, detail: str) -> None:
