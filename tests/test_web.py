@@ -3,6 +3,7 @@ the whole page served by a running virtual line over real HTTP."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -144,6 +145,40 @@ def test_the_live_frame_shows_the_crop_box_without_drawing_on_the_line_s_frame(s
     b, g, r = image[180, 170].astype(int)  # on the box's left edge: red for a reject
     assert r > 150 and g < 100 and b < 100, (b, g, r)
     assert np.array_equal(snapshot.latest.image, before)
+
+
+def test_the_live_image_is_the_part_the_status_named_even_after_a_newer_one(site, tmp_path):
+    """The page captions part N from /api/status, then asks for live.jpg?uid=N; a newer
+    part judged in between must not put another part's picture under that caption."""
+    _client, audit, loop, first = site
+    dark = first.latest.image.copy()
+    dark[:] = 0
+    newer = dataclasses.replace(
+        first,
+        taken_at=first.taken_at + 1,
+        latest=JudgedView(2, dark, None, "pass", 0.1, None, time.time()),
+    )
+    current = {"snapshot": first}
+    app = create_app(
+        snapshot=lambda: current["snapshot"],
+        submit=loop.submit,
+        reader=AuditReader(audit.path),
+        images_dir=tmp_path,
+        token=TOKEN,
+        shift_start=lambda now: now - 3600,
+    )
+    client = app.test_client()
+    named = client.get("/api/status").get_json()["latest"]["uid"]
+    current["snapshot"] = newer
+
+    def brightness(url: str) -> float:
+        data = client.get(url).data
+        return float(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE).mean())
+
+    assert named == 1
+    assert brightness(f"/api/live.jpg?uid={named}") > 20  # part 1's photo, not part 2's black
+    assert brightness("/api/live.jpg") < 10  # without a uid: the latest
+    assert brightness("/api/live.jpg?uid=999") < 10  # a part no status named: the latest
 
 
 def test_actions_need_the_token_and_a_refused_one_writes_nothing(site):

@@ -127,10 +127,26 @@ class FrameImages:
     """JPEGs of the latest judged frame (crop box and verdict drawn) and of saved
     parts, made on the web threads and kept for the next request."""
 
+    SHOWN_KEPT = 8
+
     def __init__(self) -> None:
         self._live: tuple[int, bytes] | None = None
         self._thumbs: dict[int, bytes] = {}
+        self._shown: dict[int, JudgedView] = {}
+        """The latest frames a status answer named, by uid: the page asks for the image of
+        the part its caption names, which may no longer be the latest."""
         self._lock = threading.Lock()
+
+    def named(self, view: JudgedView) -> None:
+        with self._lock:
+            self._shown[view.uid] = view
+            while len(self._shown) > self.SHOWN_KEPT:
+                del self._shown[next(iter(self._shown))]
+
+    def view(self, uid: int | None, latest: JudgedView) -> JudgedView:
+        """The frame `uid` if a status answer named it lately, else the latest."""
+        with self._lock:
+            return self._shown.get(uid, latest) if uid is not None else latest
 
     def live(self, view: JudgedView) -> bytes:
         with self._lock:
@@ -171,7 +187,9 @@ def _annotated(view: JudgedView) -> np.ndarray:
         label += f" {view.score:.3f}"
     if view.failsafe:
         label += f" ({view.failsafe})"
-    cv2.putText(image, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, colour, 2, cv2.LINE_AA)
+    font, width = cv2.FONT_HERSHEY_SIMPLEX, image.shape[1] - 16
+    scale = min(0.7, 0.7 * width / cv2.getTextSize(label, font, 0.7, 2)[0][0])
+    cv2.putText(image, label, (8, 24), font, scale, colour, 2, cv2.LINE_AA)
     return image
 
 
@@ -291,6 +309,8 @@ def create_app(
             body = _status_json(snap, shift_counts.get())
             status_body.clear()
             status_body[snap.taken_at] = body
+            if snap.latest is not None:
+                frames.named(snap.latest)
         return Response(body, mimetype="application/json")
 
     @app.get("/api/live.jpg")
@@ -298,7 +318,8 @@ def create_app(
         latest = _snapshot().latest
         if latest is None:
             abort(404, "no part judged yet")
-        return Response(frames.live(latest), mimetype="image/jpeg")
+        wanted = request.args.get("uid", type=int)  # the part the page's caption names
+        return Response(frames.live(frames.view(wanted, latest)), mimetype="image/jpeg")
 
     @app.get("/api/parts/recent")
     def recent() -> Response:

@@ -88,6 +88,7 @@ async function refreshStatus() {
   }
   $("calibration").hidden = !s.calibration;
   $("line-counters").hidden = !!s.calibration;
+  $("parts-strip").hidden = !!s.calibration;
   if (s.calibration) fillCalibration(s.calibration);
   const shift = s.since_shift_start, start = s.since_start;
   const rows = COUNTER_ROWS.map(([key, label]) => [label, shift[key] ?? "-", start[key] ?? 0]);
