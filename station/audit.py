@@ -188,7 +188,7 @@ class AuditReader:
     PART_COLUMNS = (
         "uid, link_epoch, part_id, trigger_source, trigger_time, verdict_time, gate_time, "
         "score, verdict, failsafe_reason, gate_action, gate_reason, model_version, "
-        "calibration_crc, image_path"
+        "calibration_crc, image_path, note"
     )
 
     def __init__(self, path: Path):

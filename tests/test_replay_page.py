@@ -69,6 +69,11 @@ def test_a_replay_is_served_reviewed_and_exported(source, tmp_path):
 
         recent = json.loads(_http(base + "/api/parts/recent")[1])
         assert len(recent) == 12
+        # each row names the file it came from and its label, for the reviewer
+        assert (
+            sorted(p["note"] for p in recent)[0]
+            == "def_front/cast_def_0_0.jpeg (labelled defective)"
+        )
         reject = next(p for p in recent if p["verdict"] == "reject")
         passed = next(p for p in recent if p["verdict"] == "pass")
         # every pass of a replay is kept, so a pass can be looked at and reviewed
