@@ -34,8 +34,6 @@ from station.web.server import WebServer, create_app
 from station.web.shifts import shift_start
 from station.web.snapshot import LineSnapshot, ReviewPart, WebRequest
 
-LATENCY_WINDOW = 2000
-
 
 class ReplayTrail:
     """The audit trail of one replay, and the page's view of it."""
@@ -184,7 +182,7 @@ class ReplayTrail:
         self.snapshot = LineSnapshot(
             taken_at=time.time(),
             started_at=self.started_at,
-            counters=self.metrics.page_counters(LATENCY_WINDOW),
+            counters=self.metrics.page_counters(),
             link={
                 "up": True,
                 "epoch": self.epoch,

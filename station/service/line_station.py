@@ -46,8 +46,6 @@ DEFAULT_WATCHDOG_S = 10.0
 """Progress window when systemd sets no WatchdogSec (outside systemd nothing is pinged)."""
 SNAPSHOT_EVERY_S = 0.2
 """How often the operator's page gets a new picture of the line (it shows at most 5 a s)."""
-LATENCY_WINDOW = 2000
-"""The page's live p50/p99 are over the last this many verdicts."""
 
 
 class JudgeWorker:
@@ -303,7 +301,7 @@ class LineStation:
 
     def _take_snapshot(self, now: float) -> LineSnapshot:
         """Copies only: the web server reads this from other threads."""
-        counters = self.metrics.page_counters(LATENCY_WINDOW)
+        counters = self.metrics.page_counters()
         identify = self.link.identify
         link = {
             "up": self.tracker.link_up,

@@ -13,6 +13,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client import Counter as PromCounter
 
+PAGE_LATENCY_WINDOW = 2000
+"""The operator's page's live p50/p99 are over the last this many verdicts."""
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -118,7 +120,7 @@ class LineMetrics:
         ms = np.asarray(samples) * 1000
         return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
-    def page_counters(self, latency_window: int) -> dict:
+    def page_counters(self, latency_window: int = PAGE_LATENCY_WINDOW) -> dict:
         """The counters for the operator's page (and `/api/status`), under the names of the
         virtual line's --json summary; p50/p99 over the last `latency_window` verdicts."""
         c = self.counts
