@@ -55,6 +55,12 @@ rejected at 0.5 against the share of the same OK photos rejected unpainted:
 No variant learned the pits in that budget, and each one with pits learned
 the real defects more slowly. The shipped recipe stays as it is; catching
 small pits is still open (issue 13).
+
+Tried against the photo sessions (2026-11-24, 12 epochs on each fold of the
+3-fold split; README, "What the photos give away without a defect"): a
+per-image standardisation layer in front of this network, and the same with
+heavier augmentation (size, gamma, contrast, noise). Better on one fold,
+worse on the others; not shipped.
 """
 
 from __future__ import annotations
