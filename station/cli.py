@@ -742,9 +742,11 @@ def _cross_validate(
         f"accuracy {summary['accuracy']:.4f}"
     )
     for fold in summary["folds"]:
+        auc = "-" if fold["auc"] is None else f"{fold['auc']:.4f}"
         click.echo(
             f"  fold {fold['fold']}: {fold['images']} images, accuracy {fold['accuracy']:.4f}, "
-            f"{fold['escapes']} escapes, {fold['false_rejects']} false rejects: {fold['gate']}"
+            f"{fold['escapes']} escapes, {fold['false_rejects']} false rejects, "
+            f"AUC {auc}: {fold['gate']}"
         )
     click.echo(
         f"written to {out_dir} (oof_scores.csv, cv_summary.json, oof_margins.png, escapes/)"

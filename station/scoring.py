@@ -34,6 +34,29 @@ def figures_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Figu
     )
 
 
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """The chance that a defective part scores above an OK one (ties count half): how
+    well the scores rank, whatever the threshold. None without both classes.
+
+    Why it is reported beside the figures at the threshold: out of fold, one
+    unseen photo session can move every score of its parts at once and swamp
+    the thresholded counts, while the ranking still says whether the model
+    tells defects from good parts.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n1, n0 = int(labels.sum()), int((~labels).sum())
+    if not n1 or not n0:
+        return None
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores[order][np.diff(scores[order], prepend=np.nan) == 0]):
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def zero_miss_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     """The threshold with zero missed defects and the fewest false rejects, centred in its gap.
 

@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from station.scoring import figures_at, zero_miss_threshold
+from station.scoring import figures_at, roc_auc, zero_miss_threshold
 
 
 def test_figures_count_each_cell():
@@ -37,3 +37,21 @@ def test_zero_misses_and_fewest_false_rejects(pairs):
     # No threshold with zero misses can reject fewer OK parts than those scoring at or
     # above the lowest defective score.
     assert f.false_rejects == int(np.sum(~labels & (scores >= scores[labels].min())))
+
+
+def test_roc_auc_counts_pairs_ranked_right_and_ties_as_half():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert roc_auc([0, 0, 1, 1], [0.8, 0.9, 0.1, 0.2]) == 0.0
+    # pairs (ok, defective): (0.1, 0.5) right, (0.5, 0.5) tie = half, (0.9, 0.5) wrong
+    assert roc_auc([0, 1, 0], [0.1, 0.5, 0.9]) == 0.5
+    assert roc_auc([0, 1, 0], [0.5, 0.5, 0.1]) == 0.75
+    assert roc_auc([1, 1], [0.2, 0.3]) is None
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    scores = rng.random(400).round(2)  # many ties
+    pairs = [
+        1.0 if d > o else 0.5 if d == o else 0.0
+        for d in scores[labels == 1]
+        for o in scores[labels == 0]
+    ]
+    assert abs(roc_auc(labels, scores) - np.mean(pairs)) < 1e-12

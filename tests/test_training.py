@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from station.classifier import Classifier
 from station.classifier.model_card import ModelCard
 from station.cli import main
+from station.scoring import roc_auc
 
 pytestmark = pytest.mark.training
 
@@ -230,6 +231,12 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
     assert all(len(v) == 1 for v in groups.values()), "a casting's copies share one fold"
     summary = json.loads((out / "cv_summary.json").read_text())
     assert summary["images"] == 12 and len(summary["folds"]) == 2
+    for fold in summary["folds"]:  # the threshold-free figure, from the fold's own scores
+        held = [r for r in rows if r["fold"] == str(fold["fold"])]
+        expected = roc_auc([int(r["label"]) for r in held], [float(r["score"]) for r in held])
+        assert fold["auc"] == expected
+        shown = "-" if expected is None else f"{expected:.4f}"
+        assert f"AUC {shown}: {fold['gate']}" in result.output
 
     assert (out / "oof_margins.png").stat().st_size > 1000
 

@@ -31,7 +31,7 @@ from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
 from station.dataset import load_grey, near_duplicate_groups, scan_labelled_folder
-from station.scoring import figures_at, quality_gate
+from station.scoring import figures_at, quality_gate, roc_auc
 from station.training.config import TrainConfig
 from station.training.trainer import load_images, train
 
@@ -63,6 +63,8 @@ class FoldResult:
     accuracy: float
     escapes: int
     false_rejects: int
+    auc: float | None
+    """Area under the ROC curve of the held-out fold: the ranking, whatever the threshold."""
     gate: str
     """'passed' or why the fold model failed the quality gate."""
 
@@ -136,6 +138,7 @@ def _fold_result(k: int, oof: Path, config: TrainConfig) -> FoldResult:
         figures.accuracy,
         figures.missed_defects,
         figures.false_rejects,
+        roc_auc(labels, scores),
         f"FAILED: {failed}" if failed else "passed",
     )
 
@@ -227,7 +230,10 @@ def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainC
         "threshold chosen on a validation split of its training part",
         escape_files=summary["escape_files"],
         per_fold=[
-            {k: f[k] for k in ("fold", "images", "accuracy", "escapes", "false_rejects", "gate")}
+            {
+                k: f[k]
+                for k in ("fold", "images", "accuracy", "escapes", "false_rejects", "auc", "gate")
+            }
             for f in summary["folds"]
         ],
         all_folds_pass_gate=summary["all_folds_pass_gate"],
