@@ -114,3 +114,30 @@ def test_a_replay_is_served_reviewed_and_exported(source, tmp_path):
 
     _active, alarms = AuditReader(out / "audit.sqlite").alarms()
     assert any(a["detail"].startswith("alarms acknowledged by eve") for a in alarms)
+
+
+def test_a_pass_the_simulated_mega_turns_late_is_counted_as_the_line_counts_it(tmp_path):
+    """A verdict that reaches the stepped Mega too late becomes a fail-safe reject after
+    it was counted as a pass: the page's counters and the audit row follow, as on the line."""
+    from station.audit import AuditReader
+    from station.judgement import Judgement
+    from station.replay.page import ReplayTrail
+    from station.replay.replay import PartResult
+
+    trail = ReplayTrail(tmp_path, "rec", "model-x", 0.35, 0x1234, images_quota_mb=10)
+    result = PartResult(0, "ok_front/a.png", "ok", 0.1, "pass", None, "", 1.0)
+    trail.judged(result, Judgement(False, 0.1, None, "", None, None, 0.001))
+    assert (trail.snapshot.counters["passed"], trail.snapshot.counters["rejected"]) == (1, 0)
+    result.verdict, result.failsafe_reason = "reject", "late"
+    result.gate_action, result.gate_reason = "fired", "verdict"
+    trail.gated([result])
+    counters = trail.snapshot.counters
+    assert (counters["parts"], counters["passed"], counters["rejected"]) == (1, 0, 1)
+    assert counters["failsafe_by_reason"] == {"late": 1}
+    trail.close()
+    row = AuditReader(tmp_path / "audit.sqlite").recent_parts(1)[0]
+    assert (row["verdict"], row["failsafe_reason"], row["gate_action"]) == (
+        "reject",
+        "late",
+        "fired",
+    )

@@ -61,6 +61,8 @@ class ReplayTrail:
         self.finished = False
         self.bad_inputs = 0
         self.last_bad_input: str | None = None
+        self._decided: dict[int, str] = {}
+        """The verdict each part was counted with, by uid."""
         self.snapshot: LineSnapshot | None = None
         """Replaced after every part; read by the web server's threads."""
         self._publish()
@@ -97,6 +99,7 @@ class ReplayTrail:
             ),
         ):
             self.records.apply(action)
+        self._decided[uid] = result.verdict
         self._publish()
         self.carry_out_pending()
 
@@ -113,6 +116,11 @@ class ReplayTrail:
         now = time.monotonic()
         for result in results:
             uid = self.uid(result)
+            if self._decided.get(uid) == "pass" and result.verdict == "reject":
+                # as the line counts a revoked pass: out of the passes, in again as a reject
+                self.records.apply(Counted("pass_revoked"))
+                self.records.apply(Decided(uid, "reject", result.failsafe_reason, None, None, None))
+                self._decided[uid] = "reject"
             fields = {"verdict": result.verdict, "failsafe_reason": result.failsafe_reason}
             if result.gate_action:
                 fields |= {
