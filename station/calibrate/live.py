@@ -86,6 +86,7 @@ class LiveCamera:
                     self._publish(frame)
         except CameraError as exc:
             self.error = str(exc)
+            self.ended = True
         finally:
             source.close()
             if self.frames:
@@ -105,7 +106,7 @@ class LiveCamera:
             counters={},
             link={"up": False, "epoch": None, "port": None, "firmware": None},
             camera={
-                "healthy": self.error is None,
+                "healthy": not self.ended,  # a bad frame is shown as the last error only
                 "fps": None,
                 "frames": self.count,
                 "bad_frames": self.bad_frames,
