@@ -73,8 +73,16 @@ def zero_miss_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     lowest_defect = float(scores[labels].min())
     ok_below = scores[~labels & (scores < lowest_defect)]
     highest_ok_below = float(ok_below.max()) if ok_below.size else lowest_defect / 2
-    midpoint = _sigmoid((_logit(lowest_defect) + _logit(highest_ok_below)) / 2)
-    return float(np.clip(midpoint, 1e-6, lowest_defect))
+    midpoint = float(
+        np.clip(
+            _sigmoid((_logit(lowest_defect) + _logit(highest_ok_below)) / 2), 1e-6, lowest_defect
+        )
+    )
+    if midpoint <= highest_ok_below:
+        # Scores within 1e-7 of 0 or 1 share one clipped logit, and the "midpoint" can
+        # fall on or below the OK score: the lowest defective score itself keeps the gap.
+        return lowest_defect
+    return midpoint
 
 
 def _logit(p: float) -> float:

@@ -1,5 +1,5 @@
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from station.scoring import figures_at, roc_auc, zero_miss_threshold
@@ -26,6 +26,8 @@ def test_threshold_sits_in_the_gap_below_the_lowest_defect():
 
 @settings(max_examples=300)
 @given(st.lists(st.tuples(st.booleans(), st.floats(0.0, 1.0)), min_size=1, max_size=60))
+@example([(False, 0.9999999999999999), (True, 1.0)])  # both logits clipped to one value
+@example([(False, 1e-9), (True, 2e-9)])
 def test_zero_misses_and_fewest_false_rejects(pairs):
     labels = np.array([p[0] for p in pairs])
     scores = np.array([p[1] for p in pairs])
