@@ -88,7 +88,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/datasets/casting/train")
     parser.add_argument("--model", type=Path, default=REPO / "station/models/default")
-    parser.add_argument("--out", type=Path, default=Path("castings"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("castings"),
+        help="where castings.csv and the plot go (README copy: docs/castings-ok-oof.png)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)

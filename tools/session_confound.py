@@ -6,15 +6,18 @@
 Prints, for the near-duplicate groups that cross-validation keeps whole
 (`station.dataset.near_duplicate_groups`):
 - how many groups hold both labels (a group is a chain of look-alike photos);
-- group sizes per label, and for the largest groups how alike their members
-  really are (pairwise similarity: a group of copies of one casting is alike
-  throughout; a chain through a photo session is not);
+- group sizes per label, and for the largest groups how alike their members'
+  signatures are. Low pairwise similarity was read (2026-11-24) as "a chain
+  through a photo session, not copies of one casting"; that was wrong: the
+  signature describes texture and light, and laying the photos on each other
+  (`tools/castings.py`) shows the 291-photo group to be one casting, all its
+  pairs matching. Count castings with that tool, not with this one;
 - how well one number per photo, with no knowledge of defects, separates the
   labels: the mean grey level of the whole photo, of its corners
   (background only) and its spread (AUC, and the best accuracy of a single
   cut).
 A model can learn any of these instead of the defects, and it would then
-fail on a photo session it has not seen; that is what the grouped
+fail on a casting or photo session it has not seen; that is what the grouped
 cross-validation measures.
 """
 
