@@ -225,22 +225,42 @@ def evaluate(
     help="Where to write pit_sensitivity.png.",
 )
 @click.option(
+    "--darkness",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=None,
+    help="The pit's centre as a fraction of the metal's brightness [default: the card's "
+    "0.3]; the pinholes the model misses in the training photos are near 0.86 "
+    "(tools/pinhole_contrast.py).",
+)
+@click.option(
     "--write-card", is_flag=True, help="Also record the table in the model's model_card.json."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def sensitivity(model_dir: Path, data_dir: Path, out_dir: Path, write_card: bool, as_json: bool):
+def sensitivity(
+    model_dir: Path,
+    data_dir: Path,
+    out_dir: Path,
+    darkness: float | None,
+    write_card: bool,
+    as_json: bool,
+):
     """Detection rate of synthetic dark pits (2 to 8 px) on held-out OK photos."""
     from station import plots
     from station.classifier.litert_classifier import Classifier, ModelLoadError
     from station.classifier.model_card import MODEL_CARD_NAME
     from station.dataset import BadImage, load_grey
-    from station.sensitivity import held_out_ok_images, pit_sensitivity
+    from station.sensitivity import PIT_DARKNESS, held_out_ok_images, pit_sensitivity
 
     try:
         classifier = Classifier(model_dir)
         paths = held_out_ok_images(model_dir, data_dir)
         images = [load_grey(p) for p in paths]
-        result = pit_sensitivity(classifier.score, images, classifier.threshold)
+        result = pit_sensitivity(
+            classifier.score,
+            images,
+            classifier.threshold,
+            darkness=PIT_DARKNESS if darkness is None else darkness,
+        )
     except (ModelLoadError, BadImage, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)

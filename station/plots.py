@@ -179,7 +179,10 @@ def pit_sensitivity(result, title: str, path: Path) -> None:
     ax.set_ylim(-2, 105)
     ax.set_xticks(sizes)
     ax.legend(loc="upper left")
-    ax.set_title(f"{title}: {result.images} photos, threshold {result.threshold:.4f}")
+    ax.set_title(
+        f"{title}: {result.images} photos, threshold {result.threshold:.4f}, "
+        f"pit centre at {result.darkness:.0%} of the metal"
+    )
     for k, d in enumerate(sizes):
         examples = result.examples.get(d) or []
         if not examples:

@@ -28,17 +28,18 @@ from station.sensitivity import (
 OK_PHOTOS = sorted((SAMPLE_DIR / "ok_front").glob("*.jpeg"))
 
 
+@pytest.mark.parametrize("darkness", [PIT_DARKNESS, 0.86])
 @pytest.mark.parametrize("diameter", [2, 4, 8])
-def test_a_pit_is_dark_round_and_on_the_flange(diameter):
+def test_a_pit_is_dark_round_and_on_the_flange(diameter, darkness):
     grey = load_grey(OK_PHOTOS[0])
-    painted, (x, y) = paint_pit(grey, diameter, np.random.default_rng(1))
+    painted, (x, y) = paint_pit(grey, diameter, np.random.default_rng(1), darkness)
     cx, cy, rim = casting_circle(grey)
     assert FLANGE[0] * rim <= np.hypot(x - cx, y - cy) <= FLANGE[1] * rim
     ratio = painted[y, x] / max(1, grey[y, x])
-    assert ratio == pytest.approx(PIT_DARKNESS, abs=0.2 if diameter == 2 else 0.08)
+    assert ratio == pytest.approx(darkness, abs=0.2 if diameter == 2 else 0.08)
     changed = np.argwhere(np.abs(painted.astype(int) - grey) > 8)
     assert np.hypot(*(changed - [y, x]).T).max() <= diameter / 2 + 2, "one small round spot"
-    again, _ = paint_pit(grey, diameter, np.random.default_rng(1))
+    again, _ = paint_pit(grey, diameter, np.random.default_rng(1), darkness)
     assert np.array_equal(painted, again), "seeded: the same pit every time"
 
 
@@ -56,6 +57,15 @@ def test_the_harness_reports_what_a_scorer_can_see():
     assert keen.baseline_rejected == 0.0 and keen.detection == {2: 1.0, 4: 1.0, 8: 1.0}
     blind = pit_sensitivity(lambda image: 0.1, photos, threshold=0.5, sizes=(2, 8))
     assert blind.detection == {2: 0.0, 8: 0.0} and blind.images == 6
+
+
+def test_a_pit_darkness_outside_0_to_1_is_refused():
+    photos = [load_grey(OK_PHOTOS[0])]
+    for darkness in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="darkness"):
+            pit_sensitivity(lambda image: 0.0, photos, threshold=0.5, darkness=darkness)
+    result = CliRunner().invoke(main, ["sensitivity", "--data", "x", "--darkness", "1.2"])
+    assert result.exit_code == 2 and "--darkness" in result.output
 
 
 def test_station_sensitivity_writes_the_plot_and_the_card(tmp_path):
