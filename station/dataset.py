@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,16 +167,26 @@ def rotation_invariant_signature(grey: np.ndarray) -> np.ndarray:
 def near_duplicate_groups(
     signatures: np.ndarray, similarity: float = GROUPING_SIMILARITY
 ) -> np.ndarray:
-    """Group index per image: connected components of the 'more similar than' graph.
+    """Group index per image: connected components of the 'more similar than' graph."""
+    z = standardised_signatures(signatures)
+    pairs = []
+    for start in range(0, len(z), 1024):
+        block = z[start : start + 1024] @ z.T
+        rows, cols = np.nonzero(block > similarity)
+        pairs.extend((int(r), int(c)) for r, c in zip(rows + start, cols) if r < c)
+    return connected_components(len(z), pairs)
 
-    Each signature dimension is standardised across the set first, because
-    every impeller shares the same overall shape and the raw signatures of
-    any two parts are nearly parallel.
-    """
+
+def standardised_signatures(signatures: np.ndarray) -> np.ndarray:
+    """Each dimension standardised across the set, then each row to unit length:
+    every impeller shares the same overall shape, so raw signatures are nearly parallel."""
     z = (signatures - signatures.mean(0)) / (signatures.std(0) + 1e-9)
-    z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-12
-    n = len(z)
-    parent = np.arange(n)
+    return z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)
+
+
+def connected_components(count: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Group index (0, 1, ...) per item of `count`, joining every linked pair."""
+    parent = np.arange(count)
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -183,15 +194,10 @@ def near_duplicate_groups(
             i = parent[i]
         return i
 
-    for start in range(0, n, 1024):
-        block = z[start : start + 1024] @ z.T
-        rows, cols = np.nonzero(block > similarity)
-        for r, c in zip(rows + start, cols):
-            if r < c:
-                parent[find(r)] = find(c)
-    roots = np.array([find(i) for i in range(n)])
-    _, groups = np.unique(roots, return_inverse=True)
-    return groups
+    for i, j in pairs:
+        parent[find(i)] = find(j)
+    roots = np.array([find(i) for i in range(count)])
+    return np.unique(roots, return_inverse=True)[1]
 
 
 def grouped_stratified_split(

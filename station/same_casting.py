@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from station.dataset import connected_components, standardised_signatures
+
 SAME_CASTING_CORRELATION = 0.8
 """Aligned fine-detail correlation above which two photos are one casting.
 
@@ -169,8 +171,7 @@ def candidate_pairs(
 ) -> list[tuple[int, int]]:
     """Pairs worth the aligned comparison: per photo, its `neighbours` nearest by
     signature, of which the `keep` best by angular texture correlation."""
-    z = (signatures - signatures.mean(0)) / (signatures.std(0) + 1e-9)
-    z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-12
+    z = standardised_signatures(signatures)
     pairs: set[tuple[int, int]] = set()
     for start in range(0, len(z), 512):
         nearest = np.argsort(-(z[start : start + 512] @ z.T), axis=1)[:, 1 : neighbours + 1]
@@ -189,16 +190,5 @@ def same_casting_groups(
     threshold: float = SAME_CASTING_CORRELATION,
 ) -> np.ndarray:
     """Group index per photo: connected components of 'one casting' pairs."""
-    parent = np.arange(count)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for (i, j), correlation in pair_correlations.items():
-        if correlation > threshold:
-            parent[find(i)] = find(j)
-    roots = np.array([find(i) for i in range(count)])
-    return np.unique(roots, return_inverse=True)[1]
+    linked = (pair for pair, correlation in pair_correlations.items() if correlation > threshold)
+    return connected_components(count, linked)
