@@ -184,6 +184,24 @@ def candidate_pairs(
     return sorted(pairs)
 
 
+def casting_groups(
+    greys: list[np.ndarray] | np.ndarray, signatures: np.ndarray
+) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
+    """Casting index per photo, and the aligned correlation of every candidate pair.
+
+    About 2 minutes for the 6,633 training photos on one core; shows progress.
+    """
+    from tqdm import tqdm
+
+    prepared = [prepare(g) for g in tqdm(greys, desc="castings: preparing", mininterval=2)]
+    pairs = candidate_pairs(prepared, signatures)
+    correlations = {
+        (i, j): aligned_detail_correlation(prepared[i], prepared[j])
+        for i, j in tqdm(pairs, desc="castings: laying photos on each other", mininterval=2)
+    }
+    return same_casting_groups(correlations, len(prepared)), correlations
+
+
 def same_casting_groups(
     pair_correlations: dict[tuple[int, int], float],
     count: int,

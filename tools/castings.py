@@ -16,7 +16,7 @@ prints:
   folds, and the out-of-fold errors counted per casting.
 Writes OUT/castings.csv (photo, label, casting) and OUT/ok_castings_oof.png
 (share of each OK casting's photos rejected out of fold).
-About 3 minutes on 2 cores.
+About 2.5 minutes, one core.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import csv
 import logging
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,32 +41,11 @@ from station.dataset import (  # noqa: E402
 from station.same_casting import (  # noqa: E402
     SAME_CASTING_CORRELATION,
     aligned_detail_correlation,
-    candidate_pairs,
+    casting_groups,
     prepare,
-    same_casting_groups,
 )
 
 log = logging.getLogger("castings")
-_PREPARED: list = []
-
-
-def _init(greys: np.ndarray) -> None:
-    global _PREPARED  # one copy per worker process, built once
-    _PREPARED = [prepare(g) for g in greys]
-
-
-def _correlate(pairs: list[tuple[int, int]]) -> list[float]:
-    return [aligned_detail_correlation(_PREPARED[i], _PREPARED[j]) for i, j in pairs]
-
-
-def correlate_in_parallel(greys: np.ndarray, pairs: list[tuple[int, int]]) -> list[float]:
-    chunks = [pairs[k : k + 2000] for k in range(0, len(pairs), 2000)]
-    out: list[float] = []
-    with ProcessPoolExecutor(2, initializer=_init, initargs=(greys,)) as pool:
-        for done, part in enumerate(pool.map(_correlate, chunks), 1):
-            out.extend(part)
-            log.info("aligned comparisons: %d of %d", min(done * 2000, len(pairs)), len(pairs))
-    return out
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -105,17 +83,16 @@ def main() -> None:
     greys = np.stack([load_grey(s.path, (300, 300)) for s in folder.samples])
     log.info("loaded %d photos", len(greys))
     signatures = np.stack([rotation_invariant_signature(g) for g in greys])
-    prepared = [prepare(g) for g in greys]
-    pairs = candidate_pairs(prepared, signatures)
-    log.info("%d candidate pairs", len(pairs))
-    correlations = dict(zip(pairs, correlate_in_parallel(greys, pairs)))
-    casting = same_casting_groups(correlations, len(greys))
+    casting, correlations = casting_groups(greys, signatures)
+    log.info("%d candidate pairs compared", len(correlations))
 
     rng = np.random.default_rng(0)
     random_pairs = [
         tuple(int(x) for x in rng.choice(len(greys), 2, replace=False)) for _ in range(1000)
     ]
-    random_corr = np.array(correlate_in_parallel(greys, random_pairs))
+    random_corr = np.array(
+        [aligned_detail_correlation(prepare(greys[i]), prepare(greys[j])) for i, j in random_pairs]
+    )
     same = np.array([casting[i] == casting[j] for i, j in random_pairs])
 
     print(
