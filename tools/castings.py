@@ -44,6 +44,7 @@ from station.same_casting import (  # noqa: E402
     casting_groups,
     prepare,
 )
+from station.training.label_review import load_review  # noqa: E402
 
 log = logging.getLogger("castings")
 
@@ -110,6 +111,17 @@ def main() -> None:
         )
     mixed = sum(len(set(labels[casting == c])) > 1 for c in range(casting.max() + 1))
     print(f"  castings holding both labels: {mixed}")
+    review = load_review(REPO / "station/training/label_review.yaml", args.data)
+    reviewed = {r.file for r in review.reviews}
+    for c in range(casting.max() + 1):
+        members = np.nonzero(casting == c)[0]
+        if len(set(labels[members])) > 1:
+            named = sum(names[i] in reviewed for i in members)
+            print(
+                f"    casting {c}: {int((labels[members] == 1).sum())} photos labelled defective, "
+                f"{int((labels[members] == 0).sum())} labelled OK; {named} of its photos are in "
+                "station/training/label_review.yaml"
+            )
     print(
         f"check: 1,000 random pairs, correlation median {np.median(random_corr):.2f}, "
         f"{int((random_corr > SAME_CASTING_CORRELATION).sum())} above the cut "
