@@ -142,7 +142,26 @@ def angular_texture_correlation(a: PreparedPhoto, b: PreparedPhoto) -> tuple[flo
     return best
 
 
-def aligned_detail_correlation(a: PreparedPhoto, b: PreparedPhoto) -> float:
+@dataclass(frozen=True)
+class Alignment:
+    """How photo b lies on photo a: mirror b's rows first if `mirrored`, then apply
+    `matrix` (2x3, turn and shift), both in the SIZE frame."""
+
+    correlation: float
+    matrix: np.ndarray
+    mirrored: bool
+
+    def map_point(self, x: float, y: float, photo_size: int) -> tuple[float, float]:
+        """Where the point (x, y) of b (in a photo_size frame) lands on a."""
+        scale = SIZE / photo_size
+        x, y = x * scale, y * scale
+        if self.mirrored:
+            y = SIZE - 1 - y
+        moved_x, moved_y = self.matrix @ np.array([x, y, 1.0])
+        return (float(moved_x / scale), float(moved_y / scale))
+
+
+def lay_on(a: PreparedPhoto, b: PreparedPhoto) -> Alignment:
     """Lay b on a (turn, mirror, shift) and correlate what is not round in both."""
     _, turn, mirrored = angular_texture_correlation(a, b)
     detail, residual, centre = b.detail, b.residual, b.centre
@@ -152,7 +171,7 @@ def aligned_detail_correlation(a: PreparedPhoto, b: PreparedPhoto) -> float:
     radius = _radius_map(a.centre)
     compared = (radius > _COMPARED[0] * SIZE / 2) & (radius < _COMPARED[1] * SIZE / 2)
     target = a.residual[compared]
-    best = -1.0
+    best = Alignment(-1.0, np.eye(2, 3), mirrored)
     # The polar image's angle axis runs opposite to OpenCV's rotation sign
     # for one of the two mirror cases; trying both costs one more warp.
     for angle in (turn, -turn):
@@ -163,8 +182,16 @@ def aligned_detail_correlation(a: PreparedPhoto, b: PreparedPhoto) -> float:
         matrix[:, 2] -= (dx, dy)
         moved = cv2.warpAffine(np.ascontiguousarray(residual), matrix, (SIZE, SIZE))[compared]
         denominator = np.sqrt(float((target * target).sum()) * float((moved * moved).sum())) + 1e-9
-        best = max(best, float((target * moved).sum()) / denominator)
+        correlation = float((target * moved).sum()) / denominator
+        if correlation > best.correlation:
+            best = Alignment(correlation, matrix, mirrored)
     return best
+
+
+def aligned_detail_correlation(a: PreparedPhoto, b: PreparedPhoto) -> float:
+    """How alike a and b are once b is laid on a (`lay_on`): above
+    SAME_CASTING_CORRELATION, one casting."""
+    return lay_on(a, b).correlation
 
 
 def candidate_pairs(

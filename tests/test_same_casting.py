@@ -12,6 +12,7 @@ from station.dataset import load_grey
 from station.same_casting import (
     SAME_CASTING_CORRELATION,
     aligned_detail_correlation,
+    lay_on,
     part_centre,
     prepare,
     same_casting_groups,
@@ -61,6 +62,28 @@ def test_different_castings_are_told_apart(samples):
         if same != (correlation > SAME_CASTING_CORRELATION):
             confused.append(f"{a} / {b}: {correlation:.3f} (one casting: {same})")
     assert not confused, confused
+
+
+def test_a_point_follows_the_turn_mirror_and_shift_found(samples):
+    """`lay_on` finds where a mark of one photo lies on another photo of the casting:
+    the label review maps the reviewed pinhole onto the OK photos this way."""
+    rng = np.random.default_rng(7)
+    off = []
+    for name, grey in samples:
+        h, w = grey.shape
+        for _ in range(3):
+            angle, mirror = rng.uniform(0, 360), bool(rng.integers(2))
+            shift = tuple(rng.uniform(-6, 6, 2))
+            matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+            matrix[:, 2] += shift
+            point = (60.0 + rng.uniform(0, 30), 150.0 + rng.uniform(-30, 30))
+            x, y = matrix @ np.array([*point, 1.0])
+            expected = np.array([w - 1 - x if mirror else x, y])
+            copy = prepare(_copy(grey, angle, mirror, shift))
+            found = np.array(lay_on(copy, prepare(grey)).map_point(*point, photo_size=w))
+            if np.hypot(*(found - expected)) > 3:
+                off.append(f"{name} turned {angle:.0f}, mirror {mirror}: {found} vs {expected}")
+    assert not off, off
 
 
 def test_the_centre_follows_the_part(samples):
