@@ -759,7 +759,8 @@ def _cross_validate(
     click.echo(
         f"out of fold over {summary['images']} images: {summary['escapes']} escapes in "
         f"{summary['defective']} defective, {summary['false_rejects']} false rejects, "
-        f"accuracy {summary['accuracy']:.4f}"
+        f"accuracy {summary['accuracy']:.4f}; {summary['left_out_by_label_review']} left out "
+        "by the label review"
     )
     for fold in summary["folds"]:
         auc = "-" if fold["auc"] is None else f"{fold['auc']:.4f}"

@@ -207,18 +207,26 @@ def grouped_stratified_split(
 
     A group is counted under its majority label; groups are visited in a
     seeded random order and given to validation while their class still
-    needs images.
+    needs images. Each class with more than one group has at least one in
+    validation.
     """
     rng = np.random.default_rng(seed)
     group_ids = rng.permutation(np.unique(groups))
     target = {c: val_fraction * np.sum(labels == c) for c in (0, 1)}
     taken = {0: 0, 1: 0}
     val_groups = []
+    majority_of = {g: int(round(labels[groups == g].mean())) for g in group_ids}
     for g in group_ids:
-        members = labels[groups == g]
-        majority = int(round(members.mean()))
-        if taken[majority] + len(members) <= target[majority] * 1.02:
+        size = int(np.sum(groups == g))
+        if taken[majority_of[g]] + size <= target[majority_of[g]] * 1.02:
             val_groups.append(g)
-            taken[majority] += len(members)
+            taken[majority_of[g]] += size
+    for c in (0, 1):
+        # A small folder (a fold of a few samples) can leave a class out of validation,
+        # and the threshold would then be chosen blind to it: give it its smallest group,
+        # as long as training keeps another.
+        own = [g for g in group_ids if majority_of[g] == c]
+        if taken[c] == 0 and len(own) > 1:
+            val_groups.append(min(own, key=lambda g: int(np.sum(groups == g))))
     is_val = np.isin(groups, val_groups)
     return np.nonzero(~is_val)[0], np.nonzero(is_val)[0]

@@ -11,6 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "casting_sample"
+ONE_CASTING = {"cast_ok_0_1.jpeg", "cast_ok_0_1003.jpeg"}
+"""Two sample photos of one casting in the dataset itself (the same scratches on
+the flange, turned): the matcher found them, and they were checked by eye."""
 FULL_DATASET = REPO.parent / "shared" / "datasets" / "casting" / "train"
 
 

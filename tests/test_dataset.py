@@ -113,3 +113,16 @@ def test_split_never_cuts_a_group_and_is_stratified():
         assert 0.15 < fraction <= 0.21
     again = grouped_stratified_split(labels, groups, 0.2, seed=7)
     assert np.array_equal(again[1], val), "the split must be reproducible from its seed"
+
+
+def test_a_small_folder_still_validates_on_both_classes():
+    """Two OK photos and a validation fraction of a third: 0.68 of a photo is wanted,
+    no group fits, and the threshold would be chosen blind to good parts. One OK group
+    goes to validation; training keeps the other."""
+    labels = np.array([1, 1, 1, 0, 0])
+    groups = np.array([0, 1, 2, 3, 4])
+    train, val = grouped_stratified_split(labels, groups, 0.34, seed=3)
+    assert set(labels[val]) == {0, 1}
+    assert 0 in labels[train]
+    lone = grouped_stratified_split(np.array([1, 1, 1, 0]), np.array([0, 1, 2, 3]), 0.34, 3)
+    assert 3 in lone[0], "a class with one group keeps it for training"

@@ -18,12 +18,20 @@ def _write(tmp_path: Path, reviews: list[dict]) -> Path:
     return path
 
 
-def test_the_shipped_review_keeps_all_16_confident_misses_as_real_defects(full_dataset):
+def test_the_shipped_review_keeps_the_16_pinholes_and_doubts_their_castings_ok_photos(
+    full_dataset,
+):
+    """The 16 confident misses stand as real defects; the 111 OK photos of the same
+    casting (tools/pinhole_casting.py) are doubted, each with its reason."""
     review = load_review(REVIEW_FILE, full_dataset)
-    assert len(review.reviews) == 16 and review.excluded() == {}
-    assert {r.decision for r in review.reviews} == {"real_defect"}
-    assert all(r.pit_at_px and r.reason for r in review.reviews)
-    assert review.card_entry()["label_review_real_defects"] == 16
+    kept = [r for r in review.reviews if r.decision == "real_defect"]
+    doubted = [r for r in review.reviews if r.decision == "doubtful_label"]
+    assert len(kept) == 16 and all(r.file.startswith("def_front/") for r in kept)
+    assert all(r.pit_at_px and r.reason for r in kept)
+    assert len(doubted) == 111 and all(r.file.startswith("ok_front/") for r in doubted)
+    assert sum(r.pit_at_px is not None for r in doubted) == 73
+    assert all("same casting as the reviewed pinhole photos" in r.reason for r in doubted)
+    assert review.card_entry()["label_review_excluded"] == 111
 
 
 def test_a_doubted_label_is_excluded_with_its_reason(tmp_path):
@@ -77,4 +85,12 @@ def test_a_bad_entry_is_named(tmp_path, entry, named):
 def test_a_review_of_another_folder_applies_to_nothing_here(tmp_path):
     data = tmp_path / "data"
     shutil.copytree(SAMPLE_DIR, data)
+    (data / "ok_front" / "cast_ok_0_1009.jpeg").unlink()  # the one sample the review names
     assert load_review(REVIEW_FILE, data).reviews == ()
+
+
+def test_a_folder_holding_only_some_reviewed_files_is_refused_with_the_way_out():
+    """The samples are 12 photos of the training folder, one of them reviewed: a review
+    that names files missing here is refused, and the message says how to train without."""
+    with pytest.raises(LabelReviewError, match=r"reviews\[0\]: .* is not in .*--label-review ''"):
+        load_review(REVIEW_FILE, SAMPLE_DIR)

@@ -7,6 +7,7 @@ import itertools
 import cv2
 import numpy as np
 import pytest
+from conftest import ONE_CASTING
 
 from station.dataset import load_grey
 from station.same_casting import (
@@ -17,10 +18,6 @@ from station.same_casting import (
     prepare,
     same_casting_groups,
 )
-
-ONE_CASTING = {"cast_ok_0_1.jpeg", "cast_ok_0_1003.jpeg"}
-"""Two sample photos of one casting in the dataset itself (the same scratches on
-the flange, turned): the matcher found them, and they were checked by eye."""
 
 
 def _copy(grey: np.ndarray, angle: float, mirror: bool, shift: tuple[float, float]) -> np.ndarray:

@@ -12,9 +12,9 @@ from station.dataset import (
     load_grey,
     near_duplicate_groups,
     rotation_invariant_signature,
-    scan_labelled_folder,
 )
 from station.scoring import figures_at
+from station.training.label_review import REVIEW_FILE, scan_reviewed_folder
 
 pytestmark = pytest.mark.dataset
 
@@ -25,8 +25,13 @@ def split(request):
 
     if not FULL_DATASET.is_dir():
         pytest.skip(f"full casting dataset not found at {FULL_DATASET}")
-    folder = scan_labelled_folder(FULL_DATASET)
     card = Classifier().card
+    review_file = REVIEW_FILE if card.dataset.get("label_review_sha256") else ""
+    folder, review = scan_reviewed_folder(FULL_DATASET, review_file)
+    if review is not None:
+        assert review.sha256 == card.dataset["label_review_sha256"], (
+            f"{REVIEW_FILE} changed since the shipped model was trained: retrain it"
+        )
     signatures = np.stack([rotation_invariant_signature(load_grey(s.path)) for s in folder.samples])
     groups = near_duplicate_groups(signatures, float(card.split["grouping_similarity"]))
     _, val = grouped_stratified_split(

@@ -19,6 +19,9 @@ TINY = [
     *("--input-size", "32", "--width", "4", "--val-fraction", "0.34", "--patience", "1"),
     # a model to exercise the tools with, not to ship: no quality gate
     *("--min-accuracy", "0", "--max-escape-rate", "1"),
+    # the shipped label review is of the whole training folder, which the samples are a
+    # part of: it would refuse them (test_label_review.py checks the review itself)
+    *("--label-review", ""),
 ]
 pytest.importorskip("tensorflow", reason="training needs the [train] extra (tensorflow-cpu)")
 
@@ -206,31 +209,41 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
     a stopped run (one fold's result removed) retrains only that fold."""
     import csv
 
-    from conftest import SAMPLE_DIR
+    from conftest import ONE_CASTING, SAMPLE_DIR
 
+    review = tmp_path / "review.yaml"
+    doubted = "ok_front/cast_ok_0_1009.jpeg"
+    review.write_text(
+        f"reviews:\n  - file: {doubted}\n    decision: doubtful_label\n    reason: a pinhole\n"
+    )
     out = tmp_path / "cv"
     args = ["train", "--data", str(SAMPLE_DIR), "--out", str(out), "--folds", "2", *TINY]
-    args += ["--epochs", "1"]
+    args += ["--epochs", "1", "--label-review", str(review)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "out of fold over 12 images" in result.output
+    assert "out of fold over 11 images" in result.output
+    assert "1 left out by the label review" in result.output
     with (out / "oof_scores.csv").open() as f:
         rows = list(csv.DictReader(f))
     with (out / "folds.csv").open() as f:
         folds = {r["file"]: r for r in csv.DictReader(f)}
-    assert sorted(r["file"] for r in rows) == sorted(folds) and len(rows) == 12
+    assert sorted(r["file"] for r in rows) == sorted(folds) and len(rows) == 11
+    assert doubted not in folds, "a doubted label is neither trained on nor scored"
     for r in rows:
         assert r["fold"] == folds[r["file"]]["fold"]
     for k in (0, 1):  # the held-out fold was not in that fold model's training data
         card = ModelCard.load(out / f"fold_{k}" / "model_card.json")
         held = sum(f["fold"] == str(k) for f in folds.values())
-        assert card.dataset["images_used"] == 12 - held
-    groups = {}
+        assert card.dataset["images_used"] == 11 - held
+    castings = {}
     for f in folds.values():
-        groups.setdefault(f["group"], set()).add(f["fold"])
-    assert all(len(v) == 1 for v in groups.values()), "a casting's copies share one fold"
+        castings.setdefault(f["casting"], set()).add(f["fold"])
+    assert all(len(v) == 1 for v in castings.values()), "a casting's photos share one fold"
+    one = [folds[f"ok_front/{name}"] for name in ONE_CASTING]
+    assert one[0]["casting"] == one[1]["casting"], "the two photos of one sample casting"
     summary = json.loads((out / "cv_summary.json").read_text())
-    assert summary["images"] == 12 and len(summary["folds"]) == 2
+    assert summary["images"] == 11 and len(summary["folds"]) == 2
+    assert summary["left_out_by_label_review"] == 1
     for fold in summary["folds"]:  # the threshold-free figure, from the fold's own scores
         held = [r for r in rows if r["fold"] == str(fold["fold"])]
         expected = roc_auc([int(r["label"]) for r in held], [float(r["score"]) for r in held])

@@ -2,8 +2,13 @@
 
 A single validation split saturates (100% on 1,013 images says little about
 the next casting). Here every image is held out exactly once: the folder's
-near-duplicate groups (the same casting turned or flipped) are dealt into K
-folds, stratified by class, never split; for each fold the normal `station
+photos are grouped by physical casting (`station.same_casting`: the same part
+turned, flipped, shifted or zoomed) and whole castings are dealt into K folds,
+stratified by class, so no fold model has seen a photo of a casting it is
+scored on. (The signature's near-duplicate groups, used before 2026-11-24,
+split castings: 4,220 of the 6,633 photos had a photo of their casting in
+another fold.) Images the label review doubts are left out, as training
+leaves them out. For each fold the normal `station
 train` recipe runs on the other K-1 folds (its own grouped validation split
 inside them picks the threshold, so the held-out fold never touches it) and
 the resulting model scores the held-out fold at that threshold. The merged
@@ -30,9 +35,11 @@ import numpy as np
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
-from station.dataset import load_grey, near_duplicate_groups, scan_labelled_folder
+from station.dataset import load_grey
+from station.same_casting import casting_groups
 from station.scoring import figures_at, quality_gate, roc_auc
 from station.training.config import TrainConfig
+from station.training.label_review import scan_reviewed_folder
 from station.training.trainer import load_images, train
 
 log = logging.getLogger(__name__)
@@ -71,7 +78,7 @@ class FoldResult:
 
 def cross_validate(data_dir: Path, out_dir: Path, config: TrainConfig, folds: int) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    folder = scan_labelled_folder(data_dir)
+    folder, review = scan_reviewed_folder(data_dir, config.label_review)
     images = load_images(folder, config)
     names = [str(p.relative_to(folder.root)) for p in images.paths]
     fold_of = _fold_assignment(out_dir / "folds.csv", names, images, folds, config.seed)
@@ -85,7 +92,8 @@ def cross_validate(data_dir: Path, out_dir: Path, config: TrainConfig, folds: in
             log.info("fold %d of %d: training on %d images", k + 1, folds, len(names) - len(held))
             _run_fold(data_dir, out_dir / f"fold_{k}", config, k, images, held, names)
         results.append(_fold_result(k, oof, config))
-    return _merge(out_dir, folder.root, results, config)
+    left_out = len(review.excluded()) if review is not None else 0
+    return _merge(out_dir, folder.root, results, config, left_out)
 
 
 def _fold_assignment(path: Path, names: list[str], images, folds: int, seed: int) -> np.ndarray:
@@ -98,11 +106,11 @@ def _fold_assignment(path: Path, names: list[str], images, folds: int, seed: int
         raise ValueError(
             f"{path}: made for other images or another --folds; use a new --out folder"
         )
-    groups = near_duplicate_groups(images.signatures)
+    groups, _ = casting_groups(images.greys, images.signatures)
     fold_of = grouped_stratified_folds(images.labels, groups, folds, seed)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "label", "group", "fold"])
+        writer.writerow(["file", "label", "casting", "fold"])
         for name, label, group, fold in zip(names, images.labels, groups, fold_of):
             writer.writerow([name, int(label), int(group), int(fold)])
     return fold_of
@@ -143,7 +151,9 @@ def _fold_result(k: int, oof: Path, config: TrainConfig) -> FoldResult:
     )
 
 
-def _merge(out_dir: Path, root: Path, results: list[FoldResult], config: TrainConfig) -> dict:
+def _merge(
+    out_dir: Path, root: Path, results: list[FoldResult], config: TrainConfig, left_out: int
+) -> dict:
     rows = [r for k in range(len(results)) for r in _read(out_dir / f"fold_{k}" / "oof.csv")]
     with (out_dir / "oof_scores.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["file", "label", "score", "fold", "threshold"])
@@ -172,6 +182,7 @@ def _merge(out_dir: Path, root: Path, results: list[FoldResult], config: TrainCo
         "false_rejects": len(false_rejects),
         "accuracy": round(1 - (len(escapes) + len(false_rejects)) / len(rows), 5),
         "escape_files": sorted(r["file"] for r in escapes),
+        "left_out_by_label_review": left_out,
         "folds": [r.__dict__ for r in results],
         "all_folds_pass_gate": all(r.gate == "passed" for r in results),
         "gate": {"min_accuracy": config.min_accuracy, "max_escape_rate": config.max_escape_rate},
@@ -194,6 +205,12 @@ def _logit(p: float) -> float:
     p = min(max(p, 1e-7), 1 - 1e-7)
     return float(np.log(p / (1 - p)))
 
+
+CV_METHOD = (
+    "grouped stratified K-fold by physical casting (station.same_casting): no casting in "
+    "two folds; doubted labels left out; each fold's threshold chosen on a validation "
+    "split of its training part"
+)
 
 RECIPE_KEYS = (
     "input_size",
@@ -226,8 +243,8 @@ def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainC
     entry.update(
         accuracy=summary["accuracy"],
         folds=len(summary["folds"]),
-        method="grouped stratified K-fold: near-duplicate groups never split; each fold's "
-        "threshold chosen on a validation split of its training part",
+        method=CV_METHOD,
+        left_out_by_label_review=summary["left_out_by_label_review"],
         escape_files=summary["escape_files"],
         per_fold=[
             {

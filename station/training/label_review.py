@@ -11,14 +11,18 @@ them in the model card, so nothing is dropped or relabelled silently.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from station.dataset import LabelledFolder, Skipped, scan_labelled_folder
+
 REVIEW_FILE = Path(__file__).resolve().parent / "label_review.yaml"
+log = logging.getLogger(__name__)
 
 
 class LabelReviewError(ValueError):
@@ -86,9 +90,46 @@ def load_review(path: Path, data_root: Path) -> LabelReview:
         return LabelReview(path, hashlib.sha256(text).hexdigest(), ())
     for k, (review, found) in enumerate(zip(reviews, present)):
         if not found:
-            raise LabelReviewError(f"{path}: reviews[{k}]: {review.file} is not in {data_root}")
+            raise LabelReviewError(
+                f"{path}: reviews[{k}]: {review.file} is not in {data_root} (a review names "
+                "files of one folder; to train on part of it without the review: "
+                "--label-review '')"
+            )
     files = [r.file for r in reviews]
     if len(set(files)) != len(files):
         twice = sorted({f for f in files if files.count(f) > 1})
         raise LabelReviewError(f"{path}: reviewed more than once: {', '.join(twice)}")
     return LabelReview(path, hashlib.sha256(text).hexdigest(), tuple(reviews))
+
+
+def scan_reviewed_folder(
+    data_dir: Path, review_file: str | Path
+) -> tuple[LabelledFolder, LabelReview | None]:
+    """The labelled folder less the images the review doubts (each named in the log),
+    and the review ('' for none). Training, cross-validation and the check of the
+    shipped model's split all see the same images through this."""
+    folder = scan_labelled_folder(data_dir)
+    if not str(review_file):
+        return folder, None
+    review = load_review(Path(review_file), folder.root)
+    return _without_doubted(folder, review), review
+
+
+def _without_doubted(folder: LabelledFolder, review: LabelReview) -> LabelledFolder:
+    """Leave out the images the review doubts, naming each (never silently)."""
+    excluded = review.excluded()
+    kept, skipped = [], list(folder.skipped)
+    for sample in folder.samples:
+        name = sample.path.relative_to(folder.root).as_posix()
+        if name in excluded:
+            log.warning("left out by %s: %s (%s)", review.path.name, name, excluded[name])
+            skipped.append(Skipped(sample.path, f"label doubted in review: {excluded[name]}"))
+        else:
+            kept.append(sample)
+    log.info(
+        "label review %s: %d real defects kept, %d images left out",
+        review.path,
+        sum(r.decision == "real_defect" for r in review.reviews),
+        len(excluded),
+    )
+    return replace(folder, samples=kept, skipped=skipped)

@@ -36,7 +36,6 @@ from station.dataset import (
     manifest_sha256,
     near_duplicate_groups,
     rotation_invariant_signature,
-    scan_labelled_folder,
 )
 from station.scoring import figures_at, quality_gate, zero_miss_threshold
 from station.sensitivity import PitSensitivity, pit_sensitivity
@@ -44,7 +43,7 @@ from station.training.architecture import impeller_net
 from station.training.augment import AugmentedBatches
 from station.training.config import TrainConfig
 from station.training.export import to_tflite
-from station.training.label_review import LabelReview, load_review
+from station.training.label_review import scan_reviewed_folder
 
 log = logging.getLogger(__name__)
 
@@ -88,26 +87,6 @@ def load_images(folder: LabelledFolder, config: TrainConfig) -> LoadedImages:
     )
 
 
-def _apply_review(folder: LabelledFolder, review: LabelReview) -> LabelledFolder:
-    """Leave out the images the review doubts, naming each (never silently)."""
-    excluded = review.excluded()
-    kept, skipped = [], list(folder.skipped)
-    for sample in folder.samples:
-        name = str(sample.path.relative_to(folder.root))
-        if name in excluded:
-            log.warning("left out by %s: %s (%s)", review.path.name, name, excluded[name])
-            skipped.append(Skipped(sample.path, f"label doubted in review: {excluded[name]}"))
-        else:
-            kept.append(sample)
-    log.info(
-        "label review %s: %d real defects kept, %d images left out",
-        review.path,
-        sum(r.decision == "real_defect" for r in review.reviews),
-        len(excluded),
-    )
-    return replace(folder, samples=kept, skipped=skipped)
-
-
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Weight each class by n / (2 * n_class) so that OK parts (the minority) count as much."""
     counts = np.bincount(labels, minlength=2)
@@ -123,10 +102,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    folder = scan_labelled_folder(data_dir)
-    review = load_review(Path(config.label_review), folder.root) if config.label_review else None
-    if review is not None:
-        folder = _apply_review(folder, review)
+    folder, review = scan_reviewed_folder(data_dir, config.label_review)
     if exclude:
         folder = replace(folder, samples=[s for s in folder.samples if s.path not in exclude])
     images = load_images(folder, config)
