@@ -78,7 +78,8 @@ def main(verbose: bool) -> None:
     "--patience",
     default=TRAIN_DEFAULTS.patience,
     show_default=True,
-    help="Early-stopping patience.",
+    help="Early-stopping patience, counted from two thirds of --epochs: the kept weights "
+    "are those of the lowest validation loss in the last third.",
 )
 @click.option("--val-fraction", default=TRAIN_DEFAULTS.val_fraction, show_default=True)
 @click.option("--seed", default=TRAIN_DEFAULTS.seed, show_default=True)

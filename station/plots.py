@@ -31,7 +31,14 @@ def save_part(path: Path, image: np.ndarray, roi: Roi | None, lines: list[str], 
     cv2.imwrite(str(path), out)
 
 
-def training_curves(history: dict[str, list[float]], path: Path) -> None:
+def training_curves(
+    history: dict[str, list[float]],
+    path: Path,
+    kept_epoch: int | None = None,
+    selection_from: int | None = None,
+) -> None:
+    """Loss and accuracy per epoch; the epochs the kept weights were chosen among
+    shaded, the kept epoch marked."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
@@ -43,6 +50,10 @@ def training_curves(history: dict[str, list[float]], path: Path) -> None:
                     style,
                     label=("validation " if prefix else "training ") + metric,
                 )
+        if selection_from is not None:
+            ax.axvspan(selection_from + 0.5, len(history["loss"]) + 0.5, color="grey", alpha=0.12)
+        if kept_epoch is not None:
+            ax.axvline(kept_epoch, color="black", linewidth=1, label=f"kept: epoch {kept_epoch}")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)

@@ -290,3 +290,10 @@ def test_cross_validation_figures_are_attached_only_to_a_card_of_the_same_recipe
     other = replace(trained_as, epochs=trained_as.epochs + 1)
     with pytest.raises(ValueError, match=r"training\.epochs is \d+, this cross-validation ran"):
         attach_to_card(summary, out, model, other)
+
+
+def test_the_kept_weights_come_from_the_last_third_of_the_schedule(tiny_model):
+    """Early on the validation loss swings from epoch to epoch; the weights kept are
+    chosen among the last third of the epochs (trainer.selection_starts)."""
+    card = ModelCard.load(tiny_model / "model_card.json")
+    assert card.training["best_epoch"] > card.training["epochs"] * 2 // 3
