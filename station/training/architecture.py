@@ -22,7 +22,10 @@ The shipped recipe augments the 300 px frame (`augment.py`) and uses a
 cosine schedule (`trainer.learning_rate_schedule`); its figures are in the
 model card. Validation accuracy still swings by tens of points between
 epochs while the rate is high, and early stopping keeps the epoch with the
-best validation loss. Measured cause and what was tried:
+best validation loss among the last third of the epochs
+(`trainer.selection_starts`; before 2026-11-24 among all of them, and the
+first run on the reviewed labels kept epoch 11 of 26, a model that passed
+29 defective training photos). Measured cause and what was tried:
 - The swings are lagging batch-norm statistics. Per epoch (seed 20261122,
   epochs 1 to 8) a model in inference mode called even its own augmented
   training batches all defective (59%) while, with batch statistics, it
