@@ -90,19 +90,32 @@ def test_evaluate_and_replay_score_every_size_the_same_way(sizes, tmp_path):
 
 
 def test_escapes_and_false_rejects_are_saved_with_the_crop_drawn(sizes, tmp_path):
-    """At a threshold of 0.99999 the defective 300 px photo (score 0.9998) escapes."""
+    """Each belt frame copied under the other label: the OK part filed as defective is an
+    escape, the defective one filed as OK a false reject. Both are saved whole, the crop
+    drawn in the colour of the verdict (green pass, red reject)."""
+    (sizes / "def_front" / "ok_part_filed_defective.png").write_bytes(
+        (sizes / "ok_front" / "cast_ok_0_1_belt.png").read_bytes()
+    )
+    (sizes / "ok_front" / "defective_part_filed_ok.png").write_bytes(
+        (sizes / "def_front" / "cast_def_0_0_belt.png").read_bytes()
+    )
     out = tmp_path / "evaluation"
     result = CliRunner().invoke(
-        main,
-        ["evaluate", "--data", str(sizes), "--plots", str(out), "--threshold", "0.99999", "--json"],
+        main, ["evaluate", "--data", str(sizes), "--plots", str(out), "--json"]
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    assert "def_front/cast_def_0_0_belt.png" in report["escapes"]
-    drawn = cv2.imread(str(out / "escapes" / "def_front__cast_def_0_0_belt.png"))
-    assert drawn.shape == (360, 640, 3)
-    box_edge = drawn[30:330, 200]  # the crop's left edge, drawn in green (pass)
-    assert (box_edge[:, 1] > 120).mean() > 0.9 and (box_edge[:, 2] < 80).mean() > 0.9
+    assert report["escapes"] == ["def_front/ok_part_filed_defective.png"]
+    assert report["false_rejects"] == 1
+    for folder, name, verdict_colour in (
+        ("escapes", "def_front__ok_part_filed_defective.png", 1),  # green: passed
+        ("false_rejects", "ok_front__defective_part_filed_ok.png", 2),  # red: rejected
+    ):
+        drawn = cv2.imread(str(out / folder / name))
+        assert drawn.shape == (360, 640, 3)
+        box_edge = drawn[30:330, 200]  # the crop's left edge
+        assert (box_edge[:, verdict_colour] > 120).mean() > 0.9, folder
+        assert (box_edge[:, 3 - verdict_colour] < 80).mean() > 0.9, folder
 
 
 def test_a_folder_with_no_usable_image_is_an_error_not_a_traceback(tmp_path):

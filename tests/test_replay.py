@@ -97,36 +97,66 @@ def test_image_folder_replays_every_part_and_names_each_bad_file(mixed_folder, t
     assert not (out / "disagreements").exists()
 
 
-def test_another_threshold_shows_its_missed_defects_with_their_images(tmp_path):
+@pytest.fixture(scope="module")
+def sample_scores() -> dict[str, float]:
+    """The shipped model's score of each sample photo, `def_front/x.jpeg` -> score."""
+    from station.classifier import Classifier
+    from station.dataset import load_grey
+
+    classifier = Classifier()
+    return {
+        path.relative_to(SAMPLE_DIR).as_posix(): classifier.score(load_grey(path))
+        for path in sorted(SAMPLE_DIR.glob("*_front/*.jpeg"))
+    }
+
+
+def _in_widest_gap(scores: list[float]) -> float:
+    """A threshold in the middle of the widest gap between these scores, so that some lie
+    on each side of it whatever model is shipped (no score assumed)."""
+    ordered = sorted(set(scores))
+    assert len(ordered) > 1, f"the samples all score {ordered}: no threshold splits them"
+    gap, low = max((b - a, a) for a, b in zip(ordered, ordered[1:]))
+    assert gap > 1e-6, f"sample scores {ordered} too close to split them reliably"
+    return low + gap / 2
+
+
+def test_another_threshold_shows_its_missed_defects_with_their_images(tmp_path, sample_scores):
+    defects = {n: s for n, s in sample_scores.items() if n.startswith("def_front/")}
+    threshold = _in_widest_gap(list(defects.values()))
     out = tmp_path / "out"
-    code, summary = _replay(str(SAMPLE_DIR), "--threshold", "0.99999", "--out", str(out))
+    code, summary = _replay(str(SAMPLE_DIR), "--threshold", repr(threshold), "--out", str(out))
     assert code == 0, summary
-    rows = _rows(out)
-    scores = {r["name"]: float(r["score"]) for r in rows}
-    expected = [n for n in scores if n.startswith("def_front") and scores[n] < 0.99999]
-    assert expected, "the samples should include a defect scored below 0.99999"
-    assert summary["threshold"] == 0.99999
+    expected = sorted(n for n, s in defects.items() if s < threshold)
+    assert summary["threshold"] == threshold
     assert summary["missed_defects"] == len(expected)
+    missed = sorted(
+        r["name"] for r in _rows(out) if r["label"] == "defective" and r["verdict"] == "pass"
+    )
+    assert missed == expected
     saved = sorted((out / "disagreements" / "missed_defects").glob("*.png"))
     assert len(saved) == len(expected)
     assert cv2.imread(str(saved[0])).shape == (300, 300, 3)
 
 
-def test_against_lists_the_parts_whose_verdict_flips(tmp_path):
+def test_against_lists_the_parts_whose_verdict_flips(tmp_path, sample_scores):
+    """Against the same model at a lower threshold, some OK parts (those scored between
+    the two thresholds) flip from pass to reject, and only those."""
+    oks = [s for n, s in sample_scores.items() if n.startswith("ok_front/")]
+    lower = _in_widest_gap(oks)
     out = tmp_path / "out"
     model = "station/models/default"
     code, summary = _replay(
-        str(SAMPLE_DIR), "--against", model, "--against-threshold", "0.05", "--out", str(out)
+        str(SAMPLE_DIR), "--against", model, "--against-threshold", repr(lower), "--out", str(out)
     )
     assert code == 0, summary
     rows = _rows(out)
     flipped = [r for r in rows if r["verdict"] != r["verdict_b"]]
-    expected = [r for r in rows if r["verdict"] == "pass" and float(r["score"]) >= 0.05]
-    assert flipped == expected and flipped, "the samples hold OK parts scored above 0.05"
+    expected = [r for r in rows if r["verdict"] == "pass" and sample_scores[r["name"]] >= lower]
+    assert flipped == expected and flipped
     assert all(r["flip"] == "True" for r in flipped)
     assert summary["flips"]["pass_to_reject"] == len(flipped)
     assert summary["flips"]["reject_to_pass"] == 0  # a lower threshold only rejects more
-    assert summary["against"]["threshold"] == 0.05
+    assert summary["against"]["threshold"] == lower
     assert summary["against"]["false_rejects"] == len(flipped)
     assert len(list((out / "flips" / "pass_to_reject").glob("*.png"))) == len(flipped)
     assert {f["name"] for f in summary["flips"]["parts"]} == {r["name"] for r in flipped}

@@ -212,7 +212,7 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
     from conftest import ONE_CASTING, SAMPLE_DIR
 
     review = tmp_path / "review.yaml"
-    doubted = "ok_front/cast_ok_0_1009.jpeg"
+    doubted = "ok_front/cast_ok_0_1013.jpeg"
     review.write_text(
         f"reviews:\n  - file: {doubted}\n    decision: doubtful_label\n    reason: a pinhole\n"
     )
