@@ -181,25 +181,37 @@ class FirmwareMegaTarget:
         self.proc.stdin.flush()
 
     def _bridge(self) -> None:
+        """Carry bytes between the host's pty and the firmware's UART until close().
+
+        close() sets the stop flag and then quits the harness, so a step already
+        under way can find the UART pty gone (EIO) or the harness's stdin closed
+        (broken pipe): that is the end, not a fault. The same errors before close()
+        are a fault, and are raised.
+        """
         to_mcu = bytearray()  # bytes the simulated UART has not taken yet (it reads at 115200)
-        while not self._stop.is_set():
-            opened, data = self.usb.poll(0.001)
-            if opened:
-                self._command("reset ext" if self.started else "start")
-                self.started = True
-                self.next_part = 1
-            to_mcu += data or b""
-            if to_mcu:
-                try:
-                    del to_mcu[: os.write(self.mcu, to_mcu)]
-                except BlockingIOError:
-                    pass  # full: the host is sending faster than the wire; keep the rest
+        try:
+            while not self._stop.is_set():
+                self._bridge_step(to_mcu)
+        except (OSError, ValueError):
+            if not self._stop.is_set():
+                raise
+
+    def _bridge_step(self, to_mcu: bytearray) -> None:
+        opened, data = self.usb.poll(0.001)
+        if opened:
+            self._command("reset ext" if self.started else "start")
+            self.started = True
+            self.next_part = 1
+        to_mcu += data or b""
+        if to_mcu:
             try:
-                self.usb.write(os.read(self.mcu, 4096))
+                del to_mcu[: os.write(self.mcu, to_mcu)]
             except BlockingIOError:
-                pass
-            except OSError:
-                return
+                pass  # full: the host is sending faster than the wire; keep the rest
+        try:
+            self.usb.write(os.read(self.mcu, 4096))
+        except BlockingIOError:
+            pass
 
     def _read_harness(self) -> None:
         for line in self.proc.stdout:
