@@ -2,12 +2,13 @@
 """Can the shipped network learn painted pits if it starts from its own weights?
 
     .venv/bin/python tools/pit_finetune.py [--epochs 7] [--learning-rate 3e-4]
-        [--pit-share 0.3] [--max-head] [--out /tmp/pit-finetune]
+        [--pit-share 0.3] [--pit-diameter 2 8] [--pit-brightness 0.25 0.75]
+        [--max-head] [--ok-only] [--start FILE.keras] [--out /tmp/pit-finetune]
 
 Trains the shipped model further on its own training part (the training
 folder less the photos its validation_scores.csv lists and those the label
 review doubts), painting one pit (`station.sensitivity.paint_pit`, 2 to 8 px,
-25% to 75% of the metal's brightness) on a share of the OK frames before the
+25% to 75% of the metal's brightness unless asked) on a share of the OK frames before the
 turn, and labelling those defective. After each epoch it prints, on the
 shipped model's validation split (mean of image and mirror, Keras), the
 accuracy at that epoch's own zero-miss threshold and the share of the
@@ -52,14 +53,24 @@ from station.training.label_review import scan_reviewed_folder
 
 PIT_DIAMETERS = (2.0, 8.0)
 PIT_BRIGHTNESS = (0.25, 0.75)
+"""Defaults of --pit-diameter and --pit-brightness: the range drawn from per painted frame."""
 
 
 class PaintedBatches(keras.utils.PyDataset):
     """The training frames augmented as `station train` does, with pits on some OK ones."""
 
-    def __init__(self, greys: np.ndarray, labels: np.ndarray, pit_share: float, seed: int):
+    def __init__(
+        self,
+        greys: np.ndarray,
+        labels: np.ndarray,
+        pit_share: float,
+        seed: int,
+        diameters: tuple[float, float] = PIT_DIAMETERS,
+        brightness: tuple[float, float] = PIT_BRIGHTNESS,
+    ):
         super().__init__(workers=2, use_multiprocessing=False, max_queue_size=8)
         self.greys, self.labels, self.pit_share, self.seed = greys, labels, pit_share, seed
+        self.diameters, self.brightness = diameters, brightness
         weight = {c: len(labels) / (2 * max(1, np.sum(labels == c))) for c in (0, 1)}
         self.weights = np.array([weight[int(c)] for c in labels], np.float32)
         self.epoch = 0
@@ -75,7 +86,7 @@ class PaintedBatches(keras.utils.PyDataset):
             grey, label = self.greys[i], int(self.labels[i])
             if label == 0 and rng.random() < self.pit_share:
                 grey, _ = paint_pit(
-                    grey, rng.uniform(*PIT_DIAMETERS), rng, rng.uniform(*PIT_BRIGHTNESS)
+                    grey, rng.uniform(*self.diameters), rng, rng.uniform(*self.brightness)
                 )
                 label = 1
             images.append(augmented_tensor(grey, 192, rng, Augmentation()))
@@ -164,6 +175,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--pit-share", type=float, default=0.3)
+    parser.add_argument("--pit-diameter", type=float, nargs=2, default=PIT_DIAMETERS)
+    parser.add_argument("--pit-brightness", type=float, nargs=2, default=PIT_BRIGHTNESS)
     parser.add_argument("--max-head", action="store_true")
     parser.add_argument("--ok-only", action="store_true")
     parser.add_argument("--start", type=Path, default=DEFAULT_MODEL_DIR / "model.keras")
@@ -195,7 +208,12 @@ def main() -> None:
         metrics=["accuracy"],
     )
     batches = PaintedBatches(
-        train_greys, np.array([s.label for s in train]), args.pit_share, args.seed
+        train_greys,
+        np.array([s.label for s in train]),
+        args.pit_share,
+        args.seed,
+        tuple(args.pit_diameter),
+        tuple(args.pit_brightness),
     )
     for epoch in range(1, args.epochs + 1):
         started = time.monotonic()
