@@ -47,7 +47,7 @@ from station.dataset import load_grey
 from station.models import DEFAULT_MODEL_DIR
 from station.scoring import figures_at, zero_miss_threshold
 from station.sensitivity import PIT_DARKNESS, PIT_SIZES_PX, SEED, paint_pit
-from station.training.augment import Augmentation, augmented_tensor
+from station.training.augment import AugmentedBatches, augmented_tensor
 from station.training.config import TrainConfig
 from station.training.label_review import scan_reviewed_folder
 
@@ -56,8 +56,9 @@ PIT_BRIGHTNESS = (0.25, 0.75)
 """Defaults of --pit-diameter and --pit-brightness: the range drawn from per painted frame."""
 
 
-class PaintedBatches(keras.utils.PyDataset):
-    """The training frames augmented as `station train` does, with pits on some OK ones."""
+class PaintedBatches(AugmentedBatches):
+    """`station train`'s batches (same order, same augmentation draws), with a pit painted
+    on some OK frames, which are then labelled defective."""
 
     def __init__(
         self,
@@ -68,34 +69,25 @@ class PaintedBatches(keras.utils.PyDataset):
         diameters: tuple[float, float] = PIT_DIAMETERS,
         brightness: tuple[float, float] = PIT_BRIGHTNESS,
     ):
-        super().__init__(workers=2, use_multiprocessing=False, max_queue_size=8)
-        self.greys, self.labels, self.pit_share, self.seed = greys, labels, pit_share, seed
-        self.diameters, self.brightness = diameters, brightness
-        weight = {c: len(labels) / (2 * max(1, np.sum(labels == c))) for c in (0, 1)}
-        self.weights = np.array([weight[int(c)] for c in labels], np.float32)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // 64)
+        counts = np.bincount(labels, minlength=2)
+        weight = {c: len(labels) / (2 * max(1, counts[c])) for c in (0, 1)}  # --ok-only: no 1s
+        super().__init__(greys, labels, weight, input_size=192, batch_size=64, seed=seed)
+        self.pit_share, self.diameters, self.brightness = pit_share, diameters, brightness
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         images, labels = [], []
-        for i in order[index * 64 : (index + 1) * 64]:
+        for i in rows:
             grey, label = self.greys[i], int(self.labels[i])
             if label == 0 and rng.random() < self.pit_share:
                 grey, _ = paint_pit(
                     grey, rng.uniform(*self.diameters), rng, rng.uniform(*self.brightness)
                 )
                 label = 1
-            images.append(augmented_tensor(grey, 192, rng, Augmentation()))
+            images.append(augmented_tensor(grey, self.input_size, rng, self.augmentation))
             labels.append(label)
-        rows = order[index * 64 : (index + 1) * 64]
         return np.stack(images), np.array(labels, np.float32), self.weights[rows]
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
 
 
 def with_max_head(model: keras.Model) -> keras.Model:
