@@ -158,7 +158,10 @@ def rotation_invariant_signature(grey: np.ndarray) -> np.ndarray:
     small = (small - small.mean()) * _WINDOW
     spectrum = np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(small)))).astype(np.float32)
     spectrum = cv2.GaussianBlur(spectrum, (0, 0), 1.0)
-    polar = cv2.warpPolar(spectrum, (32, 128), (64.0, 64.0), 64.0, cv2.WARP_POLAR_LOG)
+    # WARP_FILL_OUTLIERS: without it, points past the frame's edge keep uninitialised memory.
+    polar = cv2.warpPolar(
+        spectrum, (32, 128), (64.0, 64.0), 64.0, cv2.WARP_POLAR_LOG | cv2.WARP_FILL_OUTLIERS
+    )
     signature = np.abs(np.fft.rfft(polar, axis=0))[:4].reshape(-1)
     signature = (signature - signature.mean()) / (signature.std() + 1e-6)
     return signature / np.linalg.norm(signature)

@@ -106,7 +106,10 @@ def _without_round(image: np.ndarray, centre: tuple[float, float]) -> np.ndarray
 
 def _angular_spectrum(grey: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
     half = SIZE / 2
-    polar = cv2.warpPolar(grey, (int(half), _ANGLES), centre, half, cv2.WARP_POLAR_LINEAR)
+    # WARP_FILL_OUTLIERS: without it, points past the frame's edge keep uninitialised memory.
+    polar = cv2.warpPolar(
+        grey, (int(half), _ANGLES), centre, half, cv2.WARP_POLAR_LINEAR | cv2.WARP_FILL_OUTLIERS
+    )
     ring = polar[:, int(_FLANGE[0] * half) : int(_FLANGE[1] * half)]
     ring = ring - ring.mean(axis=0, keepdims=True)
     spectrum = np.fft.rfft(ring, axis=0)

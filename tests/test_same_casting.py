@@ -11,7 +11,9 @@ from conftest import ONE_CASTING
 
 from station.dataset import load_grey
 from station.same_casting import (
+    _ANGLES,
     SAME_CASTING_CORRELATION,
+    SIZE,
     aligned_detail_correlation,
     lay_on,
     part_centre,
@@ -95,3 +97,18 @@ def test_groups_join_chains_of_pairs_above_the_cut_only():
     groups = same_casting_groups(pairs, 6, threshold=0.8)
     assert groups[0] == groups[1] == groups[2]
     assert len({groups[2], groups[3], groups[4], groups[5]}) == 4
+
+
+def test_a_part_near_the_frame_edge_gives_the_same_texture_every_time(samples):
+    """Where the flange ring runs past the photo's edge, the unrolled ring must read zeros
+    there, not whatever memory held before (cv2.warpPolar without WARP_FILL_OUTLIERS)."""
+    _, grey = samples[0]
+    off_centre = _copy(grey, 0.0, False, (70.0, 50.0))
+    spectra = []
+    for k in range(6):
+        for _ in range(20):  # leave other values in the memory the next unrolling gets
+            np.full((_ANGLES, SIZE // 2), 1e4 * k, np.float32).sum()
+        spectra.append(prepare(off_centre).spectrum)
+    assert np.isfinite(spectra[0]).all()
+    for spectrum in spectra[1:]:
+        np.testing.assert_array_equal(spectrum, spectra[0])

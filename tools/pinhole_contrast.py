@@ -63,7 +63,10 @@ def flange_mask(grey: np.ndarray, clear_px: int = 3) -> np.ndarray:
     closed = cv2.morphologyEx(f, cv2.MORPH_CLOSE, kernel)
     tophat = (closed - f) / (closed + 1)
     cx, cy = part_centre(grey)
-    polar = cv2.warpPolar(tophat, (160, 720), (cx, cy), 160, cv2.WARP_POLAR_LINEAR)
+    # WARP_FILL_OUTLIERS: without it, points past the frame's edge keep uninitialised memory.
+    polar = cv2.warpPolar(
+        tophat, (160, 720), (cx, cy), 160, cv2.WARP_POLAR_LINEAR | cv2.WARP_FILL_OUTLIERS
+    )
     profile = np.median(polar, axis=0)
     rim = 95 + int(np.argmax(profile[95:150]))
     inside = np.nonzero(profile[50 : rim - 15] > 0.35 * profile[rim])[0]
