@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from station.classifier.flange import part_centre
 from station.dataset import connected_components, standardised_signatures
 
 SAME_CASTING_CORRELATION = 0.8
@@ -71,25 +72,6 @@ class PreparedPhoto:
     spectrum: np.ndarray
     """Angular spectrum of the flange texture, per radius."""
     mirrored_spectrum: np.ndarray
-
-
-def part_centre(grey: np.ndarray) -> tuple[float, float]:
-    """Centre of a framed part: the centroid of the dark hub, the largest dark blob.
-
-    The hub (vanes in shadow) is the darkest quarter of the middle of the
-    photo in every training image; the rim's shadow is outside that middle.
-    """
-    h, w = grey.shape
-    blurred = cv2.GaussianBlur(grey, (0, 0), 2 * h / 300)
-    y0, x0 = h // 6, w // 6
-    middle = blurred[y0 : h - y0, x0 : w - x0]
-    dark = (middle < np.percentile(middle, 25)).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(dark)
-    if count < 2:
-        return ((w - 1) / 2, (h - 1) / 2)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    ys, xs = np.nonzero(labels == largest)
-    return (float(xs.mean() + x0), float(ys.mean() + y0))
 
 
 def _radius_map(centre: tuple[float, float]) -> np.ndarray:

@@ -4,9 +4,9 @@ The most common casting defect is an isolated pinhole or pit. For each
 held-out OK photo and each pit diameter (2, 3, 4, 6 and 8 px in the 300 px
 frame), one dark round pit with a soft edge, its centre at 30% of the
 metal's brightness, is painted at a random place on the flange ring (the
-flat annulus between the casting's outer rim and its inner groove, found
-by a Hough circle); the detection rate is the share of painted photos the
-model rejects at its threshold. The same photos unpainted give the
+flat annulus between the casting's outer rim and its inner groove, as
+`station.classifier.flange` finds it); the detection rate is the share of
+painted photos the model rejects at its threshold. The same photos unpainted give the
 baseline (how many it rejects anyway). Seeded: the same model and photos
 give the same table, so `station train` reproduces what the card says.
 """
@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from station.classifier.flange import FLANGE, rim_circle
+
 PIT_SIZES_PX = (2, 3, 4, 6, 8)
 PIT_DARKNESS = 0.3
 """The pit's centre, as a fraction of the metal's brightness around it."""
-FLANGE = (0.78, 0.93)
-"""The flange ring, as fractions of the casting's outer radius."""
 SEED = 20261124
 
 
@@ -55,27 +55,6 @@ class PitSensitivity:
         return entry
 
 
-def casting_circle(grey: np.ndarray) -> tuple[float, float, float]:
-    """(x, y, radius) of the casting's outer rim; the frame's centre and 42% of its side if
-    no circle is found (the dataset's castings sit centred, filling most of the frame)."""
-    height, width = grey.shape
-    side = min(height, width)
-    circles = cv2.HoughCircles(
-        cv2.GaussianBlur(grey, (5, 5), 0),
-        cv2.HOUGH_GRADIENT,
-        dp=1.5,
-        minDist=side,
-        param1=80,
-        param2=40,
-        minRadius=int(side * 0.33),
-        maxRadius=int(side * 0.49),
-    )
-    if circles is None:
-        return width / 2, height / 2, side * 0.42
-    x, y, r = circles[0][0]
-    return float(x), float(y), float(r)
-
-
 def paint_pit(
     grey: np.ndarray,
     diameter_px: float,
@@ -86,10 +65,10 @@ def paint_pit(
     height, width = grey.shape
     scale = min(height, width) / 300  # sizes are given for the 300 px frame
     radius = diameter_px * scale / 2
-    cx, cy, rim = casting_circle(grey)
+    rim = rim_circle(grey)
     angle = rng.uniform(0, 2 * np.pi)
-    distance = rng.uniform(FLANGE[0] * rim + radius, FLANGE[1] * rim - radius)
-    px, py = cx + distance * np.cos(angle), cy + distance * np.sin(angle)
+    distance = rng.uniform(FLANGE[0] * rim.radius + radius, FLANGE[1] * rim.radius - radius)
+    px, py = rim.x + distance * np.cos(angle), rim.y + distance * np.sin(angle)
     ys, xs = np.mgrid[0:height, 0:width]
     dist = np.hypot(xs - px, ys - py)
     alpha = np.clip(radius + 0.5 - dist, 0.0, 1.0)  # anti-aliased disc

@@ -19,7 +19,8 @@ from station.classifier.model_card import (
     ModelCard,
     ModelCardError,
 )
-from station.classifier.preprocess import Roi, preprocess
+from station.classifier.pit_check import PitFinding, find_darkest_pit, part_score
+from station.classifier.preprocess import Roi, crop, preprocess
 from station.models import DEFAULT_MODEL_DIR
 
 
@@ -31,6 +32,17 @@ class ModelLoadError(RuntimeError):
 class Decision:
     score: float
     defective: bool
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the decision rests on: the network's score, the darkest pit, and the part's
+    score made of both (`pit_check.part_score`), which the threshold judges."""
+
+    score: float
+    network_score: float
+    pit: PitFinding
+    """Where the pit check looked hardest, in the crop's pixels."""
 
 
 class LiteRTModel:
@@ -81,7 +93,8 @@ class LiteRTModel:
 
 
 class Classifier:
-    """The shipped decision: preprocess, score with LiteRT, compare with the threshold."""
+    """The shipped decision: the network's score in LiteRT and the pit check on the same
+    crop, one part score, compared with the threshold."""
 
     def __init__(
         self,
@@ -112,11 +125,19 @@ class Classifier:
             )
         self.version = f"{self.card.name}-{self.card.version}-{self.model_sha256[:8]}"
 
-    def score(self, image: np.ndarray, roi: Roi | None = None) -> float:
-        """Probability that the part in `image` (uint8, grey or BGR) is defective."""
-        return self.model.score_part(
-            preprocess(image, self.input_size, roi), self.card.test_time_views
+    def inspect(self, image: np.ndarray, roi: Roi | None = None) -> Inspection:
+        """The part in `image` (uint8, grey or BGR; `roi` its crop, None: all of it)."""
+        part = crop(image, roi)
+        network = self.model.score_part(
+            preprocess(part, self.input_size), self.card.test_time_views
         )
+        pit = find_darkest_pit(part)
+        score = part_score(network, pit.ratio, self.card.pit_check.cut, self.threshold)
+        return Inspection(score, network, pit)
+
+    def score(self, image: np.ndarray, roi: Roi | None = None) -> float:
+        """The part's score: at or above the threshold, it is defective."""
+        return self.inspect(image, roi).score
 
     def decide(self, image: np.ndarray, roi: Roi | None = None) -> Decision:
         score = self.score(image, roi)

@@ -1,7 +1,7 @@
 """The model card: what a model file needs around it to be used and trusted.
 
 It travels beside the `.tflite` as `model_card.json`. The run-time side reads
-`input_size` and `threshold`; the rest is the record an engineer checks
+`input_size`, `threshold`, `test_time_views` and `pit_check`; the rest is the record an engineer checks
 before putting a model on the line (how it was trained, on what data, and
 how well it did on the validation split).
 """
@@ -36,6 +36,20 @@ class Figures(BaseModel):
     confusion: dict[str, int] = Field(description="true/false positive/negative counts")
 
 
+class PitCheckSettings(BaseModel):
+    """The pit check that runs beside the network (station.classifier.pit_check)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cut: float = Field(
+        gt=0.0,
+        lt=1.0,
+        description="a flange spot darker than this fraction of the metal round it is a pit: "
+        "the part is rejected",
+    )
+    method: str
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +68,10 @@ class ModelCard(BaseModel):
     )
     threshold: float = Field(gt=0.0, lt=1.0)
     threshold_rule: str
+    pit_check: PitCheckSettings = Field(
+        description="the pit check's settings: a part is rejected when the network's score "
+        "reaches the threshold or the flange has a pit darker than the cut"
+    )
     cross_validation: dict | None = Field(
         default=None,
         description="out-of-fold figures of this recipe over the whole training folder "

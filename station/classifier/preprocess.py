@@ -35,13 +35,8 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"cannot convert an image of shape {image.shape} to grey")
 
 
-def preprocess(image: np.ndarray, input_size: int, roi: Roi | None = None) -> np.ndarray:
-    """Grey, crop to the part, resize, scale: uint8 image -> float32 (size, size, 1) in [0, 1].
-
-    INTER_AREA is used for the resize because it averages pixels when
-    shrinking, so a 2-pixel blow hole survives as a darker patch instead of
-    being skipped by nearest/bilinear sampling.
-    """
+def crop(image: np.ndarray, roi: Roi | None) -> np.ndarray:
+    """The part's crop of a uint8 image, grey: what the network and the pit check look at."""
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
     grey = to_grey(image)
@@ -50,6 +45,17 @@ def preprocess(image: np.ndarray, input_size: int, roi: Roi | None = None) -> np
         if roi.x < 0 or roi.y < 0 or roi.x + roi.width > w or roi.y + roi.height > h:
             raise ValueError(f"ROI {roi} does not fit in a {w}x{h} frame")
         grey = grey[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
+    return grey
+
+
+def preprocess(image: np.ndarray, input_size: int, roi: Roi | None = None) -> np.ndarray:
+    """Grey, crop to the part, resize, scale: uint8 image -> float32 (size, size, 1) in [0, 1].
+
+    INTER_AREA is used for the resize because it averages pixels when
+    shrinking, so a 2-pixel blow hole survives as a darker patch instead of
+    being skipped by nearest/bilinear sampling.
+    """
+    grey = crop(image, roi)
     if grey.shape != (input_size, input_size):
         grey = cv2.resize(grey, (input_size, input_size), interpolation=cv2.INTER_AREA)
     return (grey.astype(np.float32) * (1.0 / 255.0))[:, :, np.newaxis]

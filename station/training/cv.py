@@ -11,7 +11,8 @@ another fold.) Images the label review doubts are left out, as training
 leaves them out. For each fold the normal `station
 train` recipe runs on the other K-1 folds (its own grouped validation split
 inside them picks the threshold, so the held-out fold never touches it) and
-the resulting model scores the held-out fold at that threshold. The merged
+the resulting model and the pit check score the held-out fold at that
+threshold, as the line would. The merged
 `oof_scores.csv` gives escapes, false rejects and accuracy over all images,
 with each escape saved as an image; each fold model is held to the quality
 gate on its own held-out fold.
@@ -35,6 +36,7 @@ import numpy as np
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
+from station.classifier.pit_check import find_darkest_pit, part_score
 from station.dataset import load_grey
 from station.same_casting import casting_groups
 from station.scoring import figures_at, quality_gate, roc_auc
@@ -87,6 +89,12 @@ def cross_validate(data_dir: Path, out_dir: Path, config: TrainConfig, folds: in
         held = np.nonzero(fold_of == k)[0]
         oof = out_dir / f"fold_{k}" / "oof.csv"
         if oof.is_file():
+            with oof.open() as f:
+                if next(csv.reader(f), None) != OOF_COLUMNS:
+                    raise ValueError(
+                        f"{oof}: written by an older station, without the pit check's "
+                        "columns; use a new --out folder"
+                    )
             log.info("fold %d of %d: done before, kept (%s)", k + 1, folds, oof)
         else:
             log.info("fold %d of %d: training on %d images", k + 1, folds, len(names) - len(held))
@@ -116,17 +124,33 @@ def _fold_assignment(path: Path, names: list[str], images, folds: int, seed: int
     return fold_of
 
 
+OOF_COLUMNS = ["file", "label", "score", "fold", "threshold", "network_score", "pit_ratio"]
+"""`score` is the part's (network and pit check, as the line judges); the other two its parts."""
+
+
 def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
     held_paths = frozenset(images.paths[i] for i in held)
     card = train(data_dir, fold_dir, replace(config, seed=config.seed + k), exclude=held_paths)
     model = LiteRTModel(fold_dir / MODEL_FILE_NAME, config.input_size)
-    scores = model.score_parts(images.tensors[held], config.views)
+    networks = model.score_parts(images.tensors[held], config.views)
     tmp = fold_dir / "oof.csv.part"
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "label", "score", "fold", "threshold"])
-        for i, score in zip(held, scores):
-            writer.writerow([names[i], int(images.labels[i]), f"{score:.6f}", k, card.threshold])
+        writer.writerow(OOF_COLUMNS)
+        for i, network in zip(held, networks):
+            ratio = find_darkest_pit(images.greys[i]).ratio
+            score = part_score(network, ratio, card.pit_check.cut, card.threshold)
+            writer.writerow(
+                [
+                    names[i],
+                    int(images.labels[i]),
+                    f"{score:.6f}",
+                    k,
+                    card.threshold,
+                    f"{network:.6f}",
+                    f"{ratio:.6f}",
+                ]
+            )
     tmp.replace(fold_dir / "oof.csv")  # written last: its presence means the fold is done
 
 
@@ -156,7 +180,7 @@ def _merge(
 ) -> dict:
     rows = [r for k in range(len(results)) for r in _read(out_dir / f"fold_{k}" / "oof.csv")]
     with (out_dir / "oof_scores.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", "label", "score", "fold", "threshold"])
+        writer = csv.DictWriter(f, fieldnames=OOF_COLUMNS)
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: r["file"]))
     escapes, false_rejects = [], []

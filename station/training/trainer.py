@@ -1,9 +1,10 @@
 """`station train`: from a labelled folder to a model directory ready to ship.
 
 Output folder: model.keras, model.tflite, model_card.json, training_curves.png,
-confusion_matrix.png, score_histogram.png, validation_scores.csv.
-The validation figures and the threshold are computed on the exported
-`.tflite` through LiteRT, i.e. on exactly what the line will run.
+confusion_matrix.png, score_histogram.png, pit_sensitivity.png, validation_scores.csv.
+The threshold is chosen on the exported `.tflite`'s scores through LiteRT;
+the validation figures are of exactly what the line will run: that model and
+the pit check (`station.classifier.pit_check`), one part score.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from tqdm import tqdm
 
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
-from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
+from station.classifier.model_card import (
+    MODEL_CARD_NAME,
+    MODEL_FILE_NAME,
+    ModelCard,
+    PitCheckSettings,
+)
+from station.classifier.pit_check import METHOD, PIT_CUT, find_darkest_pit, part_score
 from station.classifier.preprocess import preprocess
 from station.dataset import (
     GROUPING_SIMILARITY,
@@ -127,14 +134,19 @@ def train(
 
     litert = LiteRTModel(out_dir / MODEL_FILE_NAME, config.input_size)
     val_labels = images.labels[val_idx]
-    val_scores = litert.score_parts(images.tensors[val_idx], config.views)
-    threshold = zero_miss_threshold(val_labels, val_scores)
+    network_scores = litert.score_parts(images.tensors[val_idx], config.views)
+    # The threshold is the network's own; the pit check is then put on its scale.
+    threshold = zero_miss_threshold(val_labels, network_scores)
+    pit_ratios = np.array([find_darkest_pit(images.greys[i]).ratio for i in val_idx])
+    val_scores = np.array(
+        [part_score(n, r, PIT_CUT, threshold) for n, r in zip(network_scores, pit_ratios)]
+    )
     figures = figures_at(val_labels, val_scores, threshold)
     _write_scores_csv(
         out_dir / "validation_scores.csv",
         [images.paths[i] for i in val_idx],
         val_labels,
-        val_scores,
+        {"score": val_scores, "network_score": network_scores, "pit_ratio": pit_ratios},
         folder.root,
     )
 
@@ -151,8 +163,9 @@ def train(
         preprocessing=f"grey, crop to ROI, INTER_AREA resize to {config.input_size}x"
         f"{config.input_size}, scale by 1/255 (station.classifier.preprocess)",
         threshold=threshold,
-        threshold_rule="zero missed defects on validation, fewest false rejects, "
-        "midpoint of the gap in logit space",
+        threshold_rule="the network's scores: zero missed defects on validation, fewest "
+        "false rejects, midpoint of the gap in logit space",
+        pit_check=PitCheckSettings(cut=PIT_CUT, method=METHOD),
         validation=figures,
         split={
             "method": "grouped stratified: near-duplicate groups kept on one side",
@@ -289,24 +302,28 @@ def selection_starts(config: TrainConfig) -> int:
 def _pit_sensitivity(
     out_dir: Path, config: TrainConfig, paths: list[Path], labels: np.ndarray, threshold: float
 ) -> PitSensitivity:
-    """Synthetic pits on the held-out OK photos, scored by the exported model in LiteRT."""
+    """Synthetic pits on the held-out OK photos, judged as the line judges them: the
+    exported model in LiteRT and the pit check, one part score."""
     litert = LiteRTModel(out_dir / MODEL_FILE_NAME, config.input_size)
     ok = [load_grey(p) for p, label in zip(paths, labels) if label == 0]
 
     def score(image: np.ndarray) -> float:
-        return litert.score_part(preprocess(image, config.input_size), config.views)
+        network = litert.score_part(preprocess(image, config.input_size), config.views)
+        return part_score(network, find_darkest_pit(image).ratio, PIT_CUT, threshold)
 
     return pit_sensitivity(score, ok, threshold)
 
 
 def _write_scores_csv(
-    path: Path, paths: list[Path], labels: np.ndarray, scores: np.ndarray, root: Path
+    path: Path, paths: list[Path], labels: np.ndarray, columns: dict[str, np.ndarray], root: Path
 ) -> None:
+    """file, label, then each of `columns` (`score` first: the part's score)."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "label", "score"])
-        for p, label, score in zip(paths, labels, scores):
-            writer.writerow([p.relative_to(root).as_posix(), int(label), f"{score:.6f}"])
+        writer.writerow(["file", "label", *columns])
+        for i, (p, label) in enumerate(zip(paths, labels)):
+            values = [f"{column[i]:.6f}" for column in columns.values()]
+            writer.writerow([p.relative_to(root).as_posix(), int(label), *values])
 
 
 def _git_commit() -> str:
