@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import ONE_CASTING
 
+from station.classifier.flange import part_centre
 from station.dataset import load_grey
 from station.same_casting import (
     _ANGLES,
@@ -16,7 +17,6 @@ from station.same_casting import (
     SIZE,
     aligned_detail_correlation,
     lay_on,
-    part_centre,
     prepare,
     same_casting_groups,
 )
