@@ -283,12 +283,21 @@ def sensitivity(
     show_default=True,
 )
 @click.option("--runs", default=1000, show_default=True, help="Timed single-image runs per model.")
+@click.option(
+    "--photo",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Part photo the whole decision is timed on [default: a sample OK photo in tests/data].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench(model_dir: Path, runs: int, as_json: bool) -> None:
+def bench(model_dir: Path, runs: int, photo: Path | None, as_json: bool) -> None:
     """Latency (p50/p99, one thread) and throughput of the shipped model and the baselines."""
-    from station.training.bench import run_bench
+    from station.training.bench import SAMPLE_PHOTO, run_bench
 
-    table = run_bench(model_dir, runs)
+    try:
+        table = run_bench(model_dir, runs, photo or SAMPLE_PHOTO)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(table.as_dict()))
     else:

@@ -4,8 +4,9 @@ Runs exactly what the line runs (the `.tflite` in LiteRT, the shared
 preprocessing), so a figure here is a figure for the line. Images of any
 size are framed by `frame_photo`, as `station replay` frames them: a photo
 framed on the part is classified whole, a wider view is cropped around the
-part. Every image's score goes to `scores.csv`; each escape (a defective
-part passed) and false reject is saved with its crop drawn.
+part. Every image's score goes to `scores.csv`, with the network's score and
+the pit check's darkest spot beside it; each escape (a defective part passed)
+and false reject is saved with its crop drawn and that spot circled.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def evaluate(
     plots.score_histogram(
         labels_arr, scores_arr, classifier.threshold, title, Path(written["score_histogram"])
     )
-    escapes = _write_disagreements(scored, classifier.threshold, data_dir, plots_dir)
+    escapes = _write_disagreements(
+        scored, classifier.threshold, classifier.card.pit_check.cut, data_dir, plots_dir
+    )
     scores_csv = plots_dir / "scores.csv"
     _write_scores(scored, classifier.threshold, data_dir, scores_csv)
     return EvaluationReport(
@@ -115,6 +118,12 @@ class ScoredImage:
     label: int
     """1 = defective."""
     score: float
+    """The part's score (the network's, or the pit check's if higher)."""
+    network_score: float
+    pit_ratio: float
+    """The flange's darkest round spot against the metal round it (pit check)."""
+    pit_at: tuple[int, int]
+    """Where that spot is, in the image's pixels."""
     roi: Roi | None
     """The crop the classifier saw; None: the whole photo."""
     size: tuple[int, int]
@@ -132,8 +141,20 @@ def score_folder(classifier: Classifier, data_dir: Path) -> tuple[list[ScoredIma
         except (BadImage, PartNotFound) as exc:
             skipped.append(Skipped(sample.path, f"{sample.path}: {exc}"))
             continue
-        score = classifier.score(grey, roi)
-        scored.append(ScoredImage(sample.path, sample.label, score, roi, grey.shape[::-1]))
+        seen = classifier.inspect(grey, roi)
+        left, top = (roi.x, roi.y) if roi else (0, 0)
+        scored.append(
+            ScoredImage(
+                sample.path,
+                sample.label,
+                seen.score,
+                seen.network_score,
+                seen.pit.ratio,
+                (left + seen.pit.x, top + seen.pit.y),
+                roi,
+                grey.shape[::-1],
+            )
+        )
     for item in skipped:
         log.warning("skipped %s", item.reason)
     if not scored:
@@ -144,7 +165,21 @@ def score_folder(classifier: Classifier, data_dir: Path) -> tuple[list[ScoredIma
 def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "label", "score", "verdict", "width", "height", "crop"])
+        writer.writerow(
+            [
+                "file",
+                "label",
+                "score",
+                "verdict",
+                "width",
+                "height",
+                "crop",
+                "network_score",
+                "pit_ratio",
+                "pit_x",
+                "pit_y",
+            ]
+        )
         for s in scored:
             crop = f"{s.roi.x},{s.roi.y},{s.roi.width}" if s.roi else "whole"
             writer.writerow(
@@ -155,12 +190,15 @@ def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path:
                     "reject" if s.score >= threshold else "pass",
                     *s.size,
                     crop,
+                    f"{s.network_score:.6f}",
+                    f"{s.pit_ratio:.4f}",
+                    *s.pit_at,
                 ]
             )
 
 
 def _write_disagreements(
-    scored: list[ScoredImage], threshold: float, root: Path, out: Path
+    scored: list[ScoredImage], threshold: float, pit_cut: float, root: Path, out: Path
 ) -> list[str]:
     """Escapes and false rejects as PNGs with the crop drawn; the escapes' names."""
     escapes = []
@@ -175,7 +213,8 @@ def _write_disagreements(
         lines = [
             f"{'defective' if s.label else 'ok'}: {'reject' if reject else 'PASS'}",
             f"score {s.score:.4f} (threshold {threshold:.4f})",
+            f"network {s.network_score:.4f}; darkest spot {s.pit_ratio:.2f} (pit below {pit_cut})",
         ]
         target = out / folder / (name.replace("/", "__").rsplit(".", 1)[0] + ".png")
-        plots.save_part(target, load_grey(s.path), s.roi, lines, reject)
+        plots.save_part(target, load_grey(s.path), s.roi, lines, reject, mark=s.pit_at)
     return escapes

@@ -15,14 +15,24 @@ from station.classifier.model_card import Figures  # noqa: E402
 from station.classifier.preprocess import Roi, to_grey  # noqa: E402
 
 
-def save_part(path: Path, image: np.ndarray, roi: Roi | None, lines: list[str], reject: bool):
+def save_part(
+    path: Path,
+    image: np.ndarray,
+    roi: Roi | None,
+    lines: list[str],
+    reject: bool,
+    mark: tuple[int, int] | None = None,
+):
     """The image as judged: the crop the classifier saw boxed, what was decided written on it
-    (red for reject, green for pass). Used for escapes, false rejects and flips."""
+    (red for reject, green for pass), `mark` (the pit check's darkest spot) circled.
+    Used for escapes, false rejects and flips."""
     out = cv2.cvtColor(to_grey(image), cv2.COLOR_GRAY2BGR)
     colour = (0, 0, 255) if reject else (0, 160, 0)
     if roi is not None:
         corner = (roi.x + roi.width - 1, roi.y + roi.height - 1)
         cv2.rectangle(out, (roi.x, roi.y), corner, colour, 2)
+    if mark is not None:
+        cv2.circle(out, mark, max(8, out.shape[1] // 30), (0, 200, 255), 1)
     scale = max(0.5, out.shape[1] / 600)
     for k, line in enumerate(lines):
         y = int((18 + 18 * k) * scale)

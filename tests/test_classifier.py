@@ -48,8 +48,9 @@ def test_score_is_the_mean_of_the_part_and_its_mirror_image(sample_images):
     tensor = preprocess(grey, classifier.input_size)
     one = classifier.model.score_tensor(tensor)
     mirror = classifier.model.score_tensor(np.ascontiguousarray(tensor[:, ::-1]))
-    assert classifier.score(grey) == pytest.approx((one + mirror) / 2)
-    assert classifier.score(cv2.flip(grey, 1)) == pytest.approx(classifier.score(grey), abs=1e-5)
+    assert classifier.inspect(grey).network_score == pytest.approx((one + mirror) / 2)
+    flipped = classifier.inspect(cv2.flip(grey, 1)).network_score
+    assert flipped == pytest.approx(classifier.inspect(grey).network_score, abs=1e-5)
 
 
 def test_colour_frame_scores_like_its_grey_version(sample_images):

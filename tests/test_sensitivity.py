@@ -11,15 +11,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import SAMPLE_DIR
 
+from station.classifier.flange import FLANGE, rim_circle
 from station.classifier.litert_classifier import Classifier
 from station.classifier.model_card import ModelCard
 from station.cli import main
 from station.dataset import load_grey
 from station.models import DEFAULT_MODEL_DIR
 from station.sensitivity import (
-    FLANGE,
     PIT_DARKNESS,
-    casting_circle,
     held_out_ok_images,
     paint_pit,
     pit_sensitivity,
@@ -33,8 +32,8 @@ OK_PHOTOS = sorted((SAMPLE_DIR / "ok_front").glob("*.jpeg"))
 def test_a_pit_is_dark_round_and_on_the_flange(diameter, darkness):
     grey = load_grey(OK_PHOTOS[0])
     painted, (x, y) = paint_pit(grey, diameter, np.random.default_rng(1), darkness)
-    cx, cy, rim = casting_circle(grey)
-    assert FLANGE[0] * rim <= np.hypot(x - cx, y - cy) <= FLANGE[1] * rim
+    rim = rim_circle(grey)
+    assert FLANGE[0] * rim.radius <= np.hypot(x - rim.x, y - rim.y) <= FLANGE[1] * rim.radius
     ratio = painted[y, x] / max(1, grey[y, x])
     assert ratio == pytest.approx(darkness, abs=0.2 if diameter == 2 else 0.08)
     changed = np.argwhere(np.abs(painted.astype(int) - grey) > 8)

@@ -33,8 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from station.dataset import load_grey  # noqa: E402
 from station.classifier.flange import part_centre  # noqa: E402
+from station.dataset import load_grey  # noqa: E402
 from station.sensitivity import PIT_DARKNESS  # noqa: E402
 from station.training.label_review import load_review  # noqa: E402
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-
 FRAME_PX = 300
 """The frame size the fractions and pixel sizes here are given for."""
 FLANGE = (0.78, 0.93)
@@ -69,7 +68,9 @@ def long_edges(grey: np.ndarray) -> np.ndarray:
     kernel = 2 * round(2 * scale) + 1
     edges = cv2.Canny(cv2.GaussianBlur(grey, (kernel, kernel), 1.0 * scale), 30, 60)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        edges, connectivity=8, ltype=cv2.CV_16U  # 16-bit labels: 2.5x faster than 32
+        edges,
+        connectivity=8,
+        ltype=cv2.CV_16U,  # 16-bit labels: 2.5x faster than 32
     )
     long = np.zeros(count, bool)
     long[1:] = stats[1:, cv2.CC_STAT_AREA] >= LONG_EDGE_PX * scale

@@ -1,9 +1,9 @@
 """The model card: what a model file needs around it to be used and trusted.
 
 It travels beside the `.tflite` as `model_card.json`. The run-time side reads
-`input_size`, `threshold`, `test_time_views` and `pit_check`; the rest is the record an engineer checks
-before putting a model on the line (how it was trained, on what data, and
-how well it did on the validation split).
+`input_size`, `threshold`, `test_time_views` and `pit_check`; the rest is the
+record an engineer checks before putting a model on the line (how it was
+trained, on what data, and how well it did on the validation split).
 """
 
 from __future__ import annotations

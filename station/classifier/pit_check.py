@@ -128,7 +128,11 @@ def _darkest(grey: np.ndarray, search: np.ndarray) -> PitFinding:
     centre = smooth[ys, xs]
     local_mean = cv2.blur(smooth, (9, 9))[ys, xs]
     darker = centre / (local_mean + 1.0)
-    pick = np.argpartition(darker, CANDIDATES)[:CANDIDATES] if len(darker) > CANDIDATES else slice(None)
+    pick = (
+        np.argpartition(darker, CANDIDATES)[:CANDIDATES]
+        if len(darker) > CANDIDATES
+        else slice(None)
+    )
     ys, xs, centre = ys[pick], xs[pick], centre[pick]
     ratios = np.ones(len(ys), np.float32)
     for offsets in RING_OFFSETS:
