@@ -107,6 +107,10 @@ def train(
     entirely (cross-validation's held-out fold), as if they were not in the folder."""
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
+    # Seeds alone left two runs of the same command at the same commit choosing epochs 38
+    # and 43 (2026-12-04): multi-threaded kernels add in whatever order their threads
+    # finish. Deterministic kernels make `station train` reproduce the shipped model.
+    tf.config.experimental.enable_op_determinism()
     out_dir.mkdir(parents=True, exist_ok=True)
 
     folder, review = scan_reviewed_folder(data_dir, config.label_review)
