@@ -85,6 +85,23 @@ def zero_miss_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return midpoint
 
 
+def threshold_beside_pit_check(
+    labels: np.ndarray, network_scores: np.ndarray, pit_caught: np.ndarray
+) -> float:
+    """The network's zero-miss threshold, for the parts the pit check does not reject.
+
+    A part with a pit is rejected whatever the threshold, so its network score
+    must not drag the threshold down (a pinhole the network does not see would
+    otherwise cost false rejects on every good part near it). If the pit check
+    catches every defective part, the network's threshold over all of them.
+    """
+    labels = np.asarray(labels).astype(bool)
+    left = ~np.asarray(pit_caught, dtype=bool)
+    if not labels[left].any():
+        return zero_miss_threshold(labels, network_scores)
+    return zero_miss_threshold(labels[left], np.asarray(network_scores)[left])
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 1e-7), 1 - 1e-7)
     return float(np.log(p / (1 - p)))

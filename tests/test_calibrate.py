@@ -288,3 +288,38 @@ def test_roi_with_serve_shows_the_live_camera_and_the_crop_until_stopped(station
     assert step.returncode == 0, err.decode()
     assert b"stopped: checking the latest 600 frames" in err
     assert _cal(station_dir).read_text() != before
+
+
+def test_the_threshold_is_the_networks_and_a_pit_is_caught_at_it(tmp_path):
+    """A golden defect only the pit check sees neither moves the threshold nor escapes."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from station.calibrate.threshold import choose_threshold
+    from station.classifier import Classifier
+    from station.classifier.pit_check import PIT_CUT
+    from station.dataset import load_grey
+    from station.scoring import zero_miss_threshold
+    from station.sensitivity import paint_pit
+
+    golden = tmp_path / "golden"
+    shutil.copytree(SAMPLE_DIR, golden)
+    clean = load_grey(SAMPLE_DIR / "ok_front" / "cast_ok_0_1.jpeg")
+    pitted, _ = paint_pit(clean, 4, np.random.default_rng(2), 0.3)
+    cv2.imwrite(str(golden / "def_front" / "pitted_ok_0_1.png"), pitted)
+    classifier = Classifier()
+    choice = choose_threshold(classifier, golden, tmp_path / "plots")
+    files = sorted(golden.glob("*_front/*.*"))
+    files = [f for f in files if f.suffix in (".jpeg", ".png")]
+    labels = np.array([f.parent.name == "def_front" for f in files])
+    seen = [classifier.inspect(load_grey(f)) for f in files]
+    assert [f.name for f, s in zip(files, seen) if s.pit.ratio < PIT_CUT] == ["pitted_ok_0_1.png"]
+    networks = np.array([s.network_score for s in seen])
+    without = np.array([f.name != "pitted_ok_0_1.png" for f in files])
+    assert choice.threshold == pytest.approx(
+        zero_miss_threshold(labels[without], networks[without])
+    )
+    assert classifier.inspect(pitted).network_score < choice.threshold, "the network passes it"
+    assert choice.missed_defects == 0 and choice.false_rejects == 0 and choice.defective == 7

@@ -57,3 +57,16 @@ def test_roc_auc_counts_pairs_ranked_right_and_ties_as_half():
         for o in scores[labels == 0]
     ]
     assert abs(roc_auc(labels, scores) - np.mean(pairs)) < 1e-12
+
+
+def test_a_defect_the_pit_check_rejects_does_not_drag_the_threshold_down():
+    from station.scoring import threshold_beside_pit_check
+
+    labels = np.array([0, 0, 1, 1, 1])
+    network = np.array([0.01, 0.2, 0.9, 0.95, 0.001])  # the last: a pit the network misses
+    caught = np.array([False, False, False, False, True])
+    alone = zero_miss_threshold(labels, network)
+    beside = threshold_beside_pit_check(labels, network, caught)
+    assert alone < 0.01 and 0.2 < beside < 0.9
+    everything = np.ones(5, bool)
+    assert threshold_beside_pit_check(labels, network, everything) == alone

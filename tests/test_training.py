@@ -55,6 +55,26 @@ def tiny_model(tmp_path_factory):
     return out
 
 
+def test_the_same_command_trains_the_same_model(tiny_model, tmp_path):
+    """`station train` must reproduce the shipped model: seeds and deterministic kernels."""
+    from conftest import SAMPLE_DIR
+
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE_DIR, data)
+    (data / "ok_front" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (data / "def_front" / "notes.txt").write_text("not an image")
+    out = tmp_path / "again"
+    args = ["train", "--data", str(data), "--out", str(out), *TINY, "--epochs", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "model.tflite").read_bytes() == (tiny_model / "model.tflite").read_bytes()
+    again, first = (
+        ModelCard.load(out / "model_card.json"),
+        ModelCard.load(tiny_model / "model_card.json"),
+    )
+    assert again.threshold == first.threshold and again.pit_check == first.pit_check
+
+
 def test_training_writes_everything_a_model_needs(tiny_model):
     names = {p.name for p in tiny_model.iterdir()}
     assert {

@@ -1,9 +1,11 @@
 """`calibrate threshold`: the operating point from this station's golden samples.
 
-Every defective sample must score at or above the threshold (zero missed
-defects); among such thresholds the one with the fewest false rejects is
-taken, centred in its gap (`station.scoring.zero_miss_threshold`). The
-figures and two plots show what it costs.
+Every defective sample the pit check does not reject must have a network
+score at or above the threshold (zero missed defects, as `station train`
+chooses it); among such thresholds the one with the fewest false rejects is
+taken, centred in its gap (`station.scoring.threshold_beside_pit_check`). The figures and
+two plots are of the whole decision at that threshold, the pit check
+included, and show what it costs.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import numpy as np
 
 from station import plots
 from station.classifier.litert_classifier import Classifier
+from station.classifier.pit_check import part_score
 from station.dataset import Skipped
 from station.evaluation import score_folder
-from station.scoring import figures_at, zero_miss_threshold
+from station.scoring import figures_at, threshold_beside_pit_check
 
 
 class NotEnoughSamples(ValueError):
@@ -39,14 +42,21 @@ class ThresholdChoice:
 def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) -> ThresholdChoice:
     scored, skipped = score_folder(classifier, data_dir)
     labels = np.array([s.label for s in scored])
-    scores = np.array([s.score for s in scored])
+    network_scores = np.array([s.network_score for s in scored])
     defective = int(labels.sum())
     if defective == 0 or defective == len(labels):
         missing = "defective" if defective == 0 else "OK"
         raise NotEnoughSamples(
             f"{data_dir}: no {missing} sample; golden samples need both def_front/ and ok_front/"
         )
-    threshold = zero_miss_threshold(labels, scores)
+    # On the network's scores: the pit score is put on the threshold's scale, so a threshold
+    # chosen on part scores made at the card's threshold would not hold at its own.
+    cut = classifier.card.pit_check.cut
+    caught = np.array([s.pit_ratio < cut for s in scored])
+    threshold = threshold_beside_pit_check(labels, network_scores, caught)
+    scores = np.array(
+        [part_score(n, s.pit_ratio, cut, threshold) for n, s in zip(network_scores, scored)]
+    )
     figures = figures_at(labels, scores, threshold)
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = {

@@ -44,7 +44,7 @@ from station.dataset import (
     near_duplicate_groups,
     rotation_invariant_signature,
 )
-from station.scoring import figures_at, quality_gate, zero_miss_threshold
+from station.scoring import figures_at, quality_gate, threshold_beside_pit_check
 from station.sensitivity import PitSensitivity, pit_sensitivity
 from station.training.architecture import impeller_net
 from station.training.augment import AugmentedBatches
@@ -139,9 +139,9 @@ def train(
     litert = LiteRTModel(out_dir / MODEL_FILE_NAME, config.input_size)
     val_labels = images.labels[val_idx]
     network_scores = litert.score_parts(images.tensors[val_idx], config.views)
-    # The threshold is the network's own; the pit check is then put on its scale.
-    threshold = zero_miss_threshold(val_labels, network_scores)
+    # The threshold is the network's own, for the parts the pit check leaves to it.
     pit_ratios = np.array([find_darkest_pit(images.greys[i]).ratio for i in val_idx])
+    threshold = threshold_beside_pit_check(val_labels, network_scores, pit_ratios < PIT_CUT)
     val_scores = np.array(
         [part_score(n, r, PIT_CUT, threshold) for n, r in zip(network_scores, pit_ratios)]
     )
@@ -167,8 +167,8 @@ def train(
         preprocessing=f"grey, crop to ROI, INTER_AREA resize to {config.input_size}x"
         f"{config.input_size}, scale by 1/255 (station.classifier.preprocess)",
         threshold=threshold,
-        threshold_rule="the network's scores: zero missed defects on validation, fewest "
-        "false rejects, midpoint of the gap in logit space",
+        threshold_rule="the network's scores of the validation parts the pit check does not "
+        "reject: zero missed defects, fewest false rejects, midpoint of the gap in logit space",
         pit_check=PitCheckSettings(cut=PIT_CUT, method=METHOD),
         validation=figures,
         split={
