@@ -107,9 +107,10 @@ def train(
     entirely (cross-validation's held-out fold), as if they were not in the folder."""
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
-    # Seeds alone left two runs of the same command at the same commit choosing epochs 38
-    # and 43 (2026-12-04): multi-threaded kernels add in whatever order their threads
-    # finish. Deterministic kernels make `station train` reproduce the shipped model.
+    # Multi-threaded kernels may add in whatever order their threads finish; with
+    # deterministic kernels the same command gives the same model.tflite (2026-12-04: two
+    # runs side by side, byte-identical). The model trained 2026-11-24 from the same code
+    # and data was not reproduced on this machine (epoch 38 kept, here 43): cause not found.
     tf.config.experimental.enable_op_determinism()
     out_dir.mkdir(parents=True, exist_ok=True)
 
