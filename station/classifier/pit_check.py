@@ -39,9 +39,10 @@ from station.classifier.flange import FRAME_PX, flange_mask, long_edges, rim_cir
 
 PIT_CUT = 0.80
 """The cut `station train` writes into the card. Of the 2,764 reviewed OK training photos
-(2026-12-04) the darkest flange spot was 0.869 of its metal, the median photo's about
-0.93; painted pits at 30% brightness read 0.3 to 0.6. 0.80 leaves 0.07 below the darkest
-good photo, and the painted pits are caught the same from 0.80 to 0.86."""
+(2026-12-04; tools/pit_check_survey.py) the darkest flange spot was 0.869 of its metal,
+the median photo's 0.955; pits painted at 30% brightness read 0.31 (8 px) to 0.56 (2 px)
+in the median. 0.80 leaves 0.07 below the darkest good photo, and the painted pits are
+caught the same at any cut from 0.80 to 0.86."""
 METHOD = (
     "darkest round spot on the flange (78-93% of the rim's radius, 3 px clear of long "
     "edges) against the darkest 4% of a ring 3.5-5.5 or 6.5-8.5 px round it, in the "
