@@ -98,6 +98,12 @@ class AuditLog:
         )
         """Added to the station's clock (monotonic, or a simulation's) to give UNIX time."""
 
+    @property
+    def clock_offset_s(self) -> float:
+        """What `wall` adds: fixed when the log opens, so later steps of the wall clock
+        (NTP, a virtual machine resumed) do not move times already written."""
+        return self._clock_offset
+
     def wall(self, monotonic_s: float | None) -> float | None:
         return None if monotonic_s is None else monotonic_s + self._clock_offset
 

@@ -142,7 +142,12 @@ def run_virtual_line(
         mega.stop()
     wall_s = time.monotonic() - started
     conveyor.exact_fates()
-    outcomes = _join(conveyor, config.audit.database, station.stopped_at or time.monotonic())
+    outcomes = _join(
+        conveyor,
+        config.audit.database,
+        station.stopped_at or time.monotonic(),
+        station.audit.clock_offset_s,
+    )
     _write_parts_csv(outcomes, out_dir / "parts.csv")
     summary = _summary(outcomes, assembly.metrics, conveyor, wall_s, faults)
     summary["startup_s"] = round(startup_s, 2)
@@ -181,9 +186,13 @@ def _inject(faults, conveyor: VirtualConveyor, mega: SimulatedMega, classifier) 
             mega.plug()
 
 
-def _join(conveyor: VirtualConveyor, database: Path, stopped: float) -> list[PartOutcome]:
+def _join(
+    conveyor: VirtualConveyor, database: Path, stopped: float, offset: float
+) -> list[PartOutcome]:
     """Ledger joined with audit rows; parts that reached the eye after the station stopped
-    (SIGTERM) were never its business and are left out."""
+    (SIGTERM) were never its business and are left out. `offset`: the audit's own, from
+    the conveyor's monotonic times to the rows' UNIX times (one taken now would carry any
+    step of the wall clock since the audit opened into the 1 s match)."""
     photo_eye = conveyor.config.photo_eye
     db = sqlite3.connect(database)
     db.row_factory = sqlite3.Row
@@ -196,7 +205,6 @@ def _join(conveyor: VirtualConveyor, database: Path, stopped: float) -> list[Par
         if r["mcu_trigger_ms"] is not None:
             exact.setdefault((r["part_id"], r["mcu_trigger_ms"]), []).append(r)
     spare = [r for r in rows if r["mcu_trigger_ms"] is None]
-    offset = time.time() - time.monotonic()
     outcomes = []
     for part in conveyor.parts:
         if part.eye_time > stopped:
