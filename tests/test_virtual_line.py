@@ -126,6 +126,30 @@ def test_faults_fail_safe_and_sorting_resumes(tmp_path):
     ), last
 
 
+def test_a_step_of_the_wall_clock_mid_run_loses_no_part(tmp_path, mocker):
+    """NTP, or a virtual machine resumed after a pause, can step the wall clock while the
+    station runs. The station keeps time on the monotonic clock and the audit turns it into
+    wall-clock time with one offset, so nothing should move. Three runs of the faults test
+    lost exactly the 6 parts of the unplug (the rows with no Mega trigger time, matched on
+    time within a third of a pitch, 67 ms) just after this machine's VM was forked: the
+    harness took its own offset at the end, and a step of 67 ms to 1 s between the audit's
+    opening and then unmatched those rows and no others."""
+    real_time = time.time
+    step_at = real_time() + 1.5
+
+    def stepped_clock() -> float:
+        now = real_time()
+        return now + 0.5 if now > step_at else now
+
+    mocker.patch("time.time", side_effect=stepped_clock)
+    summary = _virtual_line(tmp_path, parts=30, faults=[Fault("unplug", 3.0, 1.0)])
+    rows = _rows(tmp_path / "audit.sqlite")
+    timed_only = [r for r in rows if r["mcu_trigger_ms"] is None]
+    assert timed_only, "the unplug left no row matched on time alone: nothing was tested"
+    assert summary["lost"] == 0, summary
+    assert summary["audited"] == summary["parts"] == len(rows), summary
+
+
 def test_vision_trigger_line_with_no_photo_eye(tmp_path):
     summary = _virtual_line(tmp_path, parts=25, photo_eye=False)
     assert summary["lost"] == 0, summary
