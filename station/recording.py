@@ -56,7 +56,9 @@ class Recorder:
         self._names: dict[int, str] = {}
 
     def part_judged(self, uid: int, frame: Frame, judgement: Judgement, part: dict) -> None:
-        """Keep the frame and what was decided. `part` holds the audit's fields for it."""
+        """Keep the frame and what was decided. `part` holds the audit's fields for it, times
+        included: the audit turns the station's clock into wall-clock time with one offset,
+        so a sidecar's times agree with its row even if the wall clock steps mid-run."""
         roi = judgement.roi
         meta = {
             "uid": uid,
@@ -65,7 +67,6 @@ class Recorder:
             "failsafe_reason": judgement.failsafe.value if judgement.failsafe else None,
             "detail": judgement.detail or None,
             "roi": [roi.x, roi.y, roi.width, roi.height] if roi else None,
-            "frame_time": time.time() - time.monotonic() + frame.timestamp,
             "gate_action": None,
             "gate_reason": None,
             "gate_time": None,

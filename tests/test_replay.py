@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import cv2
@@ -179,6 +180,13 @@ def test_a_virtual_line_recording_replays_to_the_same_scores(tmp_path, mocker):
     meta = json.loads(sidecars[0].read_text())
     assert meta["gate_action"] in ("fired", "passed") and meta["label"] in ("defective", "ok")
     assert meta["model_version"].startswith("impeller_net") and meta["roi"][2] == 300
+    con = sqlite3.connect(line["audit_database"])
+    audited = con.execute(
+        "SELECT trigger_time, frame_time, verdict_time FROM parts WHERE uid = ?", (meta["uid"],)
+    ).fetchone()
+    con.close()
+    # The audit's times, on its one clock offset, so the two agree after a clock step.
+    assert (meta["trigger_time"], meta["frame_time"], meta["verdict_time"]) == audited
 
     _forbid_serial_ports(mocker)
     out = tmp_path / "out"

@@ -117,8 +117,8 @@ class PartRecords:
             self.audit.update(d.uid, image_path=path)
         if self.recorder:
             row = self.audit.db.execute(
-                "SELECT part_id, link_epoch, trigger_source, trigger_time, verdict_time "
-                "FROM parts WHERE uid = ?",
+                "SELECT part_id, link_epoch, trigger_source, trigger_time, frame_time, "
+                "verdict_time FROM parts WHERE uid = ?",
                 (d.uid,),
             ).fetchone()
             self.recorder.part_judged(
@@ -130,7 +130,8 @@ class PartRecords:
                     "link_epoch": row[1],
                     "trigger_source": row[2],
                     "trigger_time": row[3],
-                    "verdict_time": row[4],
+                    "frame_time": row[4],
+                    "verdict_time": row[5],
                     "verdict": d.verdict,
                     "failsafe_reason": d.failsafe,
                     "model_version": self.audit.model_version,
