@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from station import plots
 from station.classifier.litert_classifier import Classifier
-from station.classifier.model_card import Figures
+from station.classifier.model_card import Figures, PitCheckSettings
+from station.classifier.pit_check import PitFinding, Spot
 from station.classifier.preprocess import Roi
 from station.dataset import BadImage, Skipped, load_grey, scan_labelled_folder
 from station.scoring import figures_at
@@ -96,7 +97,7 @@ def evaluate(
         labels_arr, scores_arr, classifier.threshold, title, Path(written["score_histogram"])
     )
     escapes = _write_disagreements(
-        scored, classifier.threshold, classifier.card.pit_check.cut, data_dir, plots_dir
+        scored, classifier.threshold, classifier.card.pit_check, data_dir, plots_dir
     )
     scores_csv = plots_dir / "scores.csv"
     _write_scores(scored, classifier.threshold, data_dir, scores_csv)
@@ -120,10 +121,8 @@ class ScoredImage:
     score: float
     """The part's score (the network's, or the pit check's if higher)."""
     network_score: float
-    pit_ratio: float
-    """The flange's darkest round spot against the metal round it (pit check)."""
-    pit_at: tuple[int, int]
-    """Where that spot is, in the image's pixels."""
+    pit: PitFinding
+    """The pit check's findings, in the image's pixels."""
     roi: Roi | None
     """The crop the classifier saw; None: the whole photo."""
     size: tuple[int, int]
@@ -143,14 +142,16 @@ def score_folder(classifier: Classifier, data_dir: Path) -> tuple[list[ScoredIma
             continue
         seen = classifier.inspect(grey, roi)
         left, top = (roi.x, roi.y) if roi else (0, 0)
+        pit = PitFinding(
+            *(Spot(s.value, left + s.x, top + s.y) for s in (seen.pit.darkest, seen.pit.sharpest))
+        )
         scored.append(
             ScoredImage(
                 sample.path,
                 sample.label,
                 seen.score,
                 seen.network_score,
-                seen.pit.ratio,
-                (left + seen.pit.x, top + seen.pit.y),
+                pit,
                 roi,
                 grey.shape[::-1],
             )
@@ -176,8 +177,11 @@ def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path:
                 "crop",
                 "network_score",
                 "pit_ratio",
-                "pit_x",
-                "pit_y",
+                "dark_x",
+                "dark_y",
+                "pit_dip",
+                "dip_x",
+                "dip_y",
             ]
         )
         for s in scored:
@@ -191,14 +195,22 @@ def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path:
                     *s.size,
                     crop,
                     f"{s.network_score:.6f}",
-                    f"{s.pit_ratio:.4f}",
-                    *s.pit_at,
+                    f"{s.pit.darkest.value:.4f}",
+                    s.pit.darkest.x,
+                    s.pit.darkest.y,
+                    f"{s.pit.sharpest.value:.4f}",
+                    s.pit.sharpest.x,
+                    s.pit.sharpest.y,
                 ]
             )
 
 
 def _write_disagreements(
-    scored: list[ScoredImage], threshold: float, pit_cut: float, root: Path, out: Path
+    scored: list[ScoredImage],
+    threshold: float,
+    pit_check: PitCheckSettings,
+    root: Path,
+    out: Path,
 ) -> list[str]:
     """Escapes and false rejects as PNGs with the crop drawn; the escapes' names."""
     escapes = []
@@ -213,8 +225,11 @@ def _write_disagreements(
         lines = [
             f"{'defective' if s.label else 'ok'}: {'reject' if reject else 'PASS'}",
             f"score {s.score:.4f} (threshold {threshold:.4f})",
-            f"network {s.network_score:.4f}; darkest spot {s.pit_ratio:.2f} (pit below {pit_cut})",
+            f"network {s.network_score:.4f}; darkest spot {s.pit.darkest.value:.2f} "
+            f"(pit below {pit_check.darkness_cut}); sharpest dip {s.pit.sharpest.value:.3f} "
+            f"(pit above {pit_check.dip_cut})",
         ]
         target = out / folder / (name.replace("/", "__").rsplit(".", 1)[0] + ".png")
-        plots.save_part(target, load_grey(s.path), s.roi, lines, reject, mark=s.pit_at)
+        spot = s.pit.decisive(pit_check)
+        plots.save_part(target, load_grey(s.path), s.roi, lines, reject, mark=(spot.x, spot.y))
     return escapes

@@ -299,7 +299,6 @@ def test_the_threshold_is_the_networks_and_a_pit_is_caught_at_it(tmp_path):
 
     from station.calibrate.threshold import choose_threshold
     from station.classifier import Classifier
-    from station.classifier.pit_check import PIT_CUT
     from station.dataset import load_grey
     from station.scoring import zero_miss_threshold
     from station.sensitivity import paint_pit
@@ -315,7 +314,8 @@ def test_the_threshold_is_the_networks_and_a_pit_is_caught_at_it(tmp_path):
     files = [f for f in files if f.suffix in (".jpeg", ".png")]
     labels = np.array([f.parent.name == "def_front" for f in files])
     seen = [classifier.inspect(load_grey(f)) for f in files]
-    assert [f.name for f, s in zip(files, seen) if s.pit.ratio < PIT_CUT] == ["pitted_ok_0_1.png"]
+    caught = [f.name for f, s in zip(files, seen) if s.pit.is_pit(classifier.card.pit_check)]
+    assert caught == ["pitted_ok_0_1.png"]
     networks = np.array([s.network_score for s in seen])
     without = np.array([f.name != "pitted_ok_0_1.png" for f in files])
     assert choice.threshold == pytest.approx(

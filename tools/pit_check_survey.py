@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
-"""The pit check over a whole labelled folder: good flanges, painted pits, defective photos.
+"""The pit check over a whole labelled folder: good flanges, painted pits, real pinholes.
 
     .venv/bin/python tools/pit_check_survey.py [--data ../shared/datasets/casting/train]
-        [--out /tmp/pit-survey] [--every N]
+        [--out /tmp/pit-survey] [--every N] [--castings castings.csv]
 
 For every OK photo the label review keeps (the 111 doubted ones are left
-out, as training leaves them out): the darkest flange spot as it is, and
-with one pit painted by `station sensitivity`'s painter at 2, 3, 4, 6 and 8
-px, at 30% of the metal's brightness (the issue's pits) and at 86% (as faint
-as the reviewed pinholes). For every defective photo and every doubted
-one: the darkest spot and where. Then, for a few cuts around the card's,
-how many good photos the check alone would reject and how many pits it
-finds. About 3 minutes on 2 cores; `--every 4` takes every 4th photo.
-Writes `ok.csv` and `defective.csv` (the ratios) to `--out`.
+out, as training leaves them out): the flange's darkest spot and sharpest
+dip as it is, and with one pit painted by `station sensitivity`'s painter at
+2, 3, 4, 6 and 8 px, at 30% of the metal's brightness (the issue's pits) and
+at 86% (as faint as the reviewed pinholes). For every defective photo and
+every doubted one: both findings. Then, at the card's cuts
+(station.classifier.pit_check.CARD_SETTINGS): how many good photos the check
+alone rejects, how many painted pits and reviewed pinholes it finds.
 
-The check has one setting, the cut, and this is the measure it was set on
-(station.classifier.pit_check.PIT_CUT): the lowest good photo, and how far
-below it the painted pits fall.
+`--castings` (OUT/castings.csv of tools/castings.py: file, label, casting)
+adds the figure for castings the cuts were not set on: each good casting in
+turn is left out, the cuts are set at the card's margin from the worst of
+the other castings' photos, and the left-out casting's photos past them are
+counted. The cuts were set on all 23 good castings at once; this says what
+that rule does to a casting it has not seen.
+
+About 3 minutes on 2 cores; `--every 4` takes every 4th photo. Writes
+`ok.csv` and `other.csv` (the findings) to `--out`. The cuts were set on
+this measure.
 """
 
 from __future__ import annotations
@@ -33,28 +39,38 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from station.classifier.pit_check import PIT_CUT, find_darkest_pit  # noqa: E402
+from station.classifier.pit_check import CARD_SETTINGS, find_pit  # noqa: E402
 from station.dataset import load_grey  # noqa: E402
 from station.sensitivity import PIT_SIZES_PX, paint_pit  # noqa: E402
 from station.training.label_review import load_review  # noqa: E402
 
 DARKNESSES = (0.3, 0.86)
+DARK, DIP = CARD_SETTINGS.darkness_cut, CARD_SETTINGS.dip_cut
+
+
+def findings(grey: np.ndarray) -> tuple[float, float]:
+    pit = find_pit(grey)
+    return pit.darkest.value, pit.sharpest.value
 
 
 def good_photo(path: Path) -> list[float]:
-    """The darkest spot as it is, then with each painted pit (darkness, then size)."""
+    """(darkness, dip) as it is, then with each painted pit (darkness, then size)."""
     grey = load_grey(path)
     rng = np.random.default_rng(zlib.crc32(path.name.encode()))
-    row = [find_darkest_pit(grey).ratio]
+    row = list(findings(grey))
     for darkness in DARKNESSES:
         for size in PIT_SIZES_PX:
-            row.append(find_darkest_pit(paint_pit(grey, size, rng, darkness)[0]).ratio)
+            row += findings(paint_pit(grey, size, rng, darkness)[0])
     return row
 
 
-def any_photo(path: Path) -> tuple[float, int, int]:
-    found = find_darkest_pit(load_grey(path))
-    return found.ratio, found.x, found.y
+def any_photo(path: Path) -> tuple[float, float]:
+    return findings(load_grey(path))
+
+
+def caught(pairs: np.ndarray, dark: float = DARK, dip: float = DIP) -> np.ndarray:
+    """Rows of (darkness, dip) past either cut."""
+    return (pairs[:, 0] < dark) | (pairs[:, 1] > dip)
 
 
 def main() -> None:
@@ -62,9 +78,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/datasets/casting/train")
     parser.add_argument("--out", type=Path, default=Path("/tmp/pit-survey"))
     parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--castings", type=Path, help="castings.csv of tools/castings.py")
     args = parser.parse_args()
     review = load_review(REPO / "station/training/label_review.yaml", args.data)
     doubted = sorted(e.file for e in review.reviews if e.decision == "doubtful_label")
+    pinholes = {e.file for e in review.reviews if e.decision == "real_defect"}
     good = [
         p
         for p in sorted((args.data / "ok_front").glob("*.jpeg"))
@@ -74,42 +92,84 @@ def main() -> None:
     others += [args.data / f for f in doubted]
     with Pool(2) as pool:
         good_rows = np.array(pool.map(good_photo, good, chunksize=16))
-        other_rows = pool.map(any_photo, others, chunksize=32)
-    args.out.mkdir(parents=True, exist_ok=True)
-    columns = [f"pit_{round(d * 100)}_{s}px" for d in DARKNESSES for s in PIT_SIZES_PX]
-    with (args.out / "ok.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "ratio", *columns])
-        for path, row in zip(good, good_rows):
-            writer.writerow([f"ok_front/{path.name}", *(f"{v:.4f}" for v in row)])
-    with (args.out / "defective.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "ratio", "x", "y"])
-        for path, (ratio, x, y) in zip(others, other_rows):
-            writer.writerow([path.relative_to(args.data).as_posix(), f"{ratio:.4f}", x, y])
-    plain = good_rows[:, 0]
-    defective = np.array([r[0] for p, r in zip(others, other_rows) if p.parent.name == "def_front"])
-    doubted_ratios = np.array(
-        [r[0] for p, r in zip(others, other_rows) if p.parent.name != "def_front"]
+        other_rows = np.array(pool.map(any_photo, others, chunksize=32))
+    names = [p.relative_to(args.data).as_posix() for p in others]
+    _write(args.out, good, good_rows, names, other_rows, args.data)
+
+    plain = good_rows[:, :2]
+    print(
+        f"{len(good)} good photos: darkest spot {plain[:, 0].min():.3f} (median "
+        f"{np.median(plain[:, 0]):.3f}), sharpest dip {plain[:, 1].max():.4f} (median "
+        f"{np.median(plain[:, 1]):.4f}); card's cuts: darker than {DARK}, dip above {DIP}"
     )
     print(
-        f"{len(good)} good photos: darkest flange spot {plain.min():.3f} "
-        f"(median {np.median(plain):.3f}); {len(defective)} defective, "
-        f"{len(doubted_ratios)} doubted; card's cut {PIT_CUT}"
+        f"good photos rejected: {int(caught(plain).sum())} "
+        f"(by darkness {int((plain[:, 0] < DARK).sum())}, by dip {int((plain[:, 1] > DIP).sum())})"
     )
-    for cut in sorted({0.8, 0.82, 0.84, 0.86, PIT_CUT}):
+    for k, darkness in enumerate(DARKNESSES):
+        cells = []
+        for j, size in enumerate(PIT_SIZES_PX):
+            column = 2 + 2 * (len(PIT_SIZES_PX) * k + j)
+            pairs = good_rows[:, column : column + 2]
+            cells.append(
+                f"{size} px {caught(pairs).mean():.1%} (dark {(pairs[:, 0] < DARK).mean():.0%}, "
+                f"dip {(pairs[:, 1] > DIP).mean():.0%})"
+            )
+        print(f"painted at {darkness:.0%}: " + ", ".join(cells))
+    kinds = {
+        "reviewed pinholes": [n in pinholes for n in names],
+        "other defective photos": [n.startswith("def_front/") and n not in pinholes for n in names],
+        "doubted OK photos (the pinhole casting)": [n.startswith("ok_front/") for n in names],
+    }
+    for kind, mask in kinds.items():
+        rows = other_rows[np.array(mask)]
         print(
-            f"cut {cut:.2f}: good photos rejected {int((plain < cut).sum())}, "
-            f"defective photos with a pit {(defective < cut).mean():.1%}, "
-            f"doubted {int((doubted_ratios < cut).sum())}"
+            f"{kind}: {int(caught(rows).sum())} of {len(rows)} caught "
+            f"(dark {int((rows[:, 0] < DARK).sum())}, dip {int((rows[:, 1] > DIP).sum())})"
         )
-        for k, darkness in enumerate(DARKNESSES):
-            found = [
-                f"{size} px {(good_rows[:, 1 + 5 * k + j] < cut).mean():.1%}"
-                for j, size in enumerate(PIT_SIZES_PX)
-            ]
-            print(f"    painted at {darkness:.0%}: " + ", ".join(found))
-    print(f"ratios in {args.out}/ok.csv and defective.csv")
+    if args.castings:
+        _unseen_castings(args.castings, good, plain)
+    print(f"findings in {args.out}/ok.csv and other.csv")
+
+
+def _unseen_castings(castings_csv: Path, good: list[Path], plain: np.ndarray) -> None:
+    with castings_csv.open() as f:
+        casting_of = {row["file"]: row["casting"] for row in csv.DictReader(f)}
+    castings = np.array([int(casting_of[f"ok_front/{p.name}"]) for p in good])
+    dark_margin = plain[:, 0].min() - DARK
+    dip_factor = DIP / plain[:, 1].max()
+    rejected = {}
+    for casting in sorted(set(castings)):
+        others = plain[castings != casting]
+        dark = others[:, 0].min() - dark_margin
+        dip = others[:, 1].max() * dip_factor
+        rejected[int(casting)] = int(caught(plain[castings == casting], dark, dip).sum())
+    hit = {c: n for c, n in rejected.items() if n}
+    print(
+        f"castings left out in turn ({len(rejected)} good castings; cuts at the card's margin "
+        f"from the others' worst photo): {sum(hit.values())} of {len(plain)} good photos "
+        f"rejected, from {len(hit)} castings {hit}"
+    )
+
+
+def _write(out: Path, good, good_rows, names, other_rows, data: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["darkness", "dip"] + [
+        f"pit_{round(d * 100)}_{s}px_{m}"
+        for d in DARKNESSES
+        for s in PIT_SIZES_PX
+        for m in ("darkness", "dip")
+    ]
+    with (out / "ok.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", *columns])
+        for path, row in zip(good, good_rows):
+            writer.writerow([path.relative_to(data).as_posix(), *(f"{v:.4f}" for v in row)])
+    with (out / "other.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "darkness", "dip"])
+        for name, (darkness, dip) in zip(names, other_rows):
+            writer.writerow([name, f"{darkness:.4f}", f"{dip:.4f}"])
 
 
 if __name__ == "__main__":

@@ -51,11 +51,11 @@ def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) ->
         )
     # On the network's scores: the pit score is put on the threshold's scale, so a threshold
     # chosen on part scores made at the card's threshold would not hold at its own.
-    cut = classifier.card.pit_check.cut
-    caught = np.array([s.pit_ratio < cut for s in scored])
+    settings = classifier.card.pit_check
+    caught = np.array([s.pit.is_pit(settings) for s in scored])
     threshold = threshold_beside_pit_check(labels, network_scores, caught)
     scores = np.array(
-        [part_score(n, s.pit_ratio, cut, threshold) for n, s in zip(network_scores, scored)]
+        [part_score(n, s.pit, settings, threshold) for n, s in zip(network_scores, scored)]
     )
     figures = figures_at(labels, scores, threshold)
     plots_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from station.classifier.model_card import (
     ModelCard,
     ModelCardError,
 )
-from station.classifier.pit_check import PitFinding, find_darkest_pit, part_score
+from station.classifier.pit_check import PitFinding, find_pit, part_score
 from station.classifier.preprocess import Roi, crop, preprocess
 from station.models import DEFAULT_MODEL_DIR
 
@@ -36,13 +36,13 @@ class Decision:
 
 @dataclass(frozen=True)
 class Inspection:
-    """What the decision rests on: the network's score, the darkest pit, and the part's
-    score made of both (`pit_check.part_score`), which the threshold judges."""
+    """What the decision rests on: the network's score, the pit check's findings, and the
+    part's score made of both (`pit_check.part_score`), which the threshold judges."""
 
     score: float
     network_score: float
     pit: PitFinding
-    """Where the pit check looked hardest, in the crop's pixels."""
+    """The flange's darkest spot and sharpest dip, in the crop's pixels."""
 
 
 class LiteRTModel:
@@ -131,8 +131,8 @@ class Classifier:
         network = self.model.score_part(
             preprocess(part, self.input_size), self.card.test_time_views
         )
-        pit = find_darkest_pit(part)
-        score = part_score(network, pit.ratio, self.card.pit_check.cut, self.threshold)
+        pit = find_pit(part)
+        score = part_score(network, pit, self.card.pit_check, self.threshold)
         return Inspection(score, network, pit)
 
     def score(self, image: np.ndarray, roi: Roi | None = None) -> float:

@@ -41,11 +41,16 @@ class PitCheckSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cut: float = Field(
+    darkness_cut: float = Field(
         gt=0.0,
         lt=1.0,
-        description="a flange spot darker than this fraction of the metal round it is a pit: "
-        "the part is rejected",
+        description="a round flange spot darker than this fraction of the metal round it is "
+        "a pit: the part is rejected",
+    )
+    dip_cut: float = Field(
+        gt=0.0,
+        description="a round flange spot whose brightness dips more sharply than this is a "
+        "pit: the part is rejected",
     )
     method: str
 
@@ -70,7 +75,7 @@ class ModelCard(BaseModel):
     threshold_rule: str
     pit_check: PitCheckSettings = Field(
         description="the pit check's settings: a part is rejected when the network's score "
-        "reaches the threshold or the flange has a pit darker than the cut"
+        "reaches the threshold or a round spot on the flange is past either cut"
     )
     cross_validation: dict | None = Field(
         default=None,

@@ -20,7 +20,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from station.classifier.litert_classifier import Classifier
-from station.classifier.pit_check import find_darkest_pit
+from station.classifier.pit_check import find_pit
 
 WARMUP = 50
 SAMPLE_PHOTO = (
@@ -157,7 +157,7 @@ def _shipped_decision(model_dir: Path, runs: int, photo: Path) -> list[BenchRow]
     p50, p99 = _percentiles(_time_calls(lambda: classifier.score(frame), runs))
     views = classifier.card.test_time_views
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    pit50, pit99 = _percentiles(_time_calls(lambda: find_darkest_pit(grey), runs))
+    pit50, pit99 = _percentiles(_time_calls(lambda: find_pit(grey), runs))
     return [
         BenchRow(
             "shipped decision",

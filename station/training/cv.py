@@ -36,7 +36,7 @@ import numpy as np
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
-from station.classifier.pit_check import find_darkest_pit, part_score
+from station.classifier.pit_check import find_pit, part_score
 from station.dataset import load_grey
 from station.same_casting import casting_groups
 from station.scoring import figures_at, quality_gate, roc_auc
@@ -124,8 +124,18 @@ def _fold_assignment(path: Path, names: list[str], images, folds: int, seed: int
     return fold_of
 
 
-OOF_COLUMNS = ["file", "label", "score", "fold", "threshold", "network_score", "pit_ratio"]
-"""`score` is the part's (network and pit check, as the line judges); the other two its parts."""
+OOF_COLUMNS = [
+    "file",
+    "label",
+    "score",
+    "fold",
+    "threshold",
+    "network_score",
+    "pit_ratio",
+    "pit_dip",
+]
+"""`score` is the part's (network and pit check, as the line judges); the last three its
+parts: the network's score, the flange's darkest spot and its sharpest dip."""
 
 
 def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
@@ -138,8 +148,8 @@ def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
         writer = csv.writer(f)
         writer.writerow(OOF_COLUMNS)
         for i, network in zip(held, networks):
-            ratio = find_darkest_pit(images.greys[i]).ratio
-            score = part_score(network, ratio, card.pit_check.cut, card.threshold)
+            pit = find_pit(images.greys[i])
+            score = part_score(network, pit, card.pit_check, card.threshold)
             writer.writerow(
                 [
                     names[i],
@@ -148,7 +158,8 @@ def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
                     k,
                     card.threshold,
                     f"{network:.6f}",
-                    f"{ratio:.6f}",
+                    f"{pit.darkest.value:.6f}",
+                    f"{pit.sharpest.value:.6f}",
                 ]
             )
     tmp.replace(fold_dir / "oof.csv")  # written last: its presence means the fold is done

@@ -25,13 +25,8 @@ from tqdm import tqdm
 
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
-from station.classifier.model_card import (
-    MODEL_CARD_NAME,
-    MODEL_FILE_NAME,
-    ModelCard,
-    PitCheckSettings,
-)
-from station.classifier.pit_check import METHOD, PIT_CUT, find_darkest_pit, part_score
+from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
+from station.classifier.pit_check import CARD_SETTINGS, find_pit, part_score
 from station.classifier.preprocess import preprocess
 from station.dataset import (
     GROUPING_SIMILARITY,
@@ -141,17 +136,23 @@ def train(
     val_labels = images.labels[val_idx]
     network_scores = litert.score_parts(images.tensors[val_idx], config.views)
     # The threshold is the network's own, for the parts the pit check leaves to it.
-    pit_ratios = np.array([find_darkest_pit(images.greys[i]).ratio for i in val_idx])
-    threshold = threshold_beside_pit_check(val_labels, network_scores, pit_ratios < PIT_CUT)
+    pits = [find_pit(images.greys[i]) for i in val_idx]
+    caught = np.array([pit.is_pit(CARD_SETTINGS) for pit in pits])
+    threshold = threshold_beside_pit_check(val_labels, network_scores, caught)
     val_scores = np.array(
-        [part_score(n, r, PIT_CUT, threshold) for n, r in zip(network_scores, pit_ratios)]
+        [part_score(n, pit, CARD_SETTINGS, threshold) for n, pit in zip(network_scores, pits)]
     )
     figures = figures_at(val_labels, val_scores, threshold)
     _write_scores_csv(
         out_dir / "validation_scores.csv",
         [images.paths[i] for i in val_idx],
         val_labels,
-        {"score": val_scores, "network_score": network_scores, "pit_ratio": pit_ratios},
+        {
+            "score": val_scores,
+            "network_score": network_scores,
+            "pit_ratio": np.array([pit.darkest.value for pit in pits]),
+            "pit_dip": np.array([pit.sharpest.value for pit in pits]),
+        },
         folder.root,
     )
 
@@ -170,7 +171,7 @@ def train(
         threshold=threshold,
         threshold_rule="the network's scores of the validation parts the pit check does not "
         "reject: zero missed defects, fewest false rejects, midpoint of the gap in logit space",
-        pit_check=PitCheckSettings(cut=PIT_CUT, method=METHOD),
+        pit_check=CARD_SETTINGS,
         validation=figures,
         split={
             "method": "grouped stratified: near-duplicate groups kept on one side",
@@ -314,7 +315,7 @@ def _pit_sensitivity(
 
     def score(image: np.ndarray) -> float:
         network = litert.score_part(preprocess(image, config.input_size), config.views)
-        return part_score(network, find_darkest_pit(image).ratio, PIT_CUT, threshold)
+        return part_score(network, find_pit(image), CARD_SETTINGS, threshold)
 
     return pit_sensitivity(score, ok, threshold)
 
