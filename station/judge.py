@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 
 from station.camera.frames import Frame
-from station.classifier.litert_classifier import Classifier
+from station.classifier.litert_classifier import Classifier, Inspection
+from station.classifier.preprocess import Roi
 from station.judgement import FailSafe, Judgement
 from station.vision.locate import PartNotFound, frame_photo, locate_part
 
@@ -51,19 +52,33 @@ class Judge:
         except ValueError as exc:
             return self._failsafe(FailSafe.BAD_FRAME, str(exc), frame, started)
         try:
-            score = self.classifier.score(frame.image, roi)
+            seen = self.classifier.inspect(frame.image, roi)
         except Exception as exc:  # noqa: BLE001 - any model failure must fail safe
             return self._failsafe(
                 FailSafe.CLASSIFIER_ERROR, f"{type(exc).__name__}: {exc}", frame, started
             )
+        reject = seen.score >= self.threshold
+        by_pit_check = reject and seen.network_score < self.threshold
         return Judgement(
-            reject=score >= self.threshold,
-            score=score,
+            reject=reject,
+            score=seen.score,
             failsafe=None,
-            detail="",
+            detail=self._pit_detail(seen, roi) if by_pit_check else "",
             frame=frame,
             roi=roi,
             seconds=time.perf_counter() - started,
+        )
+
+    def _pit_detail(self, seen: Inspection, roi: Roi | None) -> str:
+        """Why the pit check rejected a part the network passed, and where (frame pixels)."""
+        settings = self.classifier.card.pit_check
+        spot = seen.pit.decisive(settings)
+        left, top = (roi.x, roi.y) if roi else (0, 0)
+        return (
+            f"pit check: spot at x={left + spot.x}, y={top + spot.y}; darkest "
+            f"{seen.pit.darkest.value:.3f} (reject below {settings.darkness_cut}), sharpest dip "
+            f"{seen.pit.sharpest.value:.3f} (reject above {settings.dip_cut}); network "
+            f"{seen.network_score:.3f}"
         )
 
     @staticmethod

@@ -162,3 +162,25 @@ def test_a_card_without_the_pit_check_is_refused_naming_the_field(tmp_path):
     (model / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ModelLoadError, match="pit_check: Field required"):
         Classifier(model)
+
+
+def test_a_reject_by_the_pit_check_says_so_and_where_in_the_frame():
+    """An engineer reading a recording or a replay must tell a pit-check reject from the
+    network's, and find the spot on the frame."""
+    from station.camera.frames import Frame
+    from station.judge import Judge
+
+    judge = Judge(Classifier(), crop_px=300, min_part_area_px=2000)
+    grey = OK_PHOTOS[0]
+    painted, (x, y) = paint_pit(grey, 4, np.random.default_rng(7), 0.3)
+    belt = np.full((400, 500), 40, np.uint8)
+    belt[60:360, 150:450] = painted
+    judged = judge.judge(Frame(belt, 0.0, 0, "test"))
+    assert judged.reject and judged.failsafe is None
+    assert judged.detail.startswith("pit check: spot at "), judged.detail
+    where = judged.detail.split("spot at ")[1].split(";")[0]
+    seen_x, seen_y = (int(v.split("=")[1]) for v in where.split(", "))
+    assert np.hypot(seen_x - (150 + x), seen_y - (60 + y)) <= 3, (judged.detail, x, y)
+    clean = belt.copy()
+    clean[60:360, 150:450] = grey
+    assert judge.judge(Frame(clean, 0.0, 1, "test")).detail == ""

@@ -179,7 +179,7 @@ def test_a_virtual_line_recording_replays_to_the_same_scores(tmp_path, mocker):
     sidecars = sorted(record.glob("*/*.json"))
     meta = json.loads(sidecars[0].read_text())
     assert meta["gate_action"] in ("fired", "passed") and meta["label"] in ("defective", "ok")
-    assert meta["model_version"].startswith("impeller_net") and meta["roi"][2] == 300
+    assert meta["model_version"].startswith("impeller_net") and meta["roi"][2] == 300, meta
     con = sqlite3.connect(line["audit_database"])
     audited = con.execute(
         "SELECT trigger_time, frame_time, verdict_time FROM parts WHERE uid = ?", (meta["uid"],)

@@ -64,13 +64,14 @@ class StallingClassifier:
     def __init__(self, classifier):
         self.classifier = classifier
         self.threshold = classifier.threshold
+        self.card = classifier.card
         self.stalled_until = 0.0
 
-    def score(self, image, roi=None) -> float:
+    def inspect(self, image, roi=None):
         hang = self.stalled_until - time.monotonic()
         if hang > 0:
             time.sleep(hang)
-        return self.classifier.score(image, roi)
+        return self.classifier.inspect(image, roi)
 
 
 @dataclass
