@@ -121,16 +121,18 @@ class PitFinding:
 
     def logit_past_cut(self, settings: PitCheckSettings) -> float:
         """How far past its cut the stronger finding is, in logits (0 at a cut)."""
-        return max(
-            DARKNESS_SLOPE * (settings.darkness_cut - self.darkest.value),
-            DIP_SLOPE * (self.sharpest.value - settings.dip_cut),
-        )
+        return max(self._logits_past(settings))
 
     def decisive(self, settings: PitCheckSettings) -> Spot:
         """The spot to show a person: the one further past (or nearer to) its cut."""
-        darkness = DARKNESS_SLOPE * (settings.darkness_cut - self.darkest.value)
-        dip = DIP_SLOPE * (self.sharpest.value - settings.dip_cut)
+        darkness, dip = self._logits_past(settings)
         return self.darkest if darkness >= dip else self.sharpest
+
+    def _logits_past(self, settings: PitCheckSettings) -> tuple[float, float]:
+        return (
+            DARKNESS_SLOPE * (settings.darkness_cut - self.darkest.value),
+            DIP_SLOPE * (self.sharpest.value - settings.dip_cut),
+        )
 
 
 def find_pit(grey: np.ndarray) -> PitFinding:
