@@ -61,6 +61,16 @@ def test_a_real_pinhole_too_faint_for_darkness_is_found_by_its_dip():
     assert np.hypot(found.sharpest.x - PINHOLE_AT[0], found.sharpest.y - PINHOLE_AT[1]) <= 4
 
 
+def test_the_real_pinhole_is_found_on_a_larger_photo_of_it():
+    """A camera framing the part at 512 px: the check resizes to its 300 px frame first.
+    (At 224 px the pinhole is under 2 px across and its dip falls below the cut.)"""
+    photo = cv2.resize(load_grey(PINHOLE), (512, 512), interpolation=cv2.INTER_LINEAR)
+    found = find_pit(photo)
+    assert found.is_pit(CARD_SETTINGS), found
+    at = np.array(PINHOLE_AT) * 512 / 300
+    assert np.hypot(found.sharpest.x - at[0], found.sharpest.y - at[1]) <= 4 * 512 / 300
+
+
 def test_a_faint_painted_pit_is_found_by_its_dip_where_it_was_painted():
     rng = np.random.default_rng(11)
     for grey in OK_PHOTOS:
