@@ -156,18 +156,20 @@ def report_cross_validation(rows, index, casting, labels, out: Path) -> None:
     for r in rows:
         i = index[r["file"]]
         fold[i] = int(r["fold"])
-        rejected[i] = float(r["score"]) > float(r["threshold"])
-    split = np.array([len(set(fold[casting == c])) > 1 for c in casting])
+        rejected[i] = float(r["score"]) >= float(r["threshold"])  # as the station judges
+    # Photos with no out-of-fold score (the label review's doubted ones) count nowhere.
+    scored = fold >= 0
+    split = np.array([len(set(fold[(casting == c) & scored])) > 1 for c in casting])
     print(f"\ncross-validation ({len(rows)} out-of-fold scores):")
     for label, word in ((1, "defective"), (0, "OK")):
-        m = labels == label
+        m = (labels == label) & scored
         print(
             f"  {int((split & m).sum())} of {int(m.sum())} {word} photos show a casting "
             "that other folds trained on"
         )
-    wrong = rejected != (labels == 1)
+    wrong = scored & (rejected != (labels == 1))
     for leaked, word in ((True, "casting also in other folds"), (False, "casting held out whole")):
-        m = split == leaked
+        m = (split == leaked) & scored
         print(
             f"  {word}: {int(m.sum())} photos, {wrong[m].mean():.1%} wrong "
             f"({int((wrong & m & (labels == 1)).sum())} escapes, "
@@ -179,9 +181,10 @@ def report_cross_validation(rows, index, casting, labels, out: Path) -> None:
         f"  defective castings with at least one escaped photo: {len(escaped)} of "
         f"{len(defective_castings)}"
     )
-    ok_castings = np.unique(casting[labels == 0])
-    shares = np.array([rejected[(casting == c) & (labels == 0)].mean() for c in ok_castings])
-    sizes = np.array([((casting == c) & (labels == 0)).sum() for c in ok_castings])
+    scored_ok = (labels == 0) & scored
+    ok_castings = np.unique(casting[scored_ok])
+    shares = np.array([rejected[(casting == c) & scored_ok].mean() for c in ok_castings])
+    sizes = np.array([((casting == c) & scored_ok).sum() for c in ok_castings])
     print(
         f"  OK castings rejected out of fold: {int((shares > 0.5).sum())} of {len(ok_castings)} "
         f"mostly (over half their photos), {int((shares > 0).sum())} at least once; "
