@@ -22,7 +22,7 @@ from tqdm import tqdm
 from station import plots
 from station.classifier.litert_classifier import Classifier
 from station.classifier.model_card import Figures, PitCheckSettings
-from station.classifier.pit_check import PitFinding, Spot
+from station.classifier.pit_check import PitFinding
 from station.classifier.preprocess import Roi
 from station.dataset import BadImage, Skipped, load_grey, scan_labelled_folder
 from station.scoring import figures_at
@@ -142,9 +142,7 @@ def score_folder(classifier: Classifier, data_dir: Path) -> tuple[list[ScoredIma
             continue
         seen = classifier.inspect(grey, roi)
         left, top = (roi.x, roi.y) if roi else (0, 0)
-        pit = PitFinding(
-            *(Spot(s.value, left + s.x, top + s.y) for s in (seen.pit.darkest, seen.pit.sharpest))
-        )
+        pit = seen.pit.shifted(left, top)
         scored.append(
             ScoredImage(
                 sample.path,

@@ -72,10 +72,9 @@ class Judge:
     def _pit_detail(self, seen: Inspection, roi: Roi | None) -> str:
         """Why the pit check rejected a part the network passed, and where (frame pixels)."""
         settings = self.classifier.card.pit_check
-        spot = seen.pit.decisive(settings)
-        left, top = (roi.x, roi.y) if roi else (0, 0)
+        spot = seen.pit.shifted(*((roi.x, roi.y) if roi else (0, 0))).decisive(settings)
         return (
-            f"pit check: spot at x={left + spot.x}, y={top + spot.y}; darkest "
+            f"pit check: spot at x={spot.x}, y={spot.y}; darkest "
             f"{seen.pit.darkest.value:.3f} (reject below {settings.darkness_cut}), sharpest dip "
             f"{seen.pit.sharpest.value:.3f} (reject above {settings.dip_cut}); network "
             f"{seen.network_score:.3f}"

@@ -117,7 +117,7 @@ class PitFinding:
 
     def is_pit(self, settings: PitCheckSettings) -> bool:
         """Past either cut: the part is a reject whatever the network says."""
-        return self.darkest.value < settings.darkness_cut or self.sharpest.value > settings.dip_cut
+        return self.logit_past_cut(settings) > 0
 
     def logit_past_cut(self, settings: PitCheckSettings) -> float:
         """How far past its cut the stronger finding is, in logits (0 at a cut)."""
@@ -127,6 +127,12 @@ class PitFinding:
         """The spot to show a person: the one further past (or nearer to) its cut."""
         darkness, dip = self._logits_past(settings)
         return self.darkest if darkness >= dip else self.sharpest
+
+    def shifted(self, dx: int, dy: int) -> PitFinding:
+        """The same findings in the pixels of an image the checked crop was cut from."""
+        return PitFinding(
+            *(Spot(s.value, s.x + dx, s.y + dy) for s in (self.darkest, self.sharpest))
+        )
 
     def _logits_past(self, settings: PitCheckSettings) -> tuple[float, float]:
         return (
