@@ -13,13 +13,21 @@ import pytest
 from conftest import SAMPLE_DIR
 
 from station.classifier import Classifier, ModelLoadError
-from station.classifier.flange import FLANGE, part_centre, rim_circle
+from station.classifier.flange import (
+    FLANGE,
+    Circle,
+    _lower_quartile,
+    flange_mask,
+    part_centre,
+    rim_circle,
+)
 from station.classifier.pit_check import (
     CARD_SETTINGS,
     DARKNESS_CUT,
     DIP_CUT,
     PitFinding,
     Spot,
+    _box_mean,
     find_pit,
     part_score,
     pit_score,
@@ -120,6 +128,34 @@ def test_the_rim_follows_the_part():
     moved = rim_circle(cv2.warpAffine(grey, shift, (300, 300), borderMode=cv2.BORDER_REPLICATE))
     assert (moved.x - rim.x, moved.y - rim.y) == pytest.approx((9, -6), abs=1.5)
     assert moved.radius == pytest.approx(rim.radius, abs=1.5)
+
+
+@pytest.mark.parametrize("size", [1, 2, 9_999, 10_000, 10_001, 10_002])
+def test_the_fast_lower_quartile_is_numpys_to_the_last_bit(size):
+    """part_centre's threshold; the near-duplicate groups of the CV rest on it too."""
+    rng = np.random.default_rng(size)
+    for top in (255, 3, 0):
+        values = rng.integers(0, top + 1, size).astype(np.uint8)
+        assert _lower_quartile(values) == np.percentile(values, 25)
+
+
+def test_the_fast_box_mean_is_opencvs_float_blur_to_the_last_bit():
+    for grey in OK_PHOTOS:
+        flat = np.arange(0, grey.size, 7)
+        expected = np.take(cv2.blur(grey.astype(np.float32), (15, 15)), flat)
+        assert np.array_equal(_box_mean(grey, 15, flat), expected)
+
+
+@pytest.mark.parametrize(
+    "rim", [Circle(150.3, 149.6, 126.2), Circle(20.5, 280.2, 120.0), Circle(-200, 150, 100)]
+)
+def test_the_flange_mask_is_the_ring_of_the_rim_even_where_it_leaves_the_frame(rim):
+    ys, xs = np.ogrid[:300, :300]
+    squared = (xs - rim.x) ** 2 + (ys - rim.y) ** 2
+    expected = (squared >= (FLANGE[0] * rim.radius) ** 2) & (
+        squared <= (FLANGE[1] * rim.radius) ** 2
+    )
+    assert np.array_equal(flange_mask(OK_PHOTOS[0], rim), expected)
 
 
 def _finding(darkness: float, dip: float) -> PitFinding:

@@ -166,7 +166,7 @@ def find_pit(grey: np.ndarray) -> PitFinding:
         return PitFinding(Spot(1.0, width // 2, height // 2), Spot(0.0, width // 2, height // 2))
     pixels = frame.astype(np.float32)
     darkest = _darkest(pixels, flange)
-    sharpest = _sharpest(pixels, flange)
+    sharpest = _sharpest(frame, pixels, flange)
     return PitFinding(_scaled(darkest, scale), _scaled(sharpest, scale))
 
 
@@ -223,14 +223,23 @@ def _darkest(pixels: np.ndarray, flange: np.ndarray) -> Spot:
     return _spot(ratios[best], candidates[best], width)
 
 
-def _sharpest(pixels: np.ndarray, flange: np.ndarray) -> Spot:
-    """Of the flange pixels (flat indices): the highest dip (see the module's docstring)."""
+def _sharpest(frame: np.ndarray, pixels: np.ndarray, flange: np.ndarray) -> Spot:
+    """Of the flange pixels (flat indices): the highest dip (see the module's docstring).
+    `frame` is the uint8 photo, `pixels` the same as float32."""
     smooth = cv2.GaussianBlur(pixels, (0, 0), DIP_SIGMA_PX)
     dxx = np.take(cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3), flange)
     dyy = np.take(cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3), flange)
     dxy = np.take(cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3), flange)
     flattest = (dxx + dyy) / 2 - np.sqrt(((dxx - dyy) / 2) ** 2 + dxy**2)
-    metal = np.take(cv2.blur(pixels, (DIP_METAL_PX, DIP_METAL_PX)), flange) + 1.0
+    metal = _box_mean(frame, DIP_METAL_PX, flange) + 1.0
     dips = DIP_SIGMA_PX**2 * flattest / metal
     best = int(np.argmax(dips))
     return _spot(dips[best], flange[best], pixels.shape[1])
+
+
+def _box_mean(frame: np.ndarray, side: int, flat: np.ndarray) -> np.ndarray:
+    """`cv2.blur(frame.astype(np.float32), (side, side))` at the `flat` indices, to the last
+    bit: the integer sums divided in float64 is what OpenCV's float box filter gives, and
+    summing the uint8 photo, at 15,000 of its 90,000 pixels, takes half the time."""
+    sums = cv2.boxFilter(frame, cv2.CV_32S, (side, side), normalize=False)
+    return (np.take(sums, flat) / (side * side)).astype(np.float32)
