@@ -180,6 +180,9 @@ def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path:
                 "pit_dip",
                 "dip_x",
                 "dip_y",
+                "round_ratio",
+                "round_x",
+                "round_y",
             ]
         )
         for s in scored:
@@ -199,6 +202,9 @@ def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path:
                     f"{s.pit.sharpest.value:.4f}",
                     s.pit.sharpest.x,
                     s.pit.sharpest.y,
+                    f"{s.pit.darkest_round.value:.4f}",
+                    s.pit.darkest_round.x,
+                    s.pit.darkest_round.y,
                 ]
             )
 
@@ -223,9 +229,8 @@ def _write_disagreements(
         lines = [
             f"{'defective' if s.label else 'ok'}: {'reject' if reject else 'PASS'}",
             f"score {s.score:.4f} (threshold {threshold:.4f})",
-            f"network {s.network_score:.4f}; darkest spot {s.pit.darkest.value:.2f} "
-            f"(pit below {pit_check.darkness_cut}); sharpest dip {s.pit.sharpest.value:.3f} "
-            f"(pit above {pit_check.dip_cut})",
+            f"network {s.network_score:.4f}",
+            f"pit check: {s.pit.describe(pit_check)}",
         ]
         target = out / folder / (name.replace("/", "__").rsplit(".", 1)[0] + ".png")
         spot = s.pit.decisive(pit_check)

@@ -74,10 +74,8 @@ class Judge:
         settings = self.classifier.card.pit_check
         spot = seen.pit.shifted(*((roi.x, roi.y) if roi else (0, 0))).decisive(settings)
         return (
-            f"pit check: spot at x={spot.x}, y={spot.y}; darkest "
-            f"{seen.pit.darkest.value:.3f} (reject below {settings.darkness_cut}), sharpest dip "
-            f"{seen.pit.sharpest.value:.3f} (reject above {settings.dip_cut}); network "
-            f"{seen.network_score:.3f}"
+            f"pit check: spot at x={spot.x}, y={spot.y}; {seen.pit.describe(settings)}; "
+            f"network {seen.network_score:.3f}"
         )
 
     @staticmethod

@@ -25,6 +25,7 @@ from station.classifier.pit_check import (
     CARD_SETTINGS,
     DARKNESS_CUT,
     DIP_CUT,
+    ROUND_DARKNESS_CUT,
     PitFinding,
     Spot,
     _box_mean,
@@ -158,16 +159,20 @@ def test_the_flange_mask_is_the_ring_of_the_rim_even_where_it_leaves_the_frame(r
     assert np.array_equal(flange_mask(OK_PHOTOS[0], rim), expected)
 
 
-def _finding(darkness: float, dip: float) -> PitFinding:
-    return PitFinding(Spot(darkness, 10, 10), Spot(dip, 20, 20))
+def _finding(darkness: float, dip: float, darkest_round: float = 1.0) -> PitFinding:
+    return PitFinding(Spot(darkness, 10, 10), Spot(dip, 20, 20), Spot(darkest_round, 30, 30))
 
 
-def test_the_pit_score_is_the_threshold_at_either_cut_and_rises_past_it():
+def test_the_pit_score_is_the_threshold_at_any_cut_and_rises_past_it():
     threshold, settings = 0.6, CARD_SETTINGS
     at_darkness = _finding(DARKNESS_CUT, 0.0)
     at_dip = _finding(1.0, DIP_CUT)
-    assert pit_score(at_darkness, settings, threshold) == pytest.approx(threshold)
-    assert pit_score(at_dip, settings, threshold) == pytest.approx(threshold)
+    at_round = _finding(1.0, 0.0, ROUND_DARKNESS_CUT)
+    for at_a_cut in (at_darkness, at_dip, at_round):
+        assert pit_score(at_a_cut, settings, threshold) == pytest.approx(threshold)
+    rounder = [_finding(0.95, 0.1, r) for r in (1.0, 0.92, 0.90, 0.85)]
+    assert [f.is_pit(settings) for f in rounder] == [False, False, True, True]
+    assert rounder[2].decisive(settings) == Spot(0.90, 30, 30)
     darker = [_finding(r, 0.05) for r in (0.95, 0.85, 0.79, 0.6, 0.3)]
     scores = [pit_score(f, settings, threshold) for f in darker]
     assert scores == sorted(scores) and scores[0] < threshold <= scores[2]

@@ -5,19 +5,19 @@
         [--out /tmp/pit-survey] [--every N] [--castings castings.csv]
 
 For every OK photo the label review keeps (the 111 doubted ones are left
-out, as training leaves them out): the flange's darkest spot and sharpest
-dip as it is, and with one pit painted by `station sensitivity`'s painter at
+out, as training leaves them out): the flange's darkest spot, sharpest
+dip and darkest round spot as it is, and with one pit painted by `station sensitivity`'s painter at
 2, 3, 4, 6 and 8 px, at 30% of the metal's brightness (the issue's pits) and
 at 86% (as faint as the reviewed pinholes). For every defective photo and
-every doubted one: both findings. Then, at the card's cuts
+every doubted one: the three findings. Then, at the card's cuts
 (station.classifier.pit_check.CARD_SETTINGS): how many good photos the check
 alone rejects, how many painted pits and reviewed pinholes it finds.
 
 `--castings` (OUT/castings.csv of tools/castings.py: file, label, casting)
 adds the figure for castings the cuts were not set on: each good casting in
-turn is left out, the cuts are set at the card's margin from the worst of
-the other castings' photos, and the left-out casting's photos past them are
-counted. The cuts were set on all 23 good castings at once; this says what
+turn is left out, each cut is set at the card's margin from the worst of
+the other castings' photos, and the left-out casting's photos past any of
+them are counted. The cuts were set on all 23 good castings at once; this says what
 that rule does to a casting it has not seen.
 
 About 3 minutes on 2 cores; `--every 4` takes every 4th photo. Writes
@@ -45,12 +45,17 @@ from station.sensitivity import PIT_SIZES_PX, paint_pit  # noqa: E402
 from station.training.label_review import load_review  # noqa: E402
 
 DARKNESSES = (0.3, 0.86)
-DARK, DIP = CARD_SETTINGS.darkness_cut, CARD_SETTINGS.dip_cut
+CUTS = np.array(
+    [CARD_SETTINGS.darkness_cut, CARD_SETTINGS.dip_cut, CARD_SETTINGS.round_darkness_cut]
+)
+MEASURES = ("darkness", "dip", "round")
+PAST = (np.less, np.greater, np.less)
+"""How each finding is past its cut: darker (lower), sharper (higher), darker."""
 
 
-def findings(grey: np.ndarray) -> tuple[float, float]:
+def findings(grey: np.ndarray) -> tuple[float, float, float]:
     pit = find_pit(grey)
-    return pit.darkest.value, pit.sharpest.value
+    return pit.darkest.value, pit.sharpest.value, pit.darkest_round.value
 
 
 def good_photo(path: Path) -> list[float]:
@@ -64,13 +69,23 @@ def good_photo(path: Path) -> list[float]:
     return row
 
 
-def any_photo(path: Path) -> tuple[float, float]:
+def any_photo(path: Path) -> tuple[float, float, float]:
     return findings(load_grey(path))
 
 
-def caught(pairs: np.ndarray, dark: float = DARK, dip: float = DIP) -> np.ndarray:
-    """Rows of (darkness, dip) past either cut."""
-    return (pairs[:, 0] < dark) | (pairs[:, 1] > dip)
+def past(rows: np.ndarray, cuts: np.ndarray = CUTS) -> np.ndarray:
+    """Per row of (darkness, dip, round) and per measure: past its cut."""
+    return np.stack([beyond(rows[:, m], cuts[m]) for m, beyond in enumerate(PAST)], axis=1)
+
+
+def caught(rows: np.ndarray, cuts: np.ndarray = CUTS) -> np.ndarray:
+    """Rows past any cut."""
+    return past(rows, cuts).any(axis=1)
+
+
+def _by_measure(rows: np.ndarray) -> str:
+    counts = past(rows).sum(axis=0)
+    return ", ".join(f"{name} {int(n)}" for name, n in zip(MEASURES, counts))
 
 
 def main() -> None:
@@ -96,26 +111,27 @@ def main() -> None:
     names = [p.relative_to(args.data).as_posix() for p in others]
     _write(args.out, good, good_rows, names, other_rows, args.data)
 
-    plain = good_rows[:, :2]
+    width = len(MEASURES)
+    plain = good_rows[:, :width]
     print(
         f"{len(good)} good photos: darkest spot {plain[:, 0].min():.3f} (median "
         f"{np.median(plain[:, 0]):.3f}), sharpest dip {plain[:, 1].max():.4f} (median "
-        f"{np.median(plain[:, 1]):.4f}); card's cuts: darker than {DARK}, dip above {DIP}"
+        f"{np.median(plain[:, 1]):.4f}), darkest round spot {plain[:, 2].min():.3f}; card's "
+        f"cuts: darker than {CUTS[0]}, dip above {CUTS[1]}, round and darker than {CUTS[2]}"
     )
-    print(
-        f"good photos rejected: {int(caught(plain).sum())} "
-        f"(by darkness {int((plain[:, 0] < DARK).sum())}, by dip {int((plain[:, 1] > DIP).sum())})"
-    )
+    print(f"good photos rejected: {int(caught(plain).sum())} (by {_by_measure(plain)})")
     for k, darkness in enumerate(DARKNESSES):
         cells = []
         for j, size in enumerate(PIT_SIZES_PX):
-            column = 2 + 2 * (len(PIT_SIZES_PX) * k + j)
-            pairs = good_rows[:, column : column + 2]
+            column = width * (1 + len(PIT_SIZES_PX) * k + j)
+            rows = good_rows[:, column : column + width]
+            shares = past(rows).mean(axis=0)
             cells.append(
-                f"{size} px {caught(pairs).mean():.1%} (dark {(pairs[:, 0] < DARK).mean():.0%}, "
-                f"dip {(pairs[:, 1] > DIP).mean():.0%})"
+                f"{size} px {caught(rows).mean():.1%} ("
+                + ", ".join(f"{name} {v:.0%}" for name, v in zip(MEASURES, shares))
+                + ")"
             )
-        print(f"painted at {darkness:.0%}: " + ", ".join(cells))
+        print(f"painted at {darkness:.0%}: " + "; ".join(cells))
     kinds = {
         "reviewed pinholes": [n in pinholes for n in names],
         "other defective photos": [n.startswith("def_front/") and n not in pinholes for n in names],
@@ -123,10 +139,7 @@ def main() -> None:
     }
     for kind, mask in kinds.items():
         rows = other_rows[np.array(mask)]
-        print(
-            f"{kind}: {int(caught(rows).sum())} of {len(rows)} caught "
-            f"(dark {int((rows[:, 0] < DARK).sum())}, dip {int((rows[:, 1] > DIP).sum())})"
-        )
+        print(f"{kind}: {int(caught(rows).sum())} of {len(rows)} caught (by {_by_measure(rows)})")
     if args.castings:
         _unseen_castings(args.castings, good, plain)
     print(f"findings in {args.out}/ok.csv and other.csv")
@@ -136,14 +149,17 @@ def _unseen_castings(castings_csv: Path, good: list[Path], plain: np.ndarray) ->
     with castings_csv.open() as f:
         casting_of = {row["file"]: row["casting"] for row in csv.DictReader(f)}
     castings = np.array([int(casting_of[f"ok_front/{p.name}"]) for p in good])
-    dark_margin = plain[:, 0].min() - DARK
-    dip_factor = DIP / plain[:, 1].max()
+    # The card's margins: darkness cuts below the darkest good photo, the dip cut a factor
+    # above the sharpest.
+    worst = np.array([plain[:, 0].min(), plain[:, 1].max(), plain[:, 2].min()])
+    margin = CUTS - worst
     rejected = {}
     for casting in sorted(set(castings)):
         others = plain[castings != casting]
-        dark = others[:, 0].min() - dark_margin
-        dip = others[:, 1].max() * dip_factor
-        rejected[int(casting)] = int(caught(plain[castings == casting], dark, dip).sum())
+        cuts = np.array([others[:, 0].min(), others[:, 1].max(), others[:, 2].min()])
+        cuts[[0, 2]] += margin[[0, 2]]
+        cuts[1] *= CUTS[1] / worst[1]
+        rejected[int(casting)] = int(caught(plain[castings == casting], cuts).sum())
     hit = {c: n for c, n in rejected.items() if n}
     print(
         f"castings left out in turn ({len(rejected)} good castings; cuts at the card's margin "
@@ -154,12 +170,8 @@ def _unseen_castings(castings_csv: Path, good: list[Path], plain: np.ndarray) ->
 
 def _write(out: Path, good, good_rows, names, other_rows, data: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    columns = ["darkness", "dip"] + [
-        f"pit_{round(d * 100)}_{s}px_{m}"
-        for d in DARKNESSES
-        for s in PIT_SIZES_PX
-        for m in ("darkness", "dip")
-    ]
+    painted = [f"pit_{round(d * 100)}_{s}px" for d in DARKNESSES for s in PIT_SIZES_PX]
+    columns = [*MEASURES] + [f"{pit}_{m}" for pit in painted for m in MEASURES]
     with (out / "ok.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", *columns])
@@ -167,9 +179,9 @@ def _write(out: Path, good, good_rows, names, other_rows, data: Path) -> None:
             writer.writerow([path.relative_to(data).as_posix(), *(f"{v:.4f}" for v in row)])
     with (out / "other.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "darkness", "dip"])
-        for name, (darkness, dip) in zip(names, other_rows):
-            writer.writerow([name, f"{darkness:.4f}", f"{dip:.4f}"])
+        writer.writerow(["file", *MEASURES])
+        for name, row in zip(names, other_rows):
+            writer.writerow([name, *(f"{v:.4f}" for v in row)])
 
 
 if __name__ == "__main__":

@@ -52,6 +52,12 @@ class PitCheckSettings(BaseModel):
         description="a round flange spot whose brightness dips more sharply than this is a "
         "pit: the part is rejected",
     )
+    round_darkness_cut: float = Field(
+        gt=0.0,
+        lt=1.0,
+        description="a flange spot that dips roundly and is darker than this fraction of the "
+        "metal round it is a pit: the part is rejected",
+    )
     method: str
 
 

@@ -28,6 +28,15 @@ part if either is past its cut in the card (`pit_check`):
   across itself, and its smaller eigenvalue is near 0. This finds 8 of the
   16 reviewed pinholes that darkness misses, and faint painted pits (86%
   of the metal) of 3-4 px; tools/pit_check_survey.py has the figures.
+- the darkest round spot (`round_darkness_cut`, added 2026-12-05): of the
+  spots that dip roundly (dip past ROUND_DIP, well under `dip_cut`), the
+  darkest against its ring, measured as for `darkness_cut`. Darkness alone
+  must stop at 0.80 because the dashes of mould lines read 0.87, and the
+  dip alone at 0.115 because grain in shadow reads 0.112; but a dash does
+  not dip roundly and grain is no darker than the metal round it, so a spot
+  that does both may be called a pit at 0.905. This finds faint pits of 6 px
+  (too wide for the dip's scale, too pale for darkness alone): painted at
+  86% of the metal, 72% of them against 10% before.
 
 Where, in the 300 px frame (a crop of another size is resized to it first):
 the flange is the ring between 78% and 93% of the rim's radius
@@ -56,6 +65,11 @@ photos (2026-12-04; tools/pit_check_survey.py) the darkest flange spot was 0.869
 the median photo's 0.955; pits painted at 30% brightness read 0.31 (8 px) to 0.56 (2 px)
 in the median. 0.80 leaves 0.07 below the darkest good photo, and the painted pits are
 caught the same at any cut from 0.80 to 0.86."""
+ROUND_DARKNESS_CUT = 0.905
+"""The cut for the darkest round spot `station train` writes into the card. Of the same 2,764
+photos, the darkest spot that dips past ROUND_DIP was 0.921 (casting 217, grain in shadow;
+tools/pit_check_survey.py); 0.905 is 0.016 below it. Leaving each good casting out in turn
+and setting the cut the same way from the others rejects none of its photos."""
 DIP_CUT = 0.115
 """The dip cut `station train` writes into the card. Of the same 2,764 photos the sharpest
 flange dip was 0.112 (tools/pit_check_survey.py); 0.115 is 3% above it. At 0.115, 8 of the
@@ -66,7 +80,8 @@ METHOD = (
     "clear of long edges, in the 300 px frame) is darker than darkness_cut against the "
     "darkest 4% of a ring 3.5-5.5 or 6.5-8.5 px round it, or dips more sharply than dip_cut "
     "(sigma 1.25 px squared times the Hessian's smaller eigenvalue over the 15x15 px mean "
-    "brightness) (station.classifier.pit_check)"
+    "brightness), or dips past 0.095 and is darker than round_darkness_cut against the same "
+    "rings (station.classifier.pit_check)"
 )
 EDGE_CLEARANCE_PX = 3
 RINGS_PX = ((3.5, 5.5), (6.5, 8.5))
@@ -77,12 +92,23 @@ DIP_SIGMA_PX = 1.25
 """The scale of the dip: matched to the 2-4 px pinholes (1.0 finds as many pinholes and
 fewer faint 4 px pits, 1.5 fewer pinholes)."""
 DIP_METAL_PX = 15
+ROUND_DIP = 0.095
+"""A spot dipping past this is round enough to be judged by `round_darkness_cut`: below it
+the good flanges' spots include the dashes of mould lines as dark as 0.906 of their metal
+(tools/pit_check_survey.py); past it, none darker than 0.921."""
+ROUND_CANDIDATES = 32
+"""At most this many of the sharpest dips past ROUND_DIP are measured against their rings."""
 DARKNESS_SLOPE = 50.0
 """Logits of pit score per unit of ratio below the darkness cut: 0.1 darker is +5."""
 DIP_SLOPE = 500.0
 """Logits of pit score per unit of dip past the dip cut: 0.01 sharper is +5."""
 
-CARD_SETTINGS = PitCheckSettings(darkness_cut=DARKNESS_CUT, dip_cut=DIP_CUT, method=METHOD)
+CARD_SETTINGS = PitCheckSettings(
+    darkness_cut=DARKNESS_CUT,
+    dip_cut=DIP_CUT,
+    round_darkness_cut=ROUND_DARKNESS_CUT,
+    method=METHOD,
+)
 """What `station train` writes into the card's `pit_check`."""
 
 _MARGIN = 9
@@ -109,11 +135,13 @@ class Spot:
 
 @dataclass(frozen=True)
 class PitFinding:
-    """The flange's darkest round spot (`value`: its brightness over the metal round it,
-    lower is darker) and its sharpest round dip (`value`: the dip, higher is sharper)."""
+    """The flange's darkest spot (`value`: its brightness over the metal round it, lower is
+    darker), its sharpest round dip (`value`: the dip, higher is sharper), and the darkest
+    of the spots that dip past ROUND_DIP (`value` as `darkest`'s; 1.0 if none does)."""
 
     darkest: Spot
     sharpest: Spot
+    darkest_round: Spot
 
     def is_pit(self, settings: PitCheckSettings) -> bool:
         """Past either cut: the part is a reject whatever the network says."""
@@ -125,28 +153,39 @@ class PitFinding:
 
     def decisive(self, settings: PitCheckSettings) -> Spot:
         """The spot to show a person: the one further past (or nearer to) its cut."""
-        darkness, dip = self._logits_past(settings)
-        return self.darkest if darkness >= dip else self.sharpest
+        logits = self._logits_past(settings)
+        return self._spots()[logits.index(max(logits))]
+
+    def describe(self, settings: PitCheckSettings) -> str:
+        """Each finding against its cut, for a person reading why a part was judged so."""
+        return (
+            f"darkest {self.darkest.value:.3f} (reject below {settings.darkness_cut}), "
+            f"sharpest dip {self.sharpest.value:.3f} (reject above {settings.dip_cut}), "
+            f"darkest round {self.darkest_round.value:.3f} "
+            f"(reject below {settings.round_darkness_cut})"
+        )
 
     def shifted(self, dx: int, dy: int) -> PitFinding:
         """The same findings in the pixels of an image the checked crop was cut from."""
-        return PitFinding(
-            *(Spot(s.value, s.x + dx, s.y + dy) for s in (self.darkest, self.sharpest))
-        )
+        return PitFinding(*(Spot(s.value, s.x + dx, s.y + dy) for s in self._spots()))
 
-    def _logits_past(self, settings: PitCheckSettings) -> tuple[float, float]:
+    def _spots(self) -> tuple[Spot, Spot, Spot]:
+        return (self.darkest, self.sharpest, self.darkest_round)
+
+    def _logits_past(self, settings: PitCheckSettings) -> tuple[float, float, float]:
         return (
             DARKNESS_SLOPE * (settings.darkness_cut - self.darkest.value),
             DIP_SLOPE * (self.sharpest.value - settings.dip_cut),
+            DARKNESS_SLOPE * (settings.round_darkness_cut - self.darkest_round.value),
         )
 
 
 def find_pit(grey: np.ndarray) -> PitFinding:
-    """The flange's darkest spot and sharpest dip in `grey` (uint8, the part framed as in
-    training).
+    """The flange's darkest spot, sharpest dip and darkest round spot in `grey` (uint8, the
+    part framed as in training).
 
     A photo with no flange to search (no rim found, or all of it on edges)
-    gives ratio 1.0 and dip 0.0 in the middle: nothing darker than the metal.
+    gives ratios 1.0 and dip 0.0 in the middle: nothing darker than the metal.
     """
     side = min(grey.shape)
     scale = side / FRAME_PX
@@ -163,11 +202,16 @@ def find_pit(grey: np.ndarray) -> PitFinding:
     flange = np.flatnonzero(search)  # flat indices: 4x faster to find and to gather by
     if not len(flange):
         height, width = grey.shape
-        return PitFinding(Spot(1.0, width // 2, height // 2), Spot(0.0, width // 2, height // 2))
+        middle = (width // 2, height // 2)
+        return PitFinding(Spot(1.0, *middle), Spot(0.0, *middle), Spot(1.0, *middle))
     pixels = frame.astype(np.float32)
-    darkest = _darkest(pixels, flange)
-    sharpest = _sharpest(frame, pixels, flange)
-    return PitFinding(_scaled(darkest, scale), _scaled(sharpest, scale))
+    smooth = cv2.GaussianBlur(pixels, (0, 0), 0.7)
+    darkest = _darkest(smooth, flange)
+    dips = _dips(frame, pixels, flange)
+    best = int(np.argmax(dips))
+    sharpest = _spot(dips[best], flange[best], frame.shape[1])
+    darkest_round = _darkest_round(smooth, flange, dips)
+    return PitFinding(*(_scaled(spot, scale) for spot in (darkest, sharpest, darkest_round)))
 
 
 def pit_score(finding: PitFinding, settings: PitCheckSettings, threshold: float) -> float:
@@ -200,10 +244,9 @@ def _spot(value: float, flat_index: int, width: int) -> Spot:
     return Spot(float(value), x, y)
 
 
-def _darkest(pixels: np.ndarray, flange: np.ndarray) -> Spot:
-    """Of the flange pixels (flat indices): the lowest ratio of a spot to the ring round it."""
-    width = pixels.shape[1]
-    smooth = cv2.GaussianBlur(pixels, (0, 0), 0.7)
+def _darkest(smooth: np.ndarray, flange: np.ndarray) -> Spot:
+    """Of the flange pixels (flat indices): the lowest ratio of a spot to the ring round it.
+    `smooth`: the photo, float32, smoothed at sigma 0.7 px."""
     centre = np.take(smooth, flange)
     local_mean = np.take(cv2.blur(smooth, (9, 9)), flange)
     darker = centre / (local_mean + 1.0)
@@ -212,7 +255,26 @@ def _darkest(pixels: np.ndarray, flange: np.ndarray) -> Spot:
         if len(darker) > CANDIDATES
         else slice(None)
     )
-    candidates, centre = flange[pick], centre[pick]
+    return _darkest_against_rings(smooth, flange[pick])
+
+
+def _darkest_round(smooth: np.ndarray, flange: np.ndarray, dips: np.ndarray) -> Spot:
+    """Of the flange pixels that dip past ROUND_DIP (at most ROUND_CANDIDATES of the
+    sharpest): the lowest ratio of a spot to the ring round it; 1.0 where none dips so."""
+    dipping = np.flatnonzero(dips > ROUND_DIP)
+    if not len(dipping):
+        height, width = smooth.shape
+        return Spot(1.0, width // 2, height // 2)
+    if len(dipping) > ROUND_CANDIDATES:
+        dipping = dipping[np.argpartition(-dips[dipping], ROUND_CANDIDATES)[:ROUND_CANDIDATES]]
+    return _darkest_against_rings(smooth, flange[dipping])
+
+
+def _darkest_against_rings(smooth: np.ndarray, candidates: np.ndarray) -> Spot:
+    """Of `candidates` (flat indices): the lowest ratio of the spot to the darkest
+    RING_QUANTILE of either ring round it."""
+    width = smooth.shape[1]
+    centre = np.take(smooth, candidates)
     ratios = np.ones(len(candidates), np.float32)
     for offsets in RING_OFFSETS:
         ring = np.take(smooth, candidates[None, :] + (offsets[:, :1] * width + offsets[:, 1:]))
@@ -223,18 +285,16 @@ def _darkest(pixels: np.ndarray, flange: np.ndarray) -> Spot:
     return _spot(ratios[best], candidates[best], width)
 
 
-def _sharpest(frame: np.ndarray, pixels: np.ndarray, flange: np.ndarray) -> Spot:
-    """Of the flange pixels (flat indices): the highest dip (see the module's docstring).
-    `frame` is the uint8 photo, `pixels` the same as float32."""
+def _dips(frame: np.ndarray, pixels: np.ndarray, flange: np.ndarray) -> np.ndarray:
+    """At the flange pixels (flat indices): the dip (see the module's docstring). `frame` is
+    the uint8 photo, `pixels` the same as float32."""
     smooth = cv2.GaussianBlur(pixels, (0, 0), DIP_SIGMA_PX)
     dxx = np.take(cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3), flange)
     dyy = np.take(cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3), flange)
     dxy = np.take(cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3), flange)
     flattest = (dxx + dyy) / 2 - np.sqrt(((dxx - dyy) / 2) ** 2 + dxy**2)
     metal = _box_mean(frame, DIP_METAL_PX, flange) + 1.0
-    dips = DIP_SIGMA_PX**2 * flattest / metal
-    best = int(np.argmax(dips))
-    return _spot(dips[best], flange[best], pixels.shape[1])
+    return DIP_SIGMA_PX**2 * flattest / metal
 
 
 def _box_mean(frame: np.ndarray, side: int, flat: np.ndarray) -> np.ndarray:

@@ -133,9 +133,11 @@ OOF_COLUMNS = [
     "network_score",
     "pit_ratio",
     "pit_dip",
+    "pit_round",
 ]
-"""`score` is the part's (network and pit check, as the line judges); the last three its
-parts: the network's score, the flange's darkest spot and its sharpest dip."""
+"""`score` is the part's (network and pit check, as the line judges); the last four its
+parts: the network's score, the flange's darkest spot, its sharpest dip and its darkest
+round spot."""
 
 
 def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
@@ -160,6 +162,7 @@ def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
                     f"{network:.6f}",
                     f"{pit.darkest.value:.6f}",
                     f"{pit.sharpest.value:.6f}",
+                    f"{pit.darkest_round.value:.6f}",
                 ]
             )
     tmp.replace(fold_dir / "oof.csv")  # written last: its presence means the fold is done

@@ -152,6 +152,7 @@ def train(
             "network_score": network_scores,
             "pit_ratio": np.array([pit.darkest.value for pit in pits]),
             "pit_dip": np.array([pit.sharpest.value for pit in pits]),
+            "pit_round": np.array([pit.darkest_round.value for pit in pits]),
         },
         folder.root,
     )
