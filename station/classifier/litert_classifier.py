@@ -42,7 +42,7 @@ class Inspection:
     score: float
     network_score: float
     pit: PitFinding
-    """The flange's darkest spot and sharpest dip, in the crop's pixels."""
+    """The flange's darkest spot, sharpest dip and darkest round spot, in the crop's pixels."""
 
 
 class LiteRTModel:

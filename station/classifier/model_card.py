@@ -81,7 +81,7 @@ class ModelCard(BaseModel):
     threshold_rule: str
     pit_check: PitCheckSettings = Field(
         description="the pit check's settings: a part is rejected when the network's score "
-        "reaches the threshold or a round spot on the flange is past either cut"
+        "reaches the threshold or a round spot on the flange is past any of its cuts"
     )
     cross_validation: dict | None = Field(
         default=None,

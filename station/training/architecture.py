@@ -96,7 +96,9 @@ The shipped recipe stays as it is. Pits are caught beside the network
 instead, by a check that needs no training (2026-12-04,
 station/classifier/pit_check.py): painted 4 px pits 99.6% over the whole
 folder, no good photo rejected; its round-dip measure, added the same day,
-also finds 8 of the 16 reviewed pinholes and 89.5% of 4 px pits at 0.86.
+also finds 8 of the 16 reviewed pinholes and 89.5% of 4 px pits at 0.86;
+its darkest-round measure (2026-12-05) 9 of 16, 91.6% of 4 px and 70.9% of
+6 px pits at 0.86.
 
 Tried against the photo sessions (2026-11-24, 12 epochs on each fold of the
 3-fold split; README, "What the photos give away without a defect"): a
