@@ -205,6 +205,20 @@ def test_the_pit_score_is_the_threshold_at_any_cut_and_rises_past_it():
     assert _finding(0.79, 0.2).decisive(settings).value == 0.2
 
 
+def test_clean_parts_are_not_lifted_to_one_common_pit_score():
+    """A flange with no round spot reads 1.0 on the round measure; its pit score must stay
+    under the network's, or every clean part would score the same (replay, calibration and
+    the histograms rank parts by their scores). At a round slope of 50 all six did."""
+    classifier = Classifier()
+    seen = [classifier.inspect(grey) for grey in OK_PHOTOS]
+    assert len({s.score for s in seen}) == len(seen), [s.score for s in seen]
+    threshold = classifier.threshold
+    for s in seen:
+        # The other two findings far past harmless, so only the round measure scores.
+        round_only = PitFinding(Spot(3.0, 0, 0), Spot(-1.0, 0, 0), s.pit.darkest_round)
+        assert pit_score(round_only, CARD_SETTINGS, threshold) < s.network_score
+
+
 def test_the_classifier_rejects_a_pit_the_network_passes():
     classifier = Classifier()
     grey = OK_PHOTOS[0]

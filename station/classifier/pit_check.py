@@ -102,6 +102,12 @@ DARKNESS_SLOPE = 50.0
 """Logits of pit score per unit of ratio below the darkness cut: 0.1 darker is +5."""
 DIP_SLOPE = 500.0
 """Logits of pit score per unit of dip past the dip cut: 0.01 sharper is +5."""
+ROUND_SLOPE = 150.0
+"""Logits of pit score per unit of ratio below the round cut: 0.01 darker is +1.5. Steeper
+than DARKNESS_SLOPE because good flanges sit close under this cut (their round spots read
+0.92 to 1.0, no round spot counts as 1.0): at 50 every good part's pit score would be at
+least 0.0085 and hide the network's own lower scores, by which replay, calibration and the
+histograms still tell clean parts apart; at 150 that floor is 7e-7."""
 
 CARD_SETTINGS = PitCheckSettings(
     darkness_cut=DARKNESS_CUT,
@@ -176,7 +182,7 @@ class PitFinding:
         return (
             DARKNESS_SLOPE * (settings.darkness_cut - self.darkest.value),
             DIP_SLOPE * (self.sharpest.value - settings.dip_cut),
-            DARKNESS_SLOPE * (settings.round_darkness_cut - self.darkest_round.value),
+            ROUND_SLOPE * (settings.round_darkness_cut - self.darkest_round.value),
         )
 
 
