@@ -230,7 +230,7 @@ def _write_disagreements(
             f"{'defective' if s.label else 'ok'}: {'reject' if reject else 'PASS'}",
             f"score {s.score:.4f} (threshold {threshold:.4f})",
             f"network {s.network_score:.4f}",
-            f"pit check: {s.pit.describe(pit_check)}",
+            *(f"pit check: {finding}" for finding in s.pit.describe_each(pit_check)),
         ]
         target = out / folder / (name.replace("/", "__").rsplit(".", 1)[0] + ".png")
         spot = s.pit.decisive(pit_check)

@@ -164,11 +164,15 @@ class PitFinding:
 
     def describe(self, settings: PitCheckSettings) -> str:
         """Each finding against its cut, for a person reading why a part was judged so."""
+        return ", ".join(self.describe_each(settings))
+
+    def describe_each(self, settings: PitCheckSettings) -> tuple[str, str, str]:
+        """`describe`'s parts, one per finding (a line each on a drawn part)."""
         return (
-            f"darkest {self.darkest.value:.3f} (reject below {settings.darkness_cut}), "
-            f"sharpest dip {self.sharpest.value:.3f} (reject above {settings.dip_cut}), "
+            f"darkest {self.darkest.value:.3f} (reject below {settings.darkness_cut})",
+            f"sharpest dip {self.sharpest.value:.3f} (reject above {settings.dip_cut})",
             f"darkest round {self.darkest_round.value:.3f} "
-            f"(reject below {settings.round_darkness_cut})"
+            f"(reject below {settings.round_darkness_cut})",
         )
 
     def shifted(self, dx: int, dy: int) -> PitFinding:
