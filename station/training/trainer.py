@@ -101,6 +101,7 @@ def train(
     """Train, export, pick the threshold, write the card. `exclude`: images held out
     entirely (cross-validation's held-out fold), as if they were not in the folder."""
     started = time.monotonic()
+    commit = _git_commit()  # the code that trains, not whatever is checked out at the end
     keras.utils.set_random_seed(config.seed)
     # Multi-threaded kernels may add in whatever order their threads finish; with
     # deterministic kernels the same command gives the same model.tflite (2026-12-04: two
@@ -199,7 +200,7 @@ def train(
             "seconds": round(time.monotonic() - started, 1),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
-            "commit": _git_commit(),
+            "commit": commit,
         },
         model_sha256=hashlib.sha256((out_dir / MODEL_FILE_NAME).read_bytes()).hexdigest(),
     )
@@ -334,14 +335,22 @@ def _write_scores_csv(
 
 
 def _git_commit() -> str:
+    """HEAD's short hash, with "+changes" if the package's code differs from it (the card
+    then names code no commit holds); "unknown" outside a git checkout."""
+    package = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
-            cwd=Path(__file__).parent,
+            cwd=package,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", ".", ":!models"],  # code, not models
+            capture_output=True,
+            cwd=package,
         )
-        return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("+changes" if changed.returncode else "")
