@@ -78,6 +78,13 @@ def past(rows: np.ndarray, cuts: np.ndarray = CUTS) -> np.ndarray:
     return np.stack([beyond(rows[:, m], cuts[m]) for m, beyond in enumerate(PAST)], axis=1)
 
 
+def worst(rows: np.ndarray) -> np.ndarray:
+    """Per measure, the finding nearest to being past its cut: darkest, sharpest, darkest."""
+    return np.array(
+        [(np.max if beyond is np.greater else np.min)(rows[:, m]) for m, beyond in enumerate(PAST)]
+    )
+
+
 def caught(rows: np.ndarray, cuts: np.ndarray = CUTS) -> np.ndarray:
     """Rows past any cut."""
     return past(rows, cuts).any(axis=1)
@@ -151,14 +158,13 @@ def _unseen_castings(castings_csv: Path, good: list[Path], plain: np.ndarray) ->
     castings = np.array([int(casting_of[f"ok_front/{p.name}"]) for p in good])
     # The card's margins: darkness cuts below the darkest good photo, the dip cut a factor
     # above the sharpest.
-    worst = np.array([plain[:, 0].min(), plain[:, 1].max(), plain[:, 2].min()])
-    margin = CUTS - worst
+    good_worst = worst(plain)
+    margin = CUTS - good_worst
     rejected = {}
     for casting in sorted(set(castings)):
-        others = plain[castings != casting]
-        cuts = np.array([others[:, 0].min(), others[:, 1].max(), others[:, 2].min()])
+        cuts = worst(plain[castings != casting])
         cuts[[0, 2]] += margin[[0, 2]]
-        cuts[1] *= CUTS[1] / worst[1]
+        cuts[1] *= CUTS[1] / good_worst[1]
         rejected[int(casting)] = int(caught(plain[castings == casting], cuts).sum())
     hit = {c: n for c, n in rejected.items() if n}
     print(

@@ -157,7 +157,7 @@ def flange_mask(grey: np.ndarray, rim: Circle) -> np.ndarray:
     """The flange ring of `rim` (FLANGE fractions of its radius), as a bool mask."""
     height, width = grey.shape
     mask = np.zeros((height, width), bool)
-    # Only the outer circle's box can be on the ring: half the pixels of the frame.
+    # Only the outer circle's box can be on the ring: about 60% of the frame's pixels.
     reach = FLANGE[1] * rim.radius
     top, bottom = max(int(rim.y - reach), 0), min(int(rim.y + reach) + 2, height)
     left, right = max(int(rim.x - reach), 0), min(int(rim.x + reach) + 2, width)

@@ -75,13 +75,17 @@ DIP_CUT = 0.115
 flange dip was 0.112 (tools/pit_check_survey.py); 0.115 is 3% above it. At 0.115, 8 of the
 16 reviewed pinholes are past it, and of pits painted at 86% of the metal's brightness
 69% at 3 px and 89% at 4 px."""
+ROUND_DIP = 0.095
+"""A spot dipping past this is round enough to be judged by `round_darkness_cut`: below it
+the good flanges' spots include the dashes of mould lines as dark as 0.906 of their metal
+(tools/pit_check_survey.py); past it, none darker than 0.921."""
 METHOD = (
     "a part is a reject when a round spot on its flange (78-93% of the rim's radius, 3 px "
     "clear of long edges, in the 300 px frame) is darker than darkness_cut against the "
     "darkest 4% of a ring 3.5-5.5 or 6.5-8.5 px round it, or dips more sharply than dip_cut "
     "(sigma 1.25 px squared times the Hessian's smaller eigenvalue over the 15x15 px mean "
-    "brightness), or dips past 0.095 and is darker than round_darkness_cut against the same "
-    "rings (station.classifier.pit_check)"
+    f"brightness), or dips past {ROUND_DIP} and is darker than round_darkness_cut against the "
+    "same rings (station.classifier.pit_check)"
 )
 EDGE_CLEARANCE_PX = 3
 RINGS_PX = ((3.5, 5.5), (6.5, 8.5))
@@ -92,10 +96,6 @@ DIP_SIGMA_PX = 1.25
 """The scale of the dip: matched to the 2-4 px pinholes (1.0 finds as many pinholes and
 fewer faint 4 px pits, 1.5 fewer pinholes)."""
 DIP_METAL_PX = 15
-ROUND_DIP = 0.095
-"""A spot dipping past this is round enough to be judged by `round_darkness_cut`: below it
-the good flanges' spots include the dashes of mould lines as dark as 0.906 of their metal
-(tools/pit_check_survey.py); past it, none darker than 0.921."""
 ROUND_CANDIDATES = 32
 """At most this many of the sharpest dips past ROUND_DIP are measured against their rings."""
 DARKNESS_SLOPE = 50.0
