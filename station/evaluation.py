@@ -183,6 +183,9 @@ def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path:
                 "round_ratio",
                 "round_x",
                 "round_y",
+                "notch_ratio",
+                "notch_x",
+                "notch_y",
             ]
         )
         for s in scored:
@@ -205,6 +208,9 @@ def _write_scores(scored: list[ScoredImage], threshold: float, root: Path, path:
                     f"{s.pit.darkest_round.value:.4f}",
                     s.pit.darkest_round.x,
                     s.pit.darkest_round.y,
+                    f"{s.pit.notch.value:.4f}",
+                    s.pit.notch.x,
+                    s.pit.notch.y,
                 ]
             )
 

@@ -177,8 +177,12 @@ def test_the_flange_mask_is_the_ring_of_the_rim_even_where_it_leaves_the_frame(r
     assert np.array_equal(flange_mask(OK_PHOTOS[0], rim), expected)
 
 
-def _finding(darkness: float, dip: float, darkest_round: float = 1.0) -> PitFinding:
-    return PitFinding(Spot(darkness, 10, 10), Spot(dip, 20, 20), Spot(darkest_round, 30, 30))
+def _finding(
+    darkness: float, dip: float, darkest_round: float = 1.0, notch: float = 1.0
+) -> PitFinding:
+    return PitFinding(
+        Spot(darkness, 10, 10), Spot(dip, 20, 20), Spot(darkest_round, 30, 30), Spot(notch, 40, 40)
+    )
 
 
 def test_the_pit_score_is_the_threshold_at_any_cut_and_rises_past_it():
@@ -208,15 +212,19 @@ def test_the_pit_score_is_the_threshold_at_any_cut_and_rises_past_it():
 def test_clean_parts_are_not_lifted_to_one_common_pit_score():
     """A flange with no round spot reads 1.0 on the round measure; its pit score must stay
     under the network's, or every clean part would score the same (replay, calibration and
-    the histograms rank parts by their scores). At a round slope of 50 all six did."""
+    the histograms rank parts by their scores). At a round slope of 50 all six did. The
+    same for the notch: good faces read 0.71 to 1.0, close above its cut."""
     classifier = Classifier()
     seen = [classifier.inspect(grey) for grey in OK_PHOTOS]
     assert len({s.score for s in seen}) == len(seen), [s.score for s in seen]
     threshold = classifier.threshold
+    far = Spot(3.0, 0, 0)
     for s in seen:
-        # The other two findings far past harmless, so only the round measure scores.
-        round_only = PitFinding(Spot(3.0, 0, 0), Spot(-1.0, 0, 0), s.pit.darkest_round)
+        # The other findings far past harmless, so only the one measured scores.
+        round_only = PitFinding(Spot(3.0, 0, 0), Spot(-1.0, 0, 0), s.pit.darkest_round, far)
         assert pit_score(round_only, CARD_SETTINGS, threshold) < s.network_score
+        notch_only = PitFinding(Spot(3.0, 0, 0), Spot(-1.0, 0, 0), far, s.pit.notch)
+        assert pit_score(notch_only, CARD_SETTINGS, threshold) < s.network_score
 
 
 def test_the_classifier_rejects_a_pit_the_network_passes():

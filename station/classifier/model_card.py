@@ -58,6 +58,12 @@ class PitCheckSettings(BaseModel):
         description="a flange spot that dips roundly and is darker than this fraction of the "
         "metal round it is a pit: the part is rejected",
     )
+    notch_cut: float = Field(
+        gt=0.0,
+        lt=1.0,
+        description="a spot between the groove and the rim's edge darker than this fraction "
+        "of the metal along its circle is a notch (a chip or a burr): the part is rejected",
+    )
     method: str
 
 

@@ -1,4 +1,5 @@
-"""The pit check: round spots on the flange, darker or sharper than good metal has, or both.
+"""The pit check: round spots on the flange, darker or sharper than good metal has, or both,
+and notches, dark marks that break the part's circles.
 
 Why it sits beside the network: an isolated pinhole is the most common
 casting defect, and the network does not see one it was not shown. With
@@ -6,8 +7,9 @@ pits painted on the flange of held-out OK photos (`station sensitivity`),
 it rejected none at any size from 2 to 8 px; out of fold, it judges a
 casting it has never seen by how that casting was photographed. A pit
 needs no training to be found: it is a small spot darker than the metal on
-every side of it. The check looks at the flange three ways and rejects the
-part if any is past its cut in the card (`pit_check`):
+every side of it. The check looks at the flange three ways, and at the whole
+face for notches, and rejects the part if any is past its cut in the card
+(`pit_check`):
 
 - the darkest spot (`darkness_cut`): each flange pixel (lightly
   smoothed) is divided by the darkest 4% of a ring round it, 3.5 to 5.5 px
@@ -37,6 +39,12 @@ part if any is past its cut in the card (`pit_check`):
   that does both may be called a pit at 0.905. This finds faint pits of 6 px
   (too wide for the dip's scale, too pale for darkness alone): painted at
   86% of the metal, 71% of them against 11% before (tools/pit_check_survey.py).
+- the darkest notch (`notch_cut`, added 2026-12-05): of the whole face from the
+  groove to the rim's edge, the spot darkest against the metal along its own
+  circle (station.classifier.notch). Chips and burrs on the rim's and the
+  groove's edges, which the flange search keeps clear of: all 126 photos the
+  fold models passed out of fold read 0.55 or darker, the darkest good photo
+  0.713.
 
 Where, in the 300 px frame (a crop of another size is resized to it first):
 the flange is the ring between 78% and 93% of the rim's radius
@@ -58,7 +66,14 @@ import numpy as np
 
 from station.classifier.flange import FRAME_PX, flange_mask, long_edges, rim_circle
 from station.classifier.model_card import PitCheckSettings
+from station.classifier.notch import FACE, RADIAL_PX, SPAN_DEG, darkest_notch
 
+NOTCH_CUT = 0.64
+"""The notch cut `station train` writes into the card. Of the 2,764 reviewed OK training
+photos the darkest notch was 0.713 of its metal (casting 213, where the groove's dark line
+thickens; tools/pit_check_survey.py); 0.64 leaves 0.07 below it, as darkness_cut does. The
+126 photos the fold models passed out of fold (2026-12-05) read 0.23 to 0.55; of all 3,758
+defective photos, 2,784 read below 0.64."""
 DARKNESS_CUT = 0.80
 """The darkness cut `station train` writes into the card. Of the 2,764 reviewed OK training
 photos (2026-12-04; tools/pit_check_survey.py) the darkest flange spot was 0.869 of its metal,
@@ -85,7 +100,11 @@ METHOD = (
     "darkest 4% of a ring 3.5-5.5 or 6.5-8.5 px round it, or dips more sharply than dip_cut "
     "(sigma 1.25 px squared times the Hessian's smaller eigenvalue over the 15x15 px mean "
     f"brightness), or dips past {ROUND_DIP} and is darker than round_darkness_cut against the "
-    "same rings (station.classifier.pit_check)"
+    "same rings; or when a spot between the groove and the rim's edge "
+    f"({FACE[0]:.0%}-{FACE[1]:.0%} of the rim's radius) is darker than notch_cut against the "
+    f"metal along its circle (the brightest within {SPAN_DEG} degrees, the darkest of that "
+    f"within {RADIAL_PX} px of its radius) (station.classifier.pit_check, "
+    "station.classifier.notch)"
 )
 EDGE_CLEARANCE_PX = 3
 RINGS_PX = ((3.5, 5.5), (6.5, 8.5))
@@ -108,11 +127,16 @@ than DARKNESS_SLOPE because good flanges sit close under this cut (their round s
 0.92 to 1.0, no round spot counts as 1.0): at 50 every good part's pit score would be at
 least 0.0085 and hide the network's own lower scores, by which replay, calibration and the
 histograms still tell clean parts apart; at 150 that floor is 7e-7."""
+NOTCH_SLOPE = 150.0
+"""Logits of pit score per unit of ratio below the notch cut: 0.01 darker is +1.5. Steep for
+the same reason as ROUND_SLOPE: the darkest good notch, 0.713, scores 1.7e-5 at a threshold
+of 0.5, and most good parts read 0.8 to 1.0."""
 
 CARD_SETTINGS = PitCheckSettings(
     darkness_cut=DARKNESS_CUT,
     dip_cut=DIP_CUT,
     round_darkness_cut=ROUND_DARKNESS_CUT,
+    notch_cut=NOTCH_CUT,
     method=METHOD,
 )
 """What `station train` writes into the card's `pit_check`."""
@@ -142,12 +166,14 @@ class Spot:
 @dataclass(frozen=True)
 class PitFinding:
     """The flange's darkest spot (`value`: its brightness over the metal round it, lower is
-    darker), its sharpest round dip (`value`: the dip, higher is sharper), and the darkest
-    of the spots that dip past ROUND_DIP (`value` as `darkest`'s; 1.0 if none does)."""
+    darker), its sharpest round dip (`value`: the dip, higher is sharper), the darkest
+    of the spots that dip past ROUND_DIP (`value` as `darkest`'s; 1.0 if none does), and
+    the face's darkest notch (`value`: its brightness over the metal along its circle)."""
 
     darkest: Spot
     sharpest: Spot
     darkest_round: Spot
+    notch: Spot
 
     def is_pit(self, settings: PitCheckSettings) -> bool:
         """Past any cut: the part is a reject whatever the network says."""
@@ -166,42 +192,46 @@ class PitFinding:
         """Each finding against its cut, for a person reading why a part was judged so."""
         return ", ".join(self.describe_each(settings))
 
-    def describe_each(self, settings: PitCheckSettings) -> tuple[str, str, str]:
+    def describe_each(self, settings: PitCheckSettings) -> tuple[str, str, str, str]:
         """`describe`'s parts, one per finding (a line each on a drawn part)."""
         return (
             f"darkest {self.darkest.value:.3f} (reject below {settings.darkness_cut})",
             f"sharpest dip {self.sharpest.value:.3f} (reject above {settings.dip_cut})",
             f"darkest round {self.darkest_round.value:.3f} "
             f"(reject below {settings.round_darkness_cut})",
+            f"darkest notch {self.notch.value:.3f} (reject below {settings.notch_cut})",
         )
 
     def shifted(self, dx: int, dy: int) -> PitFinding:
         """The same findings in the pixels of an image the checked crop was cut from."""
         return PitFinding(*(Spot(s.value, s.x + dx, s.y + dy) for s in self._spots()))
 
-    def _spots(self) -> tuple[Spot, Spot, Spot]:
-        return (self.darkest, self.sharpest, self.darkest_round)
+    def _spots(self) -> tuple[Spot, Spot, Spot, Spot]:
+        return (self.darkest, self.sharpest, self.darkest_round, self.notch)
 
-    def _logits_past(self, settings: PitCheckSettings) -> tuple[float, float, float]:
+    def _logits_past(self, settings: PitCheckSettings) -> tuple[float, float, float, float]:
         return (
             DARKNESS_SLOPE * (settings.darkness_cut - self.darkest.value),
             DIP_SLOPE * (self.sharpest.value - settings.dip_cut),
             ROUND_SLOPE * (settings.round_darkness_cut - self.darkest_round.value),
+            NOTCH_SLOPE * (settings.notch_cut - self.notch.value),
         )
 
 
 def find_pit(grey: np.ndarray) -> PitFinding:
-    """The flange's darkest spot, sharpest dip and darkest round spot in `grey` (uint8, the
-    part framed as in training).
+    """The flange's darkest spot, sharpest dip and darkest round spot, and the face's darkest
+    notch, in `grey` (uint8, the part framed as in training).
 
     A photo with no flange to search (no rim found, or all of it on edges)
-    gives ratios 1.0 and dip 0.0 in the middle: nothing darker than the metal.
+    gives ratios 1.0 and dip 0.0 in the middle for the flange's three: nothing darker than
+    the metal. The notch is measured on the face all the same.
     """
     side = min(grey.shape)
     scale = side / FRAME_PX
     frame = grey if side == FRAME_PX else _to_frame(grey)
     edges = long_edges(frame)
     rim = rim_circle(frame, edges)
+    notch = _scaled(Spot(*darkest_notch(frame, rim)), scale)
     clear = 2 * EDGE_CLEARANCE_PX + 1
     near_edge = cv2.dilate(
         edges.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (clear, clear))
@@ -213,7 +243,7 @@ def find_pit(grey: np.ndarray) -> PitFinding:
     if not len(flange):
         height, width = grey.shape
         middle = (width // 2, height // 2)
-        return PitFinding(Spot(1.0, *middle), Spot(0.0, *middle), Spot(1.0, *middle))
+        return PitFinding(Spot(1.0, *middle), Spot(0.0, *middle), Spot(1.0, *middle), notch)
     pixels = frame.astype(np.float32)
     smooth = cv2.GaussianBlur(pixels, (0, 0), 0.7)
     darkest = _darkest(smooth, flange)
@@ -221,7 +251,8 @@ def find_pit(grey: np.ndarray) -> PitFinding:
     best = int(np.argmax(dips))
     sharpest = _spot(dips[best], flange[best], frame.shape[1])
     darkest_round = _darkest_round(smooth, flange, dips)
-    return PitFinding(*(_scaled(spot, scale) for spot in (darkest, sharpest, darkest_round)))
+    flange_findings = (_scaled(spot, scale) for spot in (darkest, sharpest, darkest_round))
+    return PitFinding(*flange_findings, notch)
 
 
 def pit_score(finding: PitFinding, settings: PitCheckSettings, threshold: float) -> float:
