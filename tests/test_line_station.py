@@ -145,3 +145,24 @@ def test_the_watchdog_is_fed_only_while_loop_judge_and_camera_make_progress(
     assert b"camera supervisor silent 3.0 s" in sock.recv(200)
     with pytest.raises(socket.timeout):
         sock.recv(200)  # no WATCHDOG=1 while anything is stuck: systemd restarts us
+
+
+def test_a_part_announced_just_after_a_stop_is_asked_for_is_audited(
+    tmp_path, mocker, notify_socket
+):
+    """SIGTERM between two parts: the PART of one that crossed the eye just before it is
+    still on its way. The loop must hear it and note it, not end with no row for it (1
+    virtual-line run in 6 did so on a loaded machine)."""
+    import threading
+
+    station, link, audit = _station(tmp_path, mocker, notify_socket[0])
+    station.handle(LinkState(True, 1, "handshake done"))
+    station.listen_after_stop_s = 1.0  # the part comes 0.15 s after the stop: well inside
+    station.request_stop()
+    late = threading.Timer(0.15, lambda: station.inbox.put(_part(1, 1)))
+    late.start()
+    station.run(drain_timeout_s=2.0)
+    late.join()
+    row = audit.db.execute("SELECT part_id, failsafe_reason FROM parts WHERE uid = 1").fetchone()
+    assert row is not None, "the part the Mega announced has no audit row"
+    assert row[0] == 1

@@ -102,6 +102,14 @@ class JudgeWorker:
                 self.busy_since = None
 
 
+LISTEN_AFTER_STOP_S = 0.25
+"""After a stop is asked for, the station goes on reading the link at least this long: a part
+that crossed the photo-eye just before is announced by the Mega a few milliseconds later
+(more on a loaded machine), and must be heard to be audited. Before this wait, a stop asked
+for between two parts could end the loop while that part's PART was still on its way: 1
+virtual-line run in 6 lost a part so, on a machine with both cores busy."""
+
+
 class LineStation:
     def __init__(
         self,
@@ -118,6 +126,7 @@ class LineStation:
         summary_every_s: float = 60.0,
         max_frame_lag_s: float = 0.05,
         drain_s: float = 2.0,
+        listen_after_stop_s: float = LISTEN_AFTER_STOP_S,
     ):
         self.tracker = tracker
         self.link = link
@@ -133,11 +142,13 @@ class LineStation:
         self.notifier = notifier or SystemdNotifier({})
         self.summary_every_s = summary_every_s
         self.drain_s = drain_s
+        self.listen_after_stop_s = listen_after_stop_s
         self.watchdog_s = self.notifier.watchdog_s or DEFAULT_WATCHDOG_S
         self.errors = 0
         """Events or actions that raised (each alarmed, its part failed safe)."""
-        self.stopped_at: float | None = None
-        """When the loop stopped taking parts (the virtual line's report ends there)."""
+        self.stop_requested_at: float | None = None
+        """When SIGTERM (or the virtual line's end) asked the station to stop: every part that
+        crossed the photo-eye before it is audited (the virtual line's report ends there)."""
         self._last_summary = time.monotonic()
         self._last_ping = 0.0
         self._last_loop = time.monotonic()
@@ -153,6 +164,8 @@ class LineStation:
 
     def request_stop(self) -> None:
         """SIGTERM: finish the parts in flight, then stop (the servo is left at rest)."""
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
         self._stopping.set()
 
     def run(self, drain_timeout_s: float | None = None) -> None:
@@ -170,10 +183,26 @@ class LineStation:
                         drain_until = time.monotonic() + (drain_timeout_s or self.drain_s)
                         self.notifier.stopping()
                         log.info("stopping: finishing %d parts in flight", self.tracker.in_flight)
-                    if not self.tracker.in_flight or time.monotonic() > drain_until:
+                    now = time.monotonic()
+                    heard_out = now >= self._stop_asked_at() + self.listen_after_stop_s
+                    if (heard_out and not self.tracker.in_flight) or now > drain_until:
                         break
-            self.stopped_at = time.monotonic()
+            self._handle_what_arrived()
             self._shutdown()
+
+    def _stop_asked_at(self) -> float:
+        return self.stop_requested_at if self.stop_requested_at is not None else time.monotonic()
+
+    def _handle_what_arrived(self) -> None:
+        """What is already on the inbox when the loop stops: a part the Mega announced is
+        tracked, so that stopping notes it (its gate outcome unknown) instead of dropping it
+        unaudited."""
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self.handle(item)
 
     def _shutdown(self) -> None:
         self._apply(self.tracker.stop(time.monotonic()), None)

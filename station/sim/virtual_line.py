@@ -146,7 +146,7 @@ def run_virtual_line(
     outcomes = _join(
         conveyor,
         config.audit.database,
-        station.stopped_at or time.monotonic(),
+        station.stop_requested_at or time.monotonic(),
         station.audit.clock_offset_s,
     )
     _write_parts_csv(outcomes, out_dir / "parts.csv")
@@ -190,8 +190,9 @@ def _inject(faults, conveyor: VirtualConveyor, mega: SimulatedMega, classifier) 
 def _join(
     conveyor: VirtualConveyor, database: Path, stopped: float, offset: float
 ) -> list[PartOutcome]:
-    """Ledger joined with audit rows; parts that reached the eye after the station stopped
-    (SIGTERM) were never its business and are left out. `offset`: the audit's own, from
+    """Ledger joined with audit rows; parts that reached the eye after the station was asked
+    to stop (SIGTERM) were never its business and are left out (those it heard of are
+    audited all the same). `offset`: the audit's own, from
     the conveyor's monotonic times to the rows' UNIX times (one taken now would carry any
     step of the wall clock since the audit opened into the 1 s match)."""
     photo_eye = conveyor.config.photo_eye
