@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
-"""The pit check over a whole labelled folder: good flanges, painted pits, real pinholes.
+"""The pit check over a whole labelled folder: good parts, painted pits, real pinholes, chips.
 
     .venv/bin/python tools/pit_check_survey.py [--data ../shared/datasets/casting/train]
-        [--out /tmp/pit-survey] [--every N] [--castings castings.csv]
+        [--out /tmp/pit-survey] [--every N] [--castings castings.csv] [--oof oof.csv]
 
 For every OK photo the label review keeps (the 111 doubted ones are left
-out, as training leaves them out): the flange's darkest spot, sharpest
-dip and darkest round spot as it is, and with one pit painted by `station sensitivity`'s painter at
+out, as training leaves them out): the four findings as it is (the flange's
+darkest spot, sharpest dip and darkest round spot, the face's darkest
+notch), and with one pit painted by `station sensitivity`'s painter at
 2, 3, 4, 6 and 8 px, at 30% of the metal's brightness (the issue's pits) and
 at 86% (as faint as the reviewed pinholes). For every defective photo and
-every doubted one: the three findings. Then, at the card's cuts
+every doubted one: the four findings. Then, at the card's cuts
 (station.classifier.pit_check.CARD_SETTINGS): how many good photos the check
 alone rejects, how many painted pits and reviewed pinholes it finds.
 
@@ -19,6 +20,9 @@ turn is left out, each cut is set at the card's margin from the worst of
 the other castings' photos, and the left-out casting's photos past any of
 them are counted. The cuts were set on all 23 good castings at once; this says what
 that rule does to a casting it has not seen.
+
+`--oof` (the card's cv_oof_scores.csv) adds the defective photos the fold
+networks passed out of fold, and how many of them the cuts catch.
 
 About 3 minutes on 2 cores; `--every 4` takes every 4th photo. Writes
 `ok.csv` and `other.csv` (the findings) to `--out`. The cuts were set on
@@ -46,20 +50,26 @@ from station.training.label_review import load_review  # noqa: E402
 
 DARKNESSES = (0.3, 0.86)
 CUTS = np.array(
-    [CARD_SETTINGS.darkness_cut, CARD_SETTINGS.dip_cut, CARD_SETTINGS.round_darkness_cut]
+    [
+        CARD_SETTINGS.darkness_cut,
+        CARD_SETTINGS.dip_cut,
+        CARD_SETTINGS.round_darkness_cut,
+        CARD_SETTINGS.notch_cut,
+    ]
 )
-MEASURES = ("darkness", "dip", "round")
-PAST = (np.less, np.greater, np.less)
-"""How each finding is past its cut: darker (lower), sharper (higher), darker."""
+MEASURES = ("darkness", "dip", "round", "notch")
+PAST = (np.less, np.greater, np.less, np.less)
+"""How each finding is past its cut: darker (lower), sharper (higher), darker, darker."""
+DARKER = [m for m, beyond in enumerate(PAST) if beyond is np.less]
 
 
-def findings(grey: np.ndarray) -> tuple[float, float, float]:
+def findings(grey: np.ndarray) -> tuple[float, float, float, float]:
     pit = find_pit(grey)
-    return pit.darkest.value, pit.sharpest.value, pit.darkest_round.value
+    return pit.darkest.value, pit.sharpest.value, pit.darkest_round.value, pit.notch.value
 
 
 def good_photo(path: Path) -> list[float]:
-    """(darkness, dip) as it is, then with each painted pit (darkness, then size)."""
+    """The findings as it is, then with each painted pit (darkness, then size)."""
     grey = load_grey(path)
     rng = np.random.default_rng(zlib.crc32(path.name.encode()))
     row = list(findings(grey))
@@ -69,17 +79,17 @@ def good_photo(path: Path) -> list[float]:
     return row
 
 
-def any_photo(path: Path) -> tuple[float, float, float]:
+def any_photo(path: Path) -> tuple[float, float, float, float]:
     return findings(load_grey(path))
 
 
 def past(rows: np.ndarray, cuts: np.ndarray = CUTS) -> np.ndarray:
-    """Per row of (darkness, dip, round) and per measure: past its cut."""
+    """Per row of findings (MEASURES) and per measure: past its cut."""
     return np.stack([beyond(rows[:, m], cuts[m]) for m, beyond in enumerate(PAST)], axis=1)
 
 
 def worst(rows: np.ndarray) -> np.ndarray:
-    """Per measure, the finding nearest to being past its cut: darkest, sharpest, darkest."""
+    """Per measure, the finding nearest to being past its cut: the darkest or the sharpest."""
     return np.array(
         [(np.max if beyond is np.greater else np.min)(rows[:, m]) for m, beyond in enumerate(PAST)]
     )
@@ -101,6 +111,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/pit-survey"))
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--castings", type=Path, help="castings.csv of tools/castings.py")
+    parser.add_argument(
+        "--oof",
+        type=Path,
+        help="an out-of-fold scores CSV of station train --folds (the card's cv_oof_scores.csv): "
+        "how many of the photos the fold networks passed the cuts catch",
+    )
     args = parser.parse_args()
     review = load_review(REPO / "station/training/label_review.yaml", args.data)
     doubted = sorted(e.file for e in review.reviews if e.decision == "doubtful_label")
@@ -123,8 +139,10 @@ def main() -> None:
     print(
         f"{len(good)} good photos: darkest spot {plain[:, 0].min():.3f} (median "
         f"{np.median(plain[:, 0]):.3f}), sharpest dip {plain[:, 1].max():.4f} (median "
-        f"{np.median(plain[:, 1]):.4f}), darkest round spot {plain[:, 2].min():.3f}; card's "
-        f"cuts: darker than {CUTS[0]}, dip above {CUTS[1]}, round and darker than {CUTS[2]}"
+        f"{np.median(plain[:, 1]):.4f}), darkest round spot {plain[:, 2].min():.3f}, darkest "
+        f"notch {plain[:, 3].min():.3f} (median {np.median(plain[:, 3]):.3f}); card's cuts: "
+        f"darker than {CUTS[0]}, dip above {CUTS[1]}, round and darker than {CUTS[2]}, notch "
+        f"darker than {CUTS[3]}"
     )
     print(f"good photos rejected: {int(caught(plain).sum())} (by {_by_measure(plain)})")
     for k, darkness in enumerate(DARKNESSES):
@@ -149,6 +167,8 @@ def main() -> None:
         print(f"{kind}: {int(caught(rows).sum())} of {len(rows)} caught (by {_by_measure(rows)})")
     if args.castings:
         _unseen_castings(args.castings, good, plain)
+    if args.oof:
+        _network_misses(args.oof, names, other_rows)
     print(f"findings in {args.out}/ok.csv and other.csv")
 
 
@@ -156,14 +176,14 @@ def _unseen_castings(castings_csv: Path, good: list[Path], plain: np.ndarray) ->
     with castings_csv.open() as f:
         casting_of = {row["file"]: row["casting"] for row in csv.DictReader(f)}
     castings = np.array([int(casting_of[f"ok_front/{p.name}"]) for p in good])
-    # The card's margins: darkness cuts below the darkest good photo, the dip cut a factor
+    # The card's margins: darkness-like cuts below the darkest good photo, the dip cut a factor
     # above the sharpest.
     good_worst = worst(plain)
     margin = CUTS - good_worst
     rejected = {}
     for casting in sorted(set(castings)):
         cuts = worst(plain[castings != casting])
-        cuts[[0, 2]] += margin[[0, 2]]
+        cuts[DARKER] += margin[DARKER]
         cuts[1] *= CUTS[1] / good_worst[1]
         rejected[int(casting)] = int(caught(plain[castings == casting], cuts).sum())
     hit = {c: n for c, n in rejected.items() if n}
@@ -171,6 +191,22 @@ def _unseen_castings(castings_csv: Path, good: list[Path], plain: np.ndarray) ->
         f"castings left out in turn ({len(rejected)} good castings; cuts at the card's margin "
         f"from the others' worst photo): {sum(hit.values())} of {len(plain)} good photos "
         f"rejected, from {len(hit)} castings {hit}"
+    )
+
+
+def _network_misses(oof_csv: Path, names: list[str], rows: np.ndarray) -> None:
+    """The defective photos each fold's network passed out of fold, against the cuts."""
+    with oof_csv.open() as f:
+        passed = {
+            r["file"]
+            for r in csv.DictReader(f)
+            if r["label"] == "1" and float(r["network_score"]) < float(r["threshold"])
+        }
+    missed = rows[np.array([n in passed for n in names])]
+    print(
+        f"defective photos the fold networks passed out of fold ({oof_csv}): "
+        f"{int(caught(missed).sum())} of {len(missed)} caught (by {_by_measure(missed)}); "
+        f"darkest notch {missed[:, 3].min():.3f} to {missed[:, 3].max():.3f}"
     )
 
 
