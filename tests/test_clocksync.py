@@ -24,13 +24,17 @@ def _brute_force(samples: list[tuple[float, int]], window_s: float, mcu_ms: int)
 )
 def test_the_sliding_minimum_is_the_fastest_sample_in_the_window(steps, start):
     """Samples every 0..400 ms with 0..40 ms of transit delay, the Mega's clock possibly
-    wrapping past 2^32: the O(1) window minimum maps like the brute-force definition."""
+    wrapping past 2^32: the O(1) window minimum maps like the brute-force definition.
+    A sample is stamped when the host reads it, so its host time never goes back: two sent
+    in the same millisecond, the second faster, still arrive in order (before 2026-12-05
+    this test let the second arrive first, which no link does, and failed when hypothesis
+    tried it)."""
     clock, samples = ClockSync(window_s=2.0), []
-    t_ms, mcu = 1000, start
+    t_ms, mcu, host = 1000, start, 0.0
     for gap, delay in steps:
         t_ms += gap
         mcu = (mcu + gap) & 0xFFFFFFFF
-        host = (t_ms + delay) / 1000
+        host = max(host, (t_ms + delay) / 1000)
         clock.observe(mcu, host)
         samples.append((host, mcu))
         probe = (mcu + 37) & 0xFFFFFFFF

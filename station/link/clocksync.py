@@ -37,6 +37,8 @@ class ClockSync:
         self._best.clear()
 
     def observe(self, mcu_ms: int, host_s: float) -> None:
+        """A sample: Mega time `mcu_ms` read at host monotonic `host_s`, never earlier than
+        the last sample's (the window drops the oldest first, in arrival order)."""
         if not self._samples:
             self._base_mcu = mcu_ms
         # host - mcu, both counted from this boot's first sample: the least is the fastest.
