@@ -18,8 +18,9 @@ radius (a part a little out of round, or tilted, moves its edges across the circ
 Only spots where that metal is bright are measured: the groove's floor and the belt are
 dark or grey whatever the part.
 
-Of the 2,764 reviewed OK training photos the darkest notch read 0.724 of its metal; the
-126 out-of-fold escapes read 0.23 to 0.55 (tools/pit_check_survey.py).
+Of the 2,764 reviewed OK training photos the darkest notch read 0.713 of its metal; the
+130 photos the fold networks passed out of fold read 0.23 to 0.55 (tools/pit_check_survey.py
+--oof).
 """
 
 from __future__ import annotations
@@ -36,16 +37,17 @@ ANGLES = 720
 """Samples round the circle: half a degree, about 1 px at the rim in the 300 px frame."""
 SPAN_DEG = 7.5
 """A dark mark narrower than this along its circle is a notch. Wider spans take the darker
-stretches of the rim's dark outline for notches (at 15 degrees the darkest good photo
-read 0.569, at 7.5 degrees 0.724); the escapes' chips are narrower still."""
+stretches of the rim's dark outline for notches: when this measure was explored, the
+darkest good photo read 0.57 at 15 degrees and 0.72 at 7.5, while the escapes' chips read
+0.55 or darker at either."""
 RADIAL_PX = 2
 SMOOTH_PX = 1.0
 METAL_SHARE = 0.6
 """A spot is measured only where the metal along its circle is at least this share of the
 face's bright metal (its 90th percentile)."""
 FRAME_CLEAR_PX = 4
-"""Spots this near the frame's edge are not measured: a part cut by the frame's edge is
-black beyond it, which would read as a notch."""
+"""Spots this near the frame's edge are not measured: beyond it the unrolled face is black,
+and the smoothing would carry that into the spots next to it."""
 
 
 _TURN = 2 * np.pi * np.arange(ANGLES) / ANGLES
