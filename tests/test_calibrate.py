@@ -291,7 +291,8 @@ def test_roi_with_serve_shows_the_live_camera_and_the_crop_until_stopped(station
 
 
 def test_the_threshold_is_the_networks_and_a_pit_is_caught_at_it(tmp_path):
-    """A golden defect only the pit check sees neither moves the threshold nor escapes."""
+    """A golden defect only the pit check sees neither moves the threshold nor escapes; the
+    chipped samples the notch also rejects still hold the threshold down."""
     import shutil
 
     import cv2
@@ -320,8 +321,9 @@ def test_the_threshold_is_the_networks_and_a_pit_is_caught_at_it(tmp_path):
     assert "pitted_ok_0_1.png" in caught_names
     assert all(f.parent.name == "def_front" for f, c in zip(files, caught) if c), caught_names
     networks = np.array([s.network_score for s in seen])
-    left = ~np.array(caught)
-    assert labels[left].any(), "some defective samples are left to the network"
-    assert choice.threshold == pytest.approx(zero_miss_threshold(labels[left], networks[left]))
+    # The painted pit scores below good samples: it is the pit check's, not the network's.
+    blind = np.array([f.name == "pitted_ok_0_1.png" for f in files])
+    assert networks[blind][0] < networks[~labels].max()
+    assert choice.threshold == pytest.approx(zero_miss_threshold(labels[~blind], networks[~blind]))
     assert classifier.inspect(pitted).network_score < choice.threshold, "the network passes it"
     assert choice.missed_defects == 0 and choice.false_rejects == 0 and choice.defective == 7

@@ -1,9 +1,10 @@
 """`calibrate threshold`: the operating point from this station's golden samples.
 
-Every defective sample the pit check does not reject must have a network
-score at or above the threshold (zero missed defects, as `station train`
-chooses it); among such thresholds the one with the fewest false rejects is
-taken, centred in its gap (`station.scoring.threshold_beside_pit_check`). The figures and
+Every defective sample must have a network score at or above the threshold
+(zero missed defects, as `station train` chooses it), except one the network
+scores no higher than a good sample and the pit check rejects; among such
+thresholds the one with the fewest false rejects is taken, centred in its gap
+(`station.scoring.network_threshold`). The figures and
 two plots are of the whole decision at that threshold, the pit check
 included, and show what it costs.
 """
@@ -20,7 +21,7 @@ from station.classifier.litert_classifier import Classifier
 from station.classifier.pit_check import part_score
 from station.dataset import Skipped
 from station.evaluation import score_folder
-from station.scoring import figures_at, threshold_beside_pit_check
+from station.scoring import figures_at, network_threshold
 
 
 class NotEnoughSamples(ValueError):
@@ -53,7 +54,7 @@ def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) ->
     # chosen on part scores made at the card's threshold would not hold at its own.
     settings = classifier.card.pit_check
     caught = np.array([s.pit.is_pit(settings) for s in scored])
-    threshold = threshold_beside_pit_check(labels, network_scores, caught)
+    threshold = network_threshold(labels, network_scores, caught)
     scores = np.array(
         [part_score(n, s.pit, settings, threshold) for n, s in zip(network_scores, scored)]
     )

@@ -39,7 +39,7 @@ from station.dataset import (
     near_duplicate_groups,
     rotation_invariant_signature,
 )
-from station.scoring import figures_at, quality_gate, threshold_beside_pit_check
+from station.scoring import figures_at, network_threshold, quality_gate
 from station.sensitivity import PitSensitivity, pit_sensitivity
 from station.training.architecture import impeller_net
 from station.training.augment import AugmentedBatches
@@ -136,10 +136,11 @@ def train(
     litert = LiteRTModel(out_dir / MODEL_FILE_NAME, config.input_size)
     val_labels = images.labels[val_idx]
     network_scores = litert.score_parts(images.tensors[val_idx], config.views)
-    # The threshold is the network's own, for the parts the pit check leaves to it.
+    # The threshold is the network's own; a defect it cannot tell from good parts is left to
+    # the pit check if that rejects it (scoring.network_threshold).
     pits = [find_pit(images.greys[i]) for i in val_idx]
     caught = np.array([pit.is_pit(CARD_SETTINGS) for pit in pits])
-    threshold = threshold_beside_pit_check(val_labels, network_scores, caught)
+    threshold = network_threshold(val_labels, network_scores, caught)
     val_scores = np.array(
         [part_score(n, pit, CARD_SETTINGS, threshold) for n, pit in zip(network_scores, pits)]
     )
