@@ -42,9 +42,9 @@ face for notches, and rejects the part if any is past its cut in the card
 - the darkest notch (`notch_cut`, added 2026-12-05): of the whole face from the
   groove to the rim's edge, the spot darkest against the metal along its own
   circle (station.classifier.notch). Chips and burrs on the rim's and the
-  groove's edges, which the flange search keeps clear of: all 126 photos the
-  fold models passed out of fold read 0.55 or darker, the darkest good photo
-  0.713.
+  groove's edges, which the flange search keeps clear of: all 130 photos the
+  fold networks passed out of fold (2026-12-05) read 0.55 or darker, the
+  darkest good photo 0.713.
 
 Where, in the 300 px frame (a crop of another size is resized to it first):
 the flange is the ring between 78% and 93% of the rim's radius
@@ -72,7 +72,7 @@ NOTCH_CUT = 0.64
 """The notch cut `station train` writes into the card. Of the 2,764 reviewed OK training
 photos the darkest notch was 0.713 of its metal (casting 213, where the groove's dark line
 thickens; tools/pit_check_survey.py); 0.64 leaves 0.07 below it, as darkness_cut does. The
-126 photos the fold models passed out of fold (2026-12-05) read 0.23 to 0.55; of all 3,758
+130 photos the fold networks passed out of fold (2026-12-05) read 0.23 to 0.55; of all 3,758
 defective photos, 2,784 read below 0.64."""
 DARKNESS_CUT = 0.80
 """The darkness cut `station train` writes into the card. Of the 2,764 reviewed OK training

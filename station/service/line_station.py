@@ -176,22 +176,21 @@ class LineStation:
             self.notifier.ready(status)
             log.info("station ready (%s)", status)
             drain_until: float | None = None
+            listen_until = 0.0
             while True:
                 self._step(timeout=0.02)
                 if self._stopping.is_set():
                     if drain_until is None:
                         drain_until = time.monotonic() + (drain_timeout_s or self.drain_s)
+                        asked = self.stop_requested_at or time.monotonic()
+                        listen_until = asked + self.listen_after_stop_s
                         self.notifier.stopping()
                         log.info("stopping: finishing %d parts in flight", self.tracker.in_flight)
                     now = time.monotonic()
-                    heard_out = now >= self._stop_asked_at() + self.listen_after_stop_s
-                    if (heard_out and not self.tracker.in_flight) or now > drain_until:
+                    if (now >= listen_until and not self.tracker.in_flight) or now > drain_until:
                         break
             self._handle_what_arrived()
             self._shutdown()
-
-    def _stop_asked_at(self) -> float:
-        return self.stop_requested_at if self.stop_requested_at is not None else time.monotonic()
 
     def _handle_what_arrived(self) -> None:
         """What is already on the inbox when the loop stops: a part the Mega announced is
