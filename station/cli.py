@@ -84,6 +84,15 @@ def main(verbose: bool) -> None:
 @click.option("--val-fraction", default=TRAIN_DEFAULTS.val_fraction, show_default=True)
 @click.option("--seed", default=TRAIN_DEFAULTS.seed, show_default=True)
 @click.option(
+    "--casting-mix",
+    default=TRAIN_DEFAULTS.casting_mix,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="Share of training frames given a wedge of another good frame (good ones) or of "
+    "themselves (defective ones), so the network cannot learn the few good castings by "
+    "heart; 0 for none.",
+)
+@click.option(
     "--views",
     default=TRAIN_DEFAULTS.views,
     show_default=True,

@@ -16,6 +16,9 @@ class TrainConfig:
     patience: int = 15
     val_fraction: float = 0.15
     seed: int = 20261122
+    casting_mix: float = 0.5
+    """Share of training frames given a wedge of another good frame, or of themselves
+    (augment.wedge_mix; 0: none)."""
     views: int = 2
     """Test-time views: 1, or 2 for the mean of the image and its mirror image."""
     image_size: int = 300

@@ -262,6 +262,7 @@ RECIPE_KEYS = (
     "val_fraction",
     "views",
     "image_size",
+    "casting_mix",
 )
 """What must match between a model's card and a cross-validation for its figures to be
 that model's recipe's (the seed differs by design: each fold is its own run)."""

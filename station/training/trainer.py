@@ -42,7 +42,7 @@ from station.dataset import (
 from station.scoring import figures_at, network_threshold, quality_gate
 from station.sensitivity import PitSensitivity, pit_sensitivity
 from station.training.architecture import impeller_net
-from station.training.augment import AugmentedBatches
+from station.training.augment import Augmentation, AugmentedBatches
 from station.training.config import TrainConfig
 from station.training.export import to_tflite
 from station.training.label_review import scan_reviewed_folder
@@ -269,6 +269,7 @@ def _fit(
         config.input_size,
         config.batch_size,
         config.seed,
+        Augmentation(casting_mix=config.casting_mix),
     )
     val_ds = tf.data.Dataset.from_tensor_slices(
         (images.tensors[val_idx], images.labels[val_idx].astype(np.float32))
