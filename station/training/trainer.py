@@ -173,8 +173,10 @@ def train(
         preprocessing=f"grey, crop to ROI, INTER_AREA resize to {config.input_size}x"
         f"{config.input_size}, scale by 1/255 (station.classifier.preprocess)",
         threshold=threshold,
-        threshold_rule="the network's scores of the validation parts the pit check does not "
-        "reject: zero missed defects, fewest false rejects, midpoint of the gap in logit space",
+        threshold_rule="the network's scores of the validation parts: zero missed defects, "
+        "fewest false rejects, midpoint of the gap in logit space; a defect the network scores "
+        "no higher than some good part is left out if the pit check rejects it "
+        "(scoring.network_threshold)",
         pit_check=CARD_SETTINGS,
         validation=figures,
         split={
