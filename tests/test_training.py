@@ -317,3 +317,15 @@ def test_the_kept_weights_come_from_the_last_third_of_the_schedule(tiny_model):
     chosen among the last third of the epochs (trainer.selection_starts)."""
     card = ModelCard.load(tiny_model / "model_card.json")
     assert card.training["best_epoch"] > card.training["epochs"] * 2 // 3
+
+
+def test_the_card_records_the_shipped_label_review_relative_to_the_project(tmp_path):
+    """A card names the review it was trained with; the package's own is named by its place
+    in the project, not by the path of the checkout that trained it."""
+    from station.training.config import TrainConfig
+    from station.training.trainer import recorded_path
+
+    assert recorded_path(TrainConfig().label_review) == "station/training/label_review.yaml"
+    elsewhere = str(tmp_path / "review.yaml")
+    assert recorded_path(elsewhere) == elsewhere
+    assert recorded_path("") == ""

@@ -198,7 +198,8 @@ def train(
             **(review.card_entry() if review is not None else {}),
         },
         training={
-            **{k: v for k, v in asdict(config).items()},
+            **asdict(config),
+            "label_review": recorded_path(config.label_review),
             "epochs_run": len(history["loss"]),
             "best_epoch": kept_epoch,
             "seconds": round(time.monotonic() - started, 1),
@@ -337,6 +338,19 @@ def _write_scores_csv(
         for i, (p, label) in enumerate(zip(paths, labels)):
             values = [f"{column[i]:.6f}" for column in columns.values()]
             writer.writerow([p.relative_to(root).as_posix(), int(label), *values])
+
+
+def recorded_path(path: str) -> str:
+    """`path` as the card records it: relative to the project when it is in it (the label
+    review shipped in the package), so that a card does not carry the path of the checkout
+    that trained it; as given otherwise ('' stays '')."""
+    if not path:
+        return path
+    project = Path(__file__).resolve().parents[2]
+    try:
+        return str(Path(path).resolve().relative_to(project))
+    except ValueError:
+        return path
 
 
 def _git_commit() -> str:
