@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from station.calibrate.commands import calibrate
+from station.heap import retain_freed_memory
 from station.models import DEFAULT_MODEL_DIR
 from station.training.config import TrainConfig
 
@@ -35,6 +36,8 @@ def _setup_logging(verbose: bool) -> None:
 def main(verbose: bool) -> None:
     """Reject station for cast pump impellers."""
     _setup_logging(verbose)
+    if not retain_freed_memory():
+        log.debug("not glibc: freed memory goes back to the kernel; each part faults it in again")
 
 
 @main.command()
