@@ -8,6 +8,7 @@ Keras `predict()` on the shipped model shows what skipping LiteRT would cost.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from station.classifier.litert_classifier import Classifier
 from station.classifier.pit_check import find_pit
+from station.heap import retain_freed_memory
 
 WARMUP = 50
 SAMPLE_PHOTO = (
@@ -46,7 +48,8 @@ class BenchTable:
     rows: list[BenchRow]
     runs: int
     runtime_rss_mb: float
-    """Peak RSS of a process that loads only the run-time classifier and scores images."""
+    """Peak RSS of the process that timed the shipped decision: one like `station run`'s,
+    with the run-time classifier alone."""
 
     def speedup_vs_seed(self) -> float:
         """Seed CNN (one invoke) against the whole shipped decision (preprocess + views)."""
@@ -150,9 +153,7 @@ def _shipped_decision(model_dir: Path, runs: int, photo: Path) -> list[BenchRow]
     work depends on the edges it finds."""
     cv2.setNumThreads(1)
     classifier = Classifier(model_dir)
-    frame = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise FileNotFoundError(f"{photo}: not a readable photo")
+    frame = cv2.imread(str(photo), cv2.IMREAD_COLOR)  # readable: `_line_process` checked
     shape = "x".join(map(str, frame.shape))
     p50, p99 = _percentiles(_time_calls(lambda: classifier.score(frame), runs))
     views = classifier.card.test_time_views
@@ -180,21 +181,39 @@ def _shipped_decision(model_dir: Path, runs: int, photo: Path) -> list[BenchRow]
     ]
 
 
-def _runtime_rss_mb(model_dir: Path) -> float:
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of
-    # this TensorFlow-laden process would report the parent's 1 GB.
-    code = (
-        "import re, sys, numpy as np\n"
-        "from station.classifier import Classifier\n"
-        f"c = Classifier({str(model_dir)!r})\n"
-        "img = np.zeros((300, 300), np.uint8)\n"
-        "[c.score(img) for _ in range(200)]\n"
-        "assert 'tensorflow' not in sys.modules\n"
-        "status = open('/proc/self/status').read()\n"
-        "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) / 1024)\n"
+def _line_process(model_dir: Path, runs: int, photo: Path) -> tuple[list[BenchRow], float]:
+    """The shipped decision and the pit check timed, and the peak RSS, in a process of the
+    line's kind: the run-time classifier alone, no TensorFlow, freed memory kept as every
+    `station` command keeps it (station.heap).
+
+    Why a process of its own: TensorFlow's allocations change how glibc's heap behaves.
+    Timed here, beside TensorFlow, the decision faulted no page in, while a process like
+    `station run`'s faulted about 930 a part before heap.py (2026-12-05, this machine: p50
+    3.8 ms here, 5.1 ms there), so the bench showed a decision faster than the line's."""
+    if cv2.imread(str(photo), cv2.IMREAD_COLOR) is None:
+        raise FileNotFoundError(f"{photo}: not a readable photo")
+    out = subprocess.run(
+        [sys.executable, "-m", "station.training.bench", str(model_dir), str(runs), str(photo)],
+        capture_output=True,
+        text=True,
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    if out.returncode:
+        raise RuntimeError(f"the line-like bench process failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return [BenchRow(**row) for row in result["rows"]], float(result["peak_rss_mb"])
+
+
+def _in_line_process(model_dir: Path, runs: int, photo: Path) -> dict:
+    """What `_line_process` runs, in the child."""
+    retain_freed_memory()
+    rows = _shipped_decision(model_dir, runs, photo)
+    if "tensorflow" in sys.modules:
+        raise RuntimeError("the run-time classifier loaded TensorFlow")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of this
+    # TensorFlow-laden process would report the parent's 1 GB.
+    status = Path("/proc/self/status").read_text()
+    peak_kb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+    return {"rows": [asdict(row) for row in rows], "peak_rss_mb": peak_kb / 1024}
 
 
 def run_bench(model_dir: Path, runs: int, photo: Path = SAMPLE_PHOTO) -> BenchTable:
@@ -207,10 +226,8 @@ def run_bench(model_dir: Path, runs: int, photo: Path = SAMPLE_PHOTO) -> BenchTa
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     card_params = Classifier(model_dir).card.parameters
-    rows = [
-        _litert_row("shipped", model_dir / "model.tflite", card_params, runs),
-        *_shipped_decision(model_dir, runs, photo),
-    ]
+    decision_rows, peak_rss_mb = _line_process(model_dir, runs, photo)
+    rows = [_litert_row("shipped", model_dir / "model.tflite", card_params, runs), *decision_rows]
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in (("seed_cnn_300", seed_cnn), ("mobilenet_v2_224", mobilenet_v2)):
             model = build()
@@ -234,8 +251,8 @@ def run_bench(model_dir: Path, runs: int, photo: Path = SAMPLE_PHOTO) -> BenchTa
             1000.0 / p50,
         )
     )
-    return BenchTable(rows, runs, _runtime_rss_mb(model_dir))
+    return BenchTable(rows, runs, peak_rss_mb)
 
 
-if __name__ == "__main__":  # pragma: no cover - handy for profiling one piece
-    print(json.dumps(run_bench(Path(sys.argv[1]), 200).as_dict()))
+if __name__ == "__main__":  # the child of `_line_process`
+    print(json.dumps(_in_line_process(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))))
