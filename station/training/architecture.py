@@ -106,6 +106,20 @@ per-image standardisation layer in front of this network, and the same with
 heavier augmentation (size, gamma, contrast, noise). Better on one fold,
 worse on the others; not shipped.
 
+A local-evidence head against whole good castings rejected (2026-12-05, fold 1 of the
+casting-mix CV, same folds, seed and epochs; /work/experiments/topk, a script beside the
+product). Occluding 40 px patches of castings 220 and 224, which fold 1's network rejects
+whole, moved its score by 0.02 to 0.32 at most: no one place carries the decision. So the
+global average was replaced by a 1x1 logit per place of the 12x12 map and the mean of
+the K highest (a defect is local; a look spread over the face should count only as much
+as its strongest places). Network AUC on the held-out fold 0.891 (K=4) and 0.925 (K=16)
+against 0.899; false rejects at the fold's own threshold 487 (with 5 escapes) and 626
+against 500; at the hindsight threshold 648 and 471 against 413. It moved which unseen
+good casting is rejected whole rather than rejecting fewer: casting 220 249 -> 69 (K=4)
+and 151 (K=16) of 255, 224 248 -> 172 and 211 of 248, but 236, which the shipped head
+passes (3 of 286), 246 and 264. Averaging both heads' scores would reject 261 at the
+hindsight threshold, but at the threshold chosen on the fold's validation split (castings
+it trained on) 697. Not taken.
 Split by physical casting (2026-11-24; station.same_casting, README "How
 many castings the folder holds"): this recipe on a validation split that
 holds whole castings out reached an AUC of 0.984 and 97.1% at a 0.5 cut,
