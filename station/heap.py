@@ -11,7 +11,11 @@ thread: p50 5.1 ms, 3.8 ms with this; the pit check alone 4.0 ms, 3.0 ms).
 Raising both thresholds keeps freed blocks in the heap. The decision then
 faults no page, and the peak RSS does not grow (84 MB either way): every part
 needs the same buffers again. `station` sets it once at start-up, for every
-command, so `station bench` times what `station run` does.
+command, so `station bench` times what `station run` does. It costs training
+nothing measurable: `station train --epochs 3` on the whole folder took 2:31
+against 2:30, peak RSS 5.57 GB against 5.53 GB, and wrote a byte-identical
+model.tflite; `station replay` of the 6,633 training photos ran at 196 parts/s
+against 181, peak RSS 157 MB both ways.
 """
 
 from __future__ import annotations
