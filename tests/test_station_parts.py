@@ -26,7 +26,7 @@ from station.camera.sources import ImageFolder, VideoFile
 from station.config import ConfigError, load_station_config
 from station.service.metrics import LineMetrics
 from station.service.systemd_notify import SystemdNotifier
-from station.vision.locate import PartNotFound, locate_part
+from station.vision.locate import MIN_CONTRAST, PartNotFound, locate_part, split_contrast
 
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATION = REPO / "calibration" / "virtual-line.yaml"
@@ -134,6 +134,23 @@ def test_locate_refuses_an_empty_belt_and_a_part_cut_by_the_edge(sample_images):
         locate_part(_on_belt(np.full((1, 1), 30, np.uint8), 0, 0), 300)
     with pytest.raises(PartNotFound, match="cut by the frame edge"):
         locate_part(_on_belt(image[:, 100:], 0, 30), 300)
+
+
+def test_split_contrast_is_numpys_difference_of_means_and_refuses_a_faint_part(sample_images):
+    """The sums behind `split_contrast` give, to the last bit, what gathering each side's
+    pixels by the mask gave; so a part just under MIN_CONTRAST is refused as before."""
+    image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
+    faint = _on_belt((image // 8 + 30).astype(np.uint8), 40, 20)
+    contrasts = []
+    for frame in (_on_belt(image, 40, 20), image, faint):
+        small = cv2.GaussianBlur(frame, (5, 5), 0)
+        _, mask = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        gathered = float(small[mask > 0].mean()) - float(small[mask == 0].mean())
+        assert split_contrast(small, mask, cv2.countNonZero(mask)) == gathered
+        contrasts.append(gathered)
+    assert contrasts[0] > MIN_CONTRAST > contrasts[2]
+    with pytest.raises(PartNotFound, match="no part"):
+        locate_part(faint, 300)
 
 
 def test_vision_trigger_times_the_crossing_between_frames(sample_images):
