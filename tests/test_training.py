@@ -162,6 +162,9 @@ def test_bench_json_reports_every_model(tiny_model):
     assert ("seed_cnn_300", "LiteRT 1 thread") in rows
     assert ("mobilenet_v2_224", "LiteRT 1 thread") in rows
     assert ("shipped", "Keras predict()") in rows
+    line = {r["name"]: r for r in table["rows"] if r["name"].startswith("line judge")}
+    assert set(line) == {"line judge, back to back", "line judge, 100 ms apart"}
+    assert {r["input_shape"] for r in line.values()} == {"640x360 belt frame"}
     for row in table["rows"]:
         assert 0 < row["p50_ms"] <= row["p99_ms"]
         assert row["images_per_s"] > 0
