@@ -199,7 +199,7 @@ def _shipped_decision(model_dir: Path, runs: int, photo: Path) -> list[BenchRow]
     ]
 
 
-def _line_judge(classifier: Classifier, grey: np.ndarray, runs: int, photo: Path):
+def _line_judge(classifier: Classifier, grey: np.ndarray, runs: int, photo: Path) -> list[BenchRow]:
     """What one part costs on the line: the line's judge (`Judge.judge`: find the part in a
     belt frame, crop it, the decision), timed back to back and then with PAUSE_S before
     each part, as the line meets them."""
@@ -239,9 +239,9 @@ def _on_belt(grey: np.ndarray) -> np.ndarray:
 
 
 def _line_process(model_dir: Path, runs: int, photo: Path) -> tuple[list[BenchRow], float]:
-    """The shipped decision and the pit check timed, and the peak RSS, in a process of the
-    line's kind: the run-time classifier alone, no TensorFlow, freed memory kept as every
-    `station` command keeps it (station.heap).
+    """The shipped decision, the pit check and the line's judge timed, and the peak RSS, in a
+    process of the line's kind: the run-time classifier alone, no TensorFlow, freed memory
+    kept as every `station` command keeps it (station.heap).
 
     Why a process of its own: TensorFlow's allocations change how glibc's heap behaves.
     Timed here, beside TensorFlow, the decision faulted no page in, while a process like
