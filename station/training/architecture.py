@@ -36,8 +36,10 @@ first run on the reviewed labels kept epoch 11 of 26, a model that passed
   43, 98.62% at zero missed defects (14 false rejects), against 100% for
   the shipped run's epoch 32. So the shipped figure relies on early stopping
   finding a good epoch among swinging ones, and a second seed (7, another
-  split) of the shipped recipe ended at 80.75%: check the card of any
-  retrained model before shipping it.
+  split) of the recipe shipped then ended at 80.75%: check the card of any
+  retrained model before shipping it. (The recipe of 2026-12-05, which keeps
+  the best epoch of the last third, with seed 7: epoch 42, 100% on its split,
+  quality gate passed; README.)
 
 Tried for small pits (2026-11-24), each for 8 epochs on 1,800 images of a
 grouped split, scored on its 600 others: training accuracy, validation
