@@ -41,7 +41,7 @@ from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.link.endpoint import Answered, LinkState, MegaEvent
 from station.link.limits import VISION_ID_BIT
-from station.vision.sighting import VisionSighting
+from station.vision.sighting import VisionLag, VisionSighting
 
 REARM_MIN_MS = 2
 """A forgotten part whose centre is this close to the pusher cannot be re-armed in time
@@ -51,7 +51,7 @@ BACKUP_MATCH_S = 0.05
 
 
 # --- events the tracker is given (besides the link's MegaEvent, LinkState,
-# Answered and the vision trigger's VisionSighting) ---------
+# Answered and the vision trigger's VisionSighting and VisionLag) ---------
 
 
 @dataclass(frozen=True)
@@ -274,6 +274,8 @@ class PartTracker:
             self._on_sighting(event, now, out)
         elif isinstance(event, CameraTrouble):
             out += [Counted(f"camera:{event.kind}"), RaiseAlarm(event.kind, event.detail)]
+        elif isinstance(event, VisionLag):
+            out += [Counted("camera:vision_lag"), RaiseAlarm("vision_lag", _lag_detail(event))]
         elif isinstance(event, OperatorAck):
             self._on_operator_ack(event, out)
         else:
@@ -755,3 +757,12 @@ def _answer_error(answer: Answered) -> str | None:
         return answer.error
     error = getattr(answer.reply, "error", m.Error.OK)
     return None if error == m.Error.OK else m.Error(error).name
+
+
+def _lag_detail(lag: VisionLag) -> str:
+    return (
+        f"the vision trigger looked at a frame {lag.lag_s * 1000:.0f} ms after it was taken "
+        f"(alarm above {lag.limit_s * 1000:.0f} ms): the line PC is not keeping up with its "
+        "camera. Parts seen this late are failed safe; with no photo-eye, one seen a whole "
+        "trigger-to-gate time late reaches the gate unjudged and passes"
+    )

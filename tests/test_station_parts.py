@@ -4,6 +4,7 @@ SQLite, a Unix datagram socket, an HTTP endpoint, systemd-analyze."""
 from __future__ import annotations
 
 import json
+import queue
 import re
 import shutil
 import socket
@@ -176,6 +177,41 @@ def test_vision_trigger_times_the_crossing_between_frames(sample_images):
 
 def _frame(t: float, index: int = 0) -> Frame:
     return Frame(np.zeros((2, 2), np.uint8), t, index, "test")
+
+
+def test_lag_watch_reports_a_frame_looked_at_late_once_per_period():
+    from station.vision.vision_trigger import LagWatch
+
+    watch = LagWatch(limit_s=0.25, every_s=10.0)
+    assert watch.check(frame_time=100.0, now=100.25) is None  # at the limit: in time
+    late = watch.check(frame_time=100.0, now=100.3)
+    assert late is not None and late.lag_s == pytest.approx(0.3) and late.frame_time == 100.0
+    assert watch.check(frame_time=101.0, now=109.0) is None  # reported 8.7 s ago
+    assert watch.check(frame_time=109.0, now=110.3) is not None
+
+
+def test_vision_trigger_reports_when_it_falls_behind_its_camera(sample_images):
+    """The real trigger thread on a real frame buffer: frames it is given a whole second
+    after they were taken are reported as VisionLag, once; frames in time are not."""
+    from station.config import VisionTriggerConfig
+    from station.vision.sighting import VisionLag
+    from station.vision.vision_trigger import VisionTrigger
+
+    calibration = Calibration.load(CALIBRATION)
+    image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
+    config = VisionTriggerConfig(camera_to_gate_ms=1000)  # reported beyond 250 ms
+    for age_s, reported in ((0.0, 0), (1.0, 1)):
+        frames, inbox = FrameBuffer(), queue.Queue()
+        trigger = VisionTrigger(frames, inbox, config, calibration)
+        trigger.start()
+        for k in range(5):
+            taken = time.monotonic() - age_s
+            frames.push(Frame(_on_belt(image, 20 + 40 * k, 30), taken, k, "test"))
+            time.sleep(0.05)
+        trigger.stop()
+        lags = [item for item in list(inbox.queue) if isinstance(item, VisionLag)]
+        assert len(lags) == reported, (age_s, lags)
+        assert all(lag.lag_s >= age_s for lag in lags)
 
 
 def test_frame_buffer_gives_the_first_frame_after_and_refuses_a_late_one():

@@ -27,7 +27,7 @@ from station.tracker import (
     TrackerSettings,
     UpdateRow,
 )
-from station.vision.sighting import VisionSighting
+from station.vision.sighting import VisionLag, VisionSighting
 
 DEADLINES = Deadlines(
     trigger_delay_ms=160,
@@ -324,6 +324,13 @@ def test_a_vision_line_sends_only_rejects_timed_to_the_gate():
     bad = max(h.rows)
     h.judge(2.05, bad, 0.9)
     assert isinstance(h.sent[-1].message, m.VisionReject) and h.sent[-1].due_at == 3.0
+
+
+def test_a_vision_trigger_behind_its_camera_is_counted_and_alarmed(h):
+    h.feed(1.0, VisionLag(lag_s=0.412, limit_s=0.25, frame_time=0.588))
+    assert h.counted["camera:vision_lag"] == 1
+    (detail,) = [detail for kind, detail in h.alarms if kind == "vision_lag"]
+    assert "412 ms" in detail and "above 250 ms" in detail
 
 
 def test_fail_safe_rejects_a_pending_part_and_revokes_a_pass(h):

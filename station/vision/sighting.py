@@ -23,3 +23,20 @@ class VisionSighting:
     frame_time: float
     backup: bool = False
     frame: object = None
+
+
+@dataclass(frozen=True)
+class VisionLag:
+    """The vision trigger looked at a frame `lag_s` after it was taken, past `limit_s`:
+    the line PC is not keeping up with its camera.
+
+    Why it is reported: on a line with no photo-eye only the camera knows that a part is
+    coming. A part the trigger sees half its trigger-to-gate time late is failed safe (a
+    reject, good or not); one it sees a whole trigger-to-gate time late reaches the gate
+    before any verdict, and the Mega, never told of it, lets it pass. The report comes
+    before either, so that someone can find what is taking the PC's time.
+    """
+
+    lag_s: float
+    limit_s: float
+    frame_time: float

@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from station.calibration import Calibration
 from station.camera.frames import FrameBuffer
 from station.classifier.preprocess import to_grey
 from station.config import VisionTriggerConfig
 from station.vision.locate import find_blobs
-from station.vision.sighting import VisionSighting
+from station.vision.sighting import VisionLag, VisionSighting
+
+LAG_SHARE = 0.25
+"""A frame looked at later than this share of the trigger-to-gate time after it was taken is
+reported (VisionLag): at half of it a part's verdict deadline has passed, at all of it the
+part reaches the gate unjudged."""
+LAG_REPORT_EVERY_S = 10.0
 
 
 class LineCrossing:
@@ -60,6 +68,23 @@ class LineCrossing:
         return None
 
 
+@dataclass
+class LagWatch:
+    """When the trigger is behind its camera: at most one VisionLag every `every_s`."""
+
+    limit_s: float
+    every_s: float = LAG_REPORT_EVERY_S
+    _last_report: float = float("-inf")
+
+    def check(self, frame_time: float, now: float) -> VisionLag | None:
+        """A frame taken at `frame_time` is being looked at `now` (monotonic s)."""
+        lag = now - frame_time
+        if lag <= self.limit_s or now - self._last_report < self.every_s:
+            return None
+        self._last_report = now
+        return VisionLag(lag, self.limit_s, frame_time)
+
+
 class VisionTrigger:
     def __init__(
         self,
@@ -77,6 +102,7 @@ class VisionTrigger:
         """Photo-eye lines: only while the link is down (the backup that finds unreported parts)."""
         self.backup = backup
         self.sightings = 0
+        self.lag = LagWatch(LAG_SHARE * config.camera_to_gate_ms / 1000)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vision-trigger", daemon=True)
 
@@ -96,6 +122,8 @@ class VisionTrigger:
                 if not self.active():
                     previous = []
                     continue
+                if late := self.lag.check(frame.timestamp, time.monotonic()):
+                    self.inbox.put(late)
                 current = self.crossings.centres(frame.image)
                 fraction = self.crossings.crossing(previous, current)
                 previous = current
