@@ -188,11 +188,15 @@ def test_lag_watch_reports_a_frame_looked_at_late_once_per_period():
     assert late is not None and late.lag_s == pytest.approx(0.3) and late.frame_time == 100.0
     assert watch.check(frame_time=101.0, now=109.0) is None  # reported 8.7 s ago
     assert watch.check(frame_time=109.0, now=110.3) is not None
+    starting = LagWatch(limit_s=0.25, watching_from=50.0)
+    assert starting.check(frame_time=48.0, now=50.01) is None  # buffered before the start
+    assert starting.check(frame_time=50.0, now=50.3) is not None
 
 
 def test_vision_trigger_reports_when_it_falls_behind_its_camera(sample_images):
-    """The real trigger thread on a real frame buffer: frames it is given a whole second
-    after they were taken are reported as VisionLag, once; frames in time are not."""
+    """The real trigger thread on a real frame buffer: frames it is given half a second
+    after they were taken are reported as VisionLag, once; frames in time are not, nor
+    the frames buffered before it started."""
     from station.config import VisionTriggerConfig
     from station.vision.sighting import VisionLag
     from station.vision.vision_trigger import VisionTrigger
@@ -200,11 +204,14 @@ def test_vision_trigger_reports_when_it_falls_behind_its_camera(sample_images):
     calibration = Calibration.load(CALIBRATION)
     image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
     config = VisionTriggerConfig(camera_to_gate_ms=1000)  # reported beyond 250 ms
-    for age_s, reported in ((0.0, 0), (1.0, 1)):
+    for age_s, reported in ((0.0, 0), (0.5, 1)):
         frames, inbox = FrameBuffer(), queue.Queue()
+        # buffered while the link's handshake ran: looked at late, but not behind the camera
+        frames.push(Frame(_on_belt(image, 20, 30), time.monotonic() - 2.0, 0, "test"))
         trigger = VisionTrigger(frames, inbox, config, calibration)
         trigger.start()
-        for k in range(5):
+        time.sleep(age_s + 0.05)  # the frames below were taken after the trigger started
+        for k in range(1, 6):
             taken = time.monotonic() - age_s
             frames.push(Frame(_on_belt(image, 20 + 40 * k, 30), taken, k, "test"))
             time.sleep(0.05)

@@ -70,15 +70,22 @@ class LineCrossing:
 
 @dataclass
 class LagWatch:
-    """When the trigger is behind its camera: at most one VisionLag every `every_s`."""
+    """When the trigger is behind its camera: at most one VisionLag every `every_s`.
+
+    Frames taken before `watching_from` are not judged: the trigger starts after the
+    link's handshake (a Mega reboots when its port is opened), and its first look takes
+    in the frames the camera buffered meanwhile, seconds old, in a few milliseconds."""
 
     limit_s: float
     every_s: float = LAG_REPORT_EVERY_S
+    watching_from: float = float("-inf")
     _last_report: float = float("-inf")
 
     def check(self, frame_time: float, now: float) -> VisionLag | None:
         """A frame taken at `frame_time` is being looked at `now` (monotonic s)."""
         lag = now - frame_time
+        if frame_time < self.watching_from:
+            return None
         if lag <= self.limit_s or now - self._last_report < self.every_s:
             return None
         self._last_report = now
@@ -114,6 +121,7 @@ class VisionTrigger:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
+        self.lag.watching_from = time.monotonic()
         last = float("-inf")
         previous: list[float] = []
         while not self._stop.is_set():
