@@ -16,6 +16,7 @@ from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.link.endpoint import Answered, LinkState, MegaEvent
 from station.tracker import (
+    CameraTrouble,
     Counted,
     Decided,
     Judged,
@@ -331,6 +332,18 @@ def test_a_vision_trigger_behind_its_camera_is_counted_and_alarmed(h):
     assert h.counted["camera:vision_lag"] == 1
     (detail,) = [detail for kind, detail in h.alarms if kind == "vision_lag"]
     assert "412 ms" in detail and "above 250 ms" in detail
+
+
+def test_a_stalled_camera_on_a_vision_line_says_parts_pass_unseen(h):
+    vision = Harness(tracker=PartTracker(TrackerSettings(DEADLINES, 1.0, vision_to_gate_s=1.0)))
+    for harness in (h, vision):
+        harness.feed(1.0, CameraTrouble("camera_stall", "no frame for 1.2 s"))
+        harness.feed(1.1, CameraTrouble("bad_frame", "truncated JPEG"))
+    said = {kind: detail for kind, detail in vision.alarms}
+    assert said["camera_stall"].startswith("no frame for 1.2 s; ")
+    assert "pass unjudged" in said["camera_stall"] and "pass" not in said["bad_frame"]
+    assert dict(h.alarms)["camera_stall"] == "no frame for 1.2 s"  # the Mega has the photo-eye
+    assert vision.counted["camera:camera_stall"] == h.counted["camera:camera_stall"] == 1
 
 
 def test_fail_safe_rejects_a_pending_part_and_revokes_a_pass(h):
