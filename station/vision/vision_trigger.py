@@ -30,8 +30,7 @@ from station.vision.sighting import VisionLag, VisionSighting
 
 LAG_SHARE = 0.25
 """A frame looked at later than this share of the trigger-to-gate time after it was taken is
-reported (VisionLag): at half of it a part's verdict deadline has passed, at all of it the
-part reaches the gate unjudged."""
+reported (VisionLag says what half and all of it cost)."""
 LAG_REPORT_EVERY_S = 10.0
 
 
@@ -83,9 +82,9 @@ class LagWatch:
 
     def check(self, frame_time: float, now: float) -> VisionLag | None:
         """A frame taken at `frame_time` is being looked at `now` (monotonic s)."""
-        lag = now - frame_time
         if frame_time < self.watching_from:
             return None
+        lag = now - frame_time
         if lag <= self.limit_s or now - self._last_report < self.every_s:
             return None
         self._last_report = now
