@@ -176,6 +176,8 @@ class TrackedPart:
     """Its Mega forgot it (link lost, reboot): it must be re-armed on the next boot."""
     armed_epoch: int | None = None
     why_orphan: str = "link lost"
+    told_mega: bool = False
+    """Vision parts: a VISION_REJECT for it was sent to some Mega (it may have heard it)."""
 
 
 CAMERA_DOWN = ("camera_stall", "camera_error", "camera_reopen")
@@ -506,9 +508,26 @@ class PartTracker:
             part.failsafe = FailSafe.LATE.value
             self._record(part, now, out)
             return
+        if not self._link_up:
+            self._hold_for_reconnect(part, now, out)
+            return
+        part.told_mega = True
         vision_id = part.part_id & 0x7FFF_FFFF
         reject = m.VisionReject(vision_id, min(delay_ms, 65535))
         out.append(SendCommand(("verdict", part.uid), reject, due_at=part.gate_due))
+
+    def _hold_for_reconnect(self, part: TrackedPart, now: float, out: list[Action]) -> None:
+        """A vision reject the Mega cannot be told now: keep it, to arm on the next boot.
+
+        With no photo-eye the Mega knows a part only when it is told to fire it, and it
+        fails safe on nothing it does not know: unsent, the part passes. The reconnect
+        re-arms it while its gate time is still ahead (`_rearm_orphans`)."""
+        part.told_mega = False
+        part.orphan = True
+        part.why_orphan = "judged while the link was down"
+        part.failsafe = part.failsafe or FailSafe.LINK_LOST.value
+        self._by_key.pop((part.epoch, part.part_id), None)
+        self._record(part, now, out, note="link down: the Mega is told to fire on reconnect")
 
     def _on_operator_ack(self, ack: OperatorAck, out: list[Action]) -> None:
         """Audited with the name typed; the Mega's fault lamp is cleared if it can be told."""
@@ -545,6 +564,9 @@ class PartTracker:
             return
         if part.recorded:
             return  # already settled by a link loss while the command was on its way
+        if part.source == "vision" and error == "link_down":
+            self._hold_for_reconnect(part, now, out)  # refused unsent: the Mega never heard
+            return
         if error == m.Error.LATE.name:
             part.verdict, part.failsafe = "reject", FailSafe.LATE.value
         elif error is not None:
@@ -741,15 +763,26 @@ class PartTracker:
             # A pulse started up to half a pulse late still meets the part's centre.
             reachable_ms = (part.gate_due + self.settings.pulse_s / 2 - now) * 1000
             if reachable_ms < REARM_MIN_MS:
-                self._drop(part, "gate outcome unknown: link down at gate time", out)
+                self._unreachable(part, now, out)
                 continue
             remaining_ms = max(0.0, (part.gate_due - now) * 1000)
             rearm_id = self._next_vision_id()
             part.part_id, part.epoch, part.armed_epoch = rearm_id, epoch, epoch
+            part.told_mega = True
             self._by_key[(epoch, rearm_id)] = part.uid
             delay = min(int(remaining_ms), 65535)
             rearm = m.VisionReject(rearm_id & 0x7FFF_FFFF, delay)
             out.append(SendCommand(("rearm", part.uid), rearm, due_at=max(now, part.gate_due)))
+
+    def _unreachable(self, part: TrackedPart, now: float, out: list[Action]) -> None:
+        """An orphan whose gate time went by before a Mega could be told to fire it."""
+        if part.source == "vision" and not part.told_mega:
+            # No Mega ever held it, so none fired it: it passed, and the audit says so.
+            note = "link down from its judgement to its gate time: the Mega was never told to fire"
+            out.append(UpdateRow(part.uid, {"note": note}))
+            self._gated(part, "passed", "not_actuated", now, out)
+            return
+        self._drop(part, "gate outcome unknown: link down at gate time", out)
 
     def _drop(self, part: TrackedPart, note: str, out: list[Action]) -> None:
         """Stop tracking a part whose gate outcome nobody can report."""

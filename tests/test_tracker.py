@@ -15,6 +15,7 @@ from station.calibration import Deadlines
 from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.link.endpoint import Answered, LinkState, MegaEvent
+from station.link.limits import VISION_ID_BIT
 from station.tracker import (
     CameraTrouble,
     Counted,
@@ -325,6 +326,54 @@ def test_a_vision_line_sends_only_rejects_timed_to_the_gate():
     bad = max(h.rows)
     h.judge(2.05, bad, 0.9)
     assert isinstance(h.sent[-1].message, m.VisionReject) and h.sent[-1].due_at == 3.0
+
+
+VISION = TrackerSettings(DEADLINES, 1.0, vision_to_gate_s=1.0, pulse_s=0.08)
+
+
+@pytest.mark.parametrize("answer", [None, "OK"], ids=["endpoint_refuses", "tracker_knows"])
+def test_a_vision_reject_judged_while_the_link_is_down_is_armed_when_it_is_back(answer):
+    """With no photo-eye the Mega knows only the parts it is told to fire: a reject that
+    could not be sent is sent again after the reconnect, not written off as sent."""
+    h = Harness(tracker=PartTracker(VISION))
+    h.up(0.0)
+    if answer is None:  # the endpoint saw the link go before the tracker did
+        h.answer = None
+    else:
+        h.down(1.05)
+    h.feed(1.1, VisionSighting(1.1, 1.11))
+    uid = max(h.rows)
+    h.judge(1.15, uid, 0.9)
+    if answer is not None:
+        assert not [c for c in h.sent if c.tag == ("verdict", uid)], "sent into a down link"
+    h.answer = "OK"
+    h.up(1.5, epoch=2)
+    sent = [c for c in h.sent if c.tag == ("rearm", uid)]
+    assert len(sent) == 1 and isinstance(sent[0].message, m.VisionReject), h.sent
+    assert sent[0].due_at == pytest.approx(2.1)
+    assert sent[0].message.delay_ms == 600
+    assert h.rows[uid]["verdict"] == "reject" and "re-armed" in h.rows[uid]["note"]
+    mega_id = sent[0].message.part_id | VISION_ID_BIT  # as the Mega reports it
+    h.gate(2.1, mega_id, fired=True, reason=m.GateReason.VISION, epoch=2)
+    assert h.rows[uid]["gate_action"] == "fired" and "gate_mismatch" not in h.alarm_kinds()
+
+
+def test_a_vision_reject_the_mega_never_heard_of_is_known_to_have_passed():
+    """The link came back after the part's gate time: nobody fired it. That is not an
+    unknown outcome: the audit says it passed, and the operator is told to pull it."""
+    h = Harness(tracker=PartTracker(VISION))
+    h.up(0.0)
+    h.down(1.0)
+    h.feed(1.1, VisionSighting(1.1, 1.11))
+    uid = max(h.rows)
+    h.judge(1.15, uid, 0.9)
+    h.up(2.5, epoch=2)
+    row = h.rows[uid]
+    assert (row["verdict"], row["gate_action"]) == ("reject", "passed"), row
+    assert "never told to fire" in row["note"]
+    (mismatch,) = [d for k, d in h.alarms if k == "gate_mismatch"]
+    assert f"part {uid}" in mismatch and uid not in h.tracker.parts
+    assert not [c for c in h.sent if c.tag[0] == "rearm"]
 
 
 def test_a_vision_trigger_behind_its_camera_is_counted_and_alarmed(h):
