@@ -41,7 +41,7 @@ from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.link.endpoint import Answered, LinkState, MegaEvent
 from station.link.limits import VISION_ID_BIT
-from station.vision.sighting import VisionLag, VisionSighting
+from station.vision.sighting import FrameGap, VisionLag, VisionSighting
 
 REARM_MIN_MS = 2
 """A forgotten part whose centre is this close to the pusher cannot be re-armed in time
@@ -291,6 +291,8 @@ class PartTracker:
             out += [Counted(f"camera:{event.kind}"), RaiseAlarm(event.kind, detail)]
         elif isinstance(event, VisionLag):
             out += [Counted("camera:vision_lag"), RaiseAlarm("vision_lag", _lag_detail(event))]
+        elif isinstance(event, FrameGap):
+            out += [Counted("camera:frame_gap"), RaiseAlarm("frame_gap", _gap_detail(event))]
         elif isinstance(event, OperatorAck):
             self._on_operator_ack(event, out)
         else:
@@ -803,6 +805,14 @@ def _answer_error(answer: Answered) -> str | None:
         return answer.error
     error = getattr(answer.reply, "error", m.Error.OK)
     return None if error == m.Error.OK else m.Error(error).name
+
+
+def _gap_detail(gap: FrameGap) -> str:
+    return (
+        f"the vision trigger got no frame for {gap.gap_s * 1000:.0f} ms (alarm above "
+        f"{gap.limit_s * 1000:.0f} ms, three of the camera's usual intervals) and did not "
+        f"read a crossing across it; {UNSEEN_PASS}"
+    )
 
 
 def _lag_detail(lag: VisionLag) -> str:

@@ -193,6 +193,46 @@ def test_lag_watch_reports_a_frame_looked_at_late_once_per_period():
     assert starting.check(frame_time=50.0, now=50.3) is not None
 
 
+def test_frame_spacing_compares_frames_a_dropped_frame_apart_but_not_across_a_gap():
+    from station.vision.vision_trigger import FrameSpacing
+
+    spacing = FrameSpacing()
+    times = [k / 60 for k in range(20)]
+    assert all(spacing.comparable(a, b) is None for a, b in zip(times, times[1:]))
+    assert spacing.comparable(times[-1], times[-1] + 3 / 60) is None  # two frames dropped
+    gap = spacing.comparable(times[-1], times[-1] + 0.2)
+    assert gap is not None and gap.gap_s == pytest.approx(0.2)
+    assert gap.limit_s == pytest.approx(3 / 60)
+
+
+def test_vision_trigger_reads_no_crossing_across_a_gap_in_the_frames(sample_images):
+    """The real trigger thread: a part short of the line, then after a 0.4 s gap a part
+    past it. Compared, the two would make a crossing timed inside the gap; the trigger
+    reports the gap instead. The same frames with no gap make one sighting."""
+    from station.config import VisionTriggerConfig
+    from station.vision.sighting import FrameGap, VisionSighting
+    from station.vision.vision_trigger import VisionTrigger
+
+    calibration = Calibration.load(CALIBRATION)
+    image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
+    config = VisionTriggerConfig(camera_to_gate_ms=1000)
+    for gap_s, sightings, gaps in ((0.0, 1, 0), (0.4, 0, 1)):
+        frames, inbox = FrameBuffer(), queue.Queue()
+        trigger = VisionTrigger(frames, inbox, config, calibration)
+        trigger.start()
+        time.sleep(0.05)
+        start = time.monotonic()
+        lefts = [20 + 10 * k for k in range(8)] + [180]  # centres 170..240 px, then 330
+        for k, left in enumerate(lefts):
+            taken = start + k / 60 + (gap_s if k == len(lefts) - 1 else 0.0)
+            frames.push(Frame(_on_belt(image, left, 30), taken, k, "test"))
+        time.sleep(0.3)
+        trigger.stop()
+        said = list(inbox.queue)
+        assert sum(isinstance(x, VisionSighting) for x in said) == sightings, (gap_s, said)
+        assert sum(isinstance(x, FrameGap) for x in said) == gaps, (gap_s, said)
+
+
 def test_vision_trigger_reports_when_it_falls_behind_its_camera(sample_images):
     """The real trigger thread on a real frame buffer: frames it is given half a second
     after they were taken are reported as VisionLag, once; frames in time are not, nor

@@ -29,7 +29,7 @@ from station.tracker import (
     TrackerSettings,
     UpdateRow,
 )
-from station.vision.sighting import VisionLag, VisionSighting
+from station.vision.sighting import FrameGap, VisionLag, VisionSighting
 
 DEADLINES = Deadlines(
     trigger_delay_ms=160,
@@ -381,6 +381,13 @@ def test_a_vision_trigger_behind_its_camera_is_counted_and_alarmed(h):
     assert h.counted["camera:vision_lag"] == 1
     (detail,) = [detail for kind, detail in h.alarms if kind == "vision_lag"]
     assert "412 ms" in detail and "above 250 ms" in detail
+
+
+def test_a_frame_gap_on_a_vision_line_is_counted_and_says_parts_pass_unseen(h):
+    h.feed(1.0, FrameGap(gap_s=0.2, limit_s=0.05, frame_time=0.99))
+    assert h.counted["camera:frame_gap"] == 1
+    (detail,) = [detail for kind, detail in h.alarms if kind == "frame_gap"]
+    assert "200 ms" in detail and "above 50 ms" in detail and "pass unjudged" in detail
 
 
 def test_a_stalled_camera_on_a_vision_line_says_parts_pass_unseen(h):

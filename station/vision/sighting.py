@@ -40,3 +40,18 @@ class VisionLag:
     lag_s: float
     limit_s: float
     frame_time: float
+
+
+@dataclass(frozen=True)
+class FrameGap:
+    """The vision trigger got no frame for `gap_s` (past `limit_s`, a few of the camera's
+    usual intervals): it did not compare the frames on either side of the gap.
+
+    Why: a part moves too far in a long gap to be told from the next one, and a crossing
+    read across it could be timed anywhere in the gap, firing the pusher at another part.
+    On a line with no photo-eye the parts that crossed meanwhile pass unseen, so it is
+    reported even when it is too short for the camera's watchdog."""
+
+    gap_s: float
+    limit_s: float
+    frame_time: float
