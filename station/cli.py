@@ -609,14 +609,22 @@ def replay(
     default=None,
     help="Folder for the audit database and parts.csv (default runs/soak-<time>).",
 )
+@click.option(
+    "--vision-line",
+    is_flag=True,
+    help="A line with no photo-eye, triggered by the camera (also: trigger: vision in the file).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary.")
-def soak(parts, fault_text, seed, render, config_path, parts_from, out_dir, as_json) -> None:
+def soak(
+    parts, fault_text, seed, render, config_path, parts_from, out_dir, vision_line, as_json
+) -> None:
     """The stepped virtual line over many parts, with faults; exit 1 if a part was lost
-    or a defective part passed for any reason but the model's own judgement."""
+    or a defective part passed for any reason but the model's own judgement (a vision
+    line: or but what it cannot help and reports, README "Line truth: the soak")."""
     import time
 
     from station.classifier.litert_classifier import Classifier, ModelLoadError
-    from station.config import ConfigError, load_station_config
+    from station.config import ConfigError, TriggerMode, load_station_config
     from station.sim.soak import SoakRequest, run_soak
     from station.sim.stepped_line import FaultPlan
 
@@ -633,6 +641,10 @@ def soak(parts, fault_text, seed, render, config_path, parts_from, out_dir, as_j
     line = config.virtual_line
     if parts_from is not None:
         line = line.model_copy(update={"parts_from": parts_from})
+    vision = None
+    if vision_line or config.trigger == TriggerMode.VISION:
+        vision = config.vision_trigger
+        line = line.model_copy(update={"photo_eye": False})
     try:
         classifier = Classifier(config.model, threshold=calibration.threshold)
     except ModelLoadError as exc:
@@ -640,7 +652,9 @@ def soak(parts, fault_text, seed, render, config_path, parts_from, out_dir, as_j
     out_dir = out_dir or Path("runs") / time.strftime("soak-%Y%m%d-%H%M%S")
     request = SoakRequest(parts, plan, out_dir, seed, render, progress=not as_json)
     try:
-        summary = run_soak(request, calibration, line, classifier, config.camera.max_frame_lag_s)
+        summary = run_soak(
+            request, calibration, line, classifier, config.camera.max_frame_lag_s, vision
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(summary, as_json)

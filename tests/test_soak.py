@@ -4,6 +4,7 @@ faults injected, every part's fate computed from the servo's exact pulse times."
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,13 @@ def line():
     return config, calibration, Classifier(config.model)
 
 
-def _soak(line, tmp_path, parts, faults, seed=1, render=False, calibration=None):
+def _soak(line, tmp_path, parts, faults, seed=1, render=False, calibration=None, vision=False):
     config, shipped, classifier = line
     request = SoakRequest(parts, FaultPlan.parse(faults), tmp_path, seed, render, False)
-    return run_soak(request, calibration or shipped, config.virtual_line, classifier)
+    belt = config.virtual_line.model_copy(update={"photo_eye": not vision})
+    trigger = config.vision_trigger if vision else None
+    lag = config.camera.max_frame_lag_s
+    return run_soak(request, calibration or shipped, belt, classifier, lag, trigger)
 
 
 def test_with_every_fault_no_part_is_lost_and_no_defect_passes(line, tmp_path):
@@ -88,6 +92,42 @@ def test_a_gate_timed_wrong_is_caught_by_the_physics(line, tmp_path):
     summary = _soak(line, tmp_path, 200, "none", calibration=early)
     assert summary["defects_passed_line"] > 0 and summary["misrouted_gate_confirmed"] > 0
     assert not summary["ok"]
+
+
+# --- a line with no photo-eye --------------------------------------------------------------
+
+
+def test_a_vision_line_routes_every_part_it_sees(line, tmp_path):
+    """Rendered frames: the trigger's own blob finder times each crossing, the real judge
+    decides, and each reject is a VISION_REJECT timed to the gate."""
+    summary = _soak(line, tmp_path, 120, "none", render=True, vision=True)
+    assert summary["trigger"] == "vision" and summary["ok"]
+    assert summary["routed_as_verdict"] == summary["audited"] == 120
+    assert summary["defects_passed"] == 0 and summary["good_rejected"] == 0
+    assert summary["vision_line"]["unseen_not_found"] == 0
+
+
+def test_a_vision_line_loses_only_what_it_reports(line, tmp_path):
+    """With no photo-eye a stalled camera hides parts, and a reject the Mega cannot be told
+    of before the gate passes: both happen here, and every one is accounted for (no audit
+    row and a camera alarm; or an audit row saying passed, and gate_mismatch). Nothing
+    else is lost, and the rejects judged while the link was down are fired on reconnect."""
+    summary = _soak(line, tmp_path, 3000, DENSE, vision=True)
+    vision, silent = summary["vision_line"], summary["silent"]
+    assert vision["unseen_camera_down"] > 10 and vision["passed_unfired_defective"] > 3, vision
+    assert summary["unaudited"] == vision["unseen_camera_down"] and summary["lost"] == 0
+    assert silent == {"unaudited": 0, "defects_passed_line": 0, "misrouted_gate_confirmed": 0}
+    assert summary["ok"]
+    db = sqlite3.connect(tmp_path / "audit.sqlite")
+    (mismatches,) = db.execute(
+        "SELECT COUNT(*) FROM alarms WHERE kind = 'gate_mismatch'"
+    ).fetchone()
+    assert mismatches == vision["passed_unfired"]
+    (rearmed,) = db.execute(
+        "SELECT COUNT(*) FROM parts WHERE note LIKE 'judged while the link was down: re-armed%'"
+        " AND gate_action = 'fired'"
+    ).fetchone()
+    assert rearmed > 0
 
 
 def test_station_soak_prints_json_and_exits_by_the_promise(tmp_path):

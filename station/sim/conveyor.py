@@ -219,7 +219,7 @@ class VirtualConveyor:
         travel_px = int((now - self.start_time) * c.belt_speed_mm_s * c.px_per_mm)
         shift = travel_px % self._belt.shape[1]
         frame = np.roll(self._belt, shift, axis=1)[:, : c.frame_width].copy()
-        for part in self._in_view(now):
+        for part in self.parts_in_view(now):
             centre_px = (self.centre_mm(part, now) - c.camera_x_mm) * c.px_per_mm
             h, w = part.image.shape
             left = int(round(c.frame_width / 2 + centre_px - w / 2))
@@ -231,7 +231,7 @@ class VirtualConveyor:
             frame[y0:y1, x0:x1] = part.image[y0 - top : y1 - top, x0 - left : x1 - left]
         return frame
 
-    def _in_view(self, now: float) -> list[PartOnBelt]:
+    def parts_in_view(self, now: float) -> list[PartOnBelt]:
         """Parts that may overlap the frame (the list is sorted by eye time)."""
         c = self.config
         reach_mm = c.frame_width / c.px_per_mm  # generous: half a frame plus a part or two

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from station.audit import AuditLog
 from station.calibration import Calibration
 from station.camera.frames import Frame
-from station.config import VirtualLineConfig
+from station.config import VirtualLineConfig, VisionTriggerConfig
 from station.judgement import FailSafe, Judgement
 from station.link import messages as m
 from station.link.endpoint import HostEndpoint, LinkPhase
@@ -50,6 +50,7 @@ from station.service.records import RECORD_ACTIONS, PartRecords
 from station.sim.conveyor import VirtualConveyor
 from station.sim.mega_core import GateConfig, MegaCore
 from station.sim.stepped_mega import JUDGE_MS
+from station.sim.stepped_trigger import TRIGGER_MS, SteppedTrigger
 from station.tracker import Judged, JudgeFrame, PartTracker, SendCommand, TrackerSettings
 from station.vision.sighting import VisionSighting
 
@@ -187,6 +188,11 @@ class _BeltPart:
     mega_key: tuple[int, int, int] | None = None
     """(boot, part ID, millis) the Mega latched."""
     fate: str = ""
+    line_ms: float | None = None
+    """Vision-trigger lines: when its centre crosses the trigger line."""
+    unseen: str | None = None
+    """Vision-trigger lines: why the trigger never saw it cross ("camera_down": no frame
+    came near its crossing; "not_found": frames came, and the trigger missed it)."""
 
 
 @dataclass(frozen=True)
@@ -254,9 +260,13 @@ class SteppedLine:
         threshold: float = 0.5,
         progress: bool = False,
         max_frame_lag_s: float = 0.05,
+        vision: VisionTriggerConfig | None = None,
     ):
         """`scores(file)` gives each part's score from a table; or `judge` (a station Judge)
-        judges a rendered frame of each part. One of the two is needed."""
+        judges a rendered frame of each part. One of the two is needed.
+
+        `vision`: a line with no photo-eye, triggered by the camera (the Mega hears of a
+        part only when told to fire it); None: the photo-eye line."""
         if (scores is None) == (judge is None):
             raise ValueError("give either a score table or a judge")
         self.calibration = calibration
@@ -271,6 +281,11 @@ class SteppedLine:
         self.deadlines = calibration.deadlines()
         self.conveyor = VirtualConveyor(line.model_copy(update={"shuffle_seed": seed}), None, parts)
         self.conveyor.lay_out(0.0, 0.5, whole_ms=True)
+        self.trigger = None
+        if vision is not None:
+            render = self.conveyor.render if judge is not None else None
+            min_area = calibration.camera.min_part_area_px
+            self.trigger = SteppedTrigger(vision, line, self.conveyor, min_area, render)
         self.belt = [self._belt_part(p) for p in self.conveyor.parts]
         self.now = 0
         self.board = _MegaBoard(MegaCore(0))
@@ -291,6 +306,7 @@ class SteppedLine:
                 deadlines=self.deadlines,
                 heartbeat_timeout_s=calibration.link.heartbeat_timeout_ms / 1000,
                 pulse_s=calibration.servo.pulse_ms / 1000,
+                vision_to_gate_s=vision.camera_to_gate_ms / 1000 if vision else None,
             ),
             epoch_base=self.audit.next_epoch() - 1,
             first_uid=self.audit.next_uid(),
@@ -323,6 +339,7 @@ class SteppedLine:
             round(camera * 1000),
             p.label,
             p.file,
+            line_ms=self.trigger.line_ms(p) if self.trigger else None,
         )
 
     # --- the clock -----------------------------------------------------------------------
@@ -373,12 +390,18 @@ class SteppedLine:
         if self._next_eye < len(self.belt):
             part = self.belt[self._next_eye]
             self._at(part.eye_ms, lambda: self._photo_eye(part))
-            if self.line.camera_x_mm >= 0:
+            if self.trigger is not None:
+                frame = math.ceil(part.line_ms / self.trigger.period_ms - 1e-9)
+                self._at(frame * self.trigger.period_ms + TRIGGER_MS, lambda: self._crosses(part))
+            elif self.line.camera_x_mm >= 0:
                 self._at(part.camera_ms, lambda: self._camera_sees(part))
 
     def _photo_eye(self, part: _BeltPart) -> None:
+        """The part reaches the photo-eye's place (on a vision line: there is none)."""
         self._next_eye += 1
         self._schedule_next_eye()
+        if self.trigger is not None:
+            return
         core = self.board.core
         part_id = core.photo_eye(self.now)
         part.mega_key = (self.board.boots, part_id, core.millis(self.now))
@@ -392,6 +415,22 @@ class SteppedLine:
         if self.tracker.link_recently_down(self.now / 1000, grace):
             t = self.now / 1000
             self._feed(VisionSighting(t, t, backup=True))
+
+    def _crosses(self, part: _BeltPart) -> None:
+        """Vision-trigger lines: at the first frame after the part's crossing, the trigger
+        reports it (SteppedTrigger.sees), or it is not seen."""
+        seen = self.trigger.sees(
+            self.conveyor.parts[part.index], lambda t: self._in(self._camera_down, t)
+        )
+        if seen is None:
+            period = self.trigger.period_ms
+            near = (part.line_ms - 4 * period, part.line_ms + 4 * period)
+            stalled = any(a < near[1] and b > near[0] for a, b in self._camera_down[-4:])
+            part.unseen = "camera_down" if stalled else "not_found"
+            return
+        frame = Frame(None, seen.frame_ms / 1000, int(seen.frame_ms), "stepped camera")
+        sighting = VisionSighting(seen.crossed_ms / 1000, seen.frame_ms / 1000, frame=frame)
+        self._at(seen.frame_ms + TRIGGER_MS, lambda: self._feed(sighting))
 
     # --- the Mega and the wire ---------------------------------------------------------------
 
@@ -656,13 +695,42 @@ class SteppedLine:
 # --- joining the belt's ledger with the audit -----------------------------------------------
 
 
+class _ByTime:
+    """Rows stamped with a time, each taken once by the belt part nearest to it: a bisect,
+    not a scan (10^5 vision rows against 10^5 parts)."""
+
+    def __init__(self, column: str):
+        self.column = column
+        self._times: list[float] = []
+        self._rows: list = []
+
+    def add(self, row) -> None:
+        k = bisect.bisect(self._times, row[self.column])
+        self._times.insert(k, row[self.column])
+        self._rows.insert(k, row)
+
+    def take_nearest(self, when: float, within: float):
+        k = bisect.bisect(self._times, when)
+        near = [i for i in (k - 1, k) if 0 <= i < len(self._times)]
+        if not near:
+            return None
+        best = min(near, key=lambda i: abs(self._times[i] - when))
+        if abs(self._times[best] - when) > within:
+            return None
+        del self._times[best]
+        return self._rows.pop(best)
+
+
 @dataclass
 class _Rows:
     by_mega: dict[tuple[int, int], list]
-    backup: list
+    backup: _ByTime
     gate_only: dict[int, list]
+    vision: _ByTime
 
     def match(self, part: _BeltPart, deadlines) -> sqlite3.Row | None:
+        if part.line_ms is not None:  # stamped with when it crossed the trigger line
+            return self.vision.take_nearest(part.line_ms / 1000, 0.05)
         if part.mega_key is not None:
             _, part_id, millis = part.mega_key
             row = _take_nearest(
@@ -674,7 +742,7 @@ class _Rows:
             row = _take_nearest(self.gate_only.get(part_id, []), "gate_time", gate_due, 1.5)
             if row is not None:
                 return row
-        return _take_nearest(self.backup, "trigger_time", part.eye_ms / 1000, 0.05)
+        return self.backup.take_nearest(part.eye_ms / 1000, 0.05)
 
 
 def _take_nearest(rows: list, column: str, when: float, within: float):
@@ -687,13 +755,15 @@ def _take_nearest(rows: list, column: str, when: float, within: float):
 
 def _rows(db: sqlite3.Connection) -> _Rows:
     db.row_factory = sqlite3.Row
-    rows = _Rows({}, [], {})
+    rows = _Rows({}, _ByTime("trigger_time"), {}, _ByTime("trigger_time"))
     for r in db.execute("SELECT * FROM parts ORDER BY uid"):
         source = r["trigger_source"]
         if source == "photo_eye":
             rows.by_mega.setdefault((r["part_id"], r["mcu_trigger_ms"]), []).append(r)
         elif source == "vision_backup":
-            rows.backup.append(r)
+            rows.backup.add(r)
+        elif source == "vision":
+            rows.vision.add(r)
         elif source == "gate_only" and r["gate_time"] is not None:
             rows.gate_only.setdefault(r["part_id"], []).append(r)
     return rows
@@ -745,6 +815,9 @@ class Outcome:
 def _summary(outcomes: list[Outcome], line: SteppedLine, wall_s: float) -> dict:
     defects_passed = [o for o in outcomes if o.label == "defective" and o.fate == "passed"]
     line_escapes = [o for o in defects_passed if not (o.model_escape and o.routed_as_verdict)]
+    vision = _vision_summary(outcomes, line) if line.trigger is not None else None
+    reported = _reported_by_a_vision_line(line) if vision else set()
+    misrouted = [o for o in outcomes if not o.routed_as_verdict and o.gate_action is not None]
     good_rejected = Counter(
         o.failsafe or ("model" if o.verdict == "reject" else f"gate_{o.gate_reason}")
         for o in outcomes
@@ -758,9 +831,7 @@ def _summary(outcomes: list[Outcome], line: SteppedLine, wall_s: float) -> dict:
         "unaudited_parts": [o.index for o in outcomes if not o.audited][:20],
         "lost": sum(o.audited and o.verdict is None for o in outcomes),
         "routed_as_verdict": sum(o.routed_as_verdict for o in outcomes),
-        "misrouted_gate_confirmed": sum(
-            not o.routed_as_verdict and o.gate_action is not None for o in outcomes
-        ),
+        "misrouted_gate_confirmed": len(misrouted),
         "misrouted_gate_unknown": sum(
             o.audited and not o.routed_as_verdict and o.gate_action is None for o in outcomes
         ),
@@ -792,7 +863,43 @@ def _summary(outcomes: list[Outcome], line: SteppedLine, wall_s: float) -> dict:
             "mega_boots": line.board.boots,
         },
         "alarms": line.records.alarms_raised,
+        **({"vision_line": vision} if vision else {}),
+        "silent": {
+            "unaudited": sum(not o.audited and o.index not in reported for o in outcomes),
+            "defects_passed_line": sum(o.index not in reported for o in line_escapes),
+            "misrouted_gate_confirmed": sum(o.index not in reported for o in misrouted),
+        },
         "line_time_s": round(line.now / 1000, 1),
         "wall_s": round(wall_s, 1),
         "parts_per_wall_s": round(len(outcomes) / wall_s, 1) if wall_s else None,
     }
+
+
+def _vision_summary(outcomes: list[Outcome], line: SteppedLine) -> dict:
+    """What a line with no photo-eye cannot help, and whether the station said so.
+
+    `unseen_camera_down`: parts that crossed while no frame came (camera stall); no audit
+    row, the camera alarm says parts pass unseen. `passed_unfired`: reject verdicts the
+    Mega could not be told before the gate (the link down from judgement to gate time);
+    the audit says passed and `gate_mismatch` is alarmed. Anything else is `silent`."""
+    unseen = [(p, o) for p, o in zip(line.belt, outcomes) if p.unseen == "camera_down"]
+    unfired = [o for o in outcomes if _passed_unfired(o)]
+    return {
+        "unseen_camera_down": len(unseen),
+        "unseen_camera_down_defective": sum(o.label == "defective" for _, o in unseen),
+        "unseen_not_found": sum(p.unseen == "not_found" for p in line.belt),
+        "passed_unfired": len(unfired),
+        "passed_unfired_defective": sum(o.label == "defective" for o in unfired),
+    }
+
+
+def _reported_by_a_vision_line(line: SteppedLine) -> set[int]:
+    """Belt indexes of the parts a vision line loses by its nature, and says so."""
+    return {p.index for p in line.belt if p.unseen == "camera_down"} | {
+        o.index for o in line.outcomes if _passed_unfired(o)
+    }
+
+
+def _passed_unfired(o: Outcome) -> bool:
+    """Audited as passed against its reject verdict, and it did pass."""
+    return o.verdict == "reject" and o.gate_action == "passed" and o.fate == "passed"
