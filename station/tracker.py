@@ -506,9 +506,11 @@ class PartTracker:
             return
         delay_ms = int((part.gate_due - now) * 1000)
         if delay_ms < 0:
+            # Nobody can fire it now, and no Mega knew it: it passed, and the audit says so.
             out.append(RaiseAlarm("vision_late", f"part {part.uid} judged after its gate time"))
             part.failsafe = FailSafe.LATE.value
-            self._record(part, now, out)
+            self._record(part, now, out, note="judged after its gate time: it passed unfired")
+            self._gated(part, "passed", "not_actuated", now, out)
             return
         if not self._link_up:
             self._hold_for_reconnect(part, now, out)

@@ -376,6 +376,22 @@ def test_a_vision_reject_the_mega_never_heard_of_is_known_to_have_passed():
     assert not [c for c in h.sent if c.tag[0] == "rearm"]
 
 
+def test_a_vision_reject_judged_after_its_gate_time_is_audited_as_passed():
+    h = Harness(tracker=PartTracker(VISION))
+    h.up(0.0)
+    h.feed(1.0, VisionSighting(1.0, 1.01))
+    uid = max(h.rows)
+    h.judge(2.05, uid, 0.9)  # a starved PC: the gate time was 2.0
+    row = h.rows[uid]
+    assert (row["verdict"], row["failsafe_reason"], row["gate_action"]) == (
+        "reject",
+        "late",
+        "passed",
+    ), row
+    assert "vision_late" in h.alarm_kinds() and "gate_mismatch" in h.alarm_kinds()
+    assert h.sent == [] and uid not in h.tracker.parts
+
+
 def test_a_vision_trigger_behind_its_camera_is_counted_and_alarmed(h):
     h.feed(1.0, VisionLag(lag_s=0.412, limit_s=0.25, frame_time=0.588))
     assert h.counted["camera:vision_lag"] == 1
