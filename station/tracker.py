@@ -180,6 +180,7 @@ class TrackedPart:
     """Vision parts: a VISION_REJECT for it was sent to some Mega (it may have heard it)."""
 
 
+GATE_UNKNOWN = "link down at gate time"
 CAMERA_DOWN = ("camera_stall", "camera_error", "camera_reopen")
 """Camera troubles during which no frame comes."""
 UNSEEN_PASS = (
@@ -786,7 +787,11 @@ class PartTracker:
             out.append(UpdateRow(part.uid, {"note": note}))
             self._gated(part, "passed", "not_actuated", now, out)
             return
-        self._drop(part, "gate outcome unknown: link down at gate time", out)
+        if part.verdict == "reject" and part.source == "vision":
+            # Sent as the link went: whether that Mega heard it, nobody can know.
+            detail = f"part {part.uid} (reject): {GATE_UNKNOWN}; check the pass bin"
+            out.append(RaiseAlarm("gate_unknown", detail))
+        self._drop(part, f"gate outcome unknown: {GATE_UNKNOWN}", out)
 
     def _drop(self, part: TrackedPart, note: str, out: list[Action]) -> None:
         """Stop tracking a part whose gate outcome nobody can report."""

@@ -53,7 +53,8 @@ class Harness:
     decided: list[Decided] = field(default_factory=list)
     counted: dict[str, int] = field(default_factory=dict)
     answer: str | None = "OK"
-    """How the Mega answers the next commands: an Error name, or None (not delivered)."""
+    """How the Mega answers the next commands: an Error name, None (not delivered), or
+    "pending" (no answer yet)."""
     now: float = 0.0
 
     def feed(self, at: float, event) -> None:
@@ -83,6 +84,8 @@ class Harness:
                 self.counted[a.name] = self.counted.get(a.name, 0) + a.n
             elif isinstance(a, SendCommand):
                 self.sent.append(a)
+                if self.answer == "pending":
+                    continue
                 if self.answer is None:
                     reply = Answered(a.tag, None, "link_down")
                 else:
@@ -374,6 +377,25 @@ def test_a_vision_reject_the_mega_never_heard_of_is_known_to_have_passed():
     (mismatch,) = [d for k, d in h.alarms if k == "gate_mismatch"]
     assert f"part {uid}" in mismatch and uid not in h.tracker.parts
     assert not [c for c in h.sent if c.tag[0] == "rearm"]
+
+
+def test_a_vision_reject_sent_as_the_link_went_is_an_alarmed_unknown():
+    """Sent, then the cable went before any answer: the Mega may or may not have it. If the
+    link is back only after the gate time, the station cannot know, and says so aloud."""
+    h = Harness(tracker=PartTracker(VISION))
+    h.up(0.0)
+    h.feed(1.0, VisionSighting(1.0, 1.01))
+    uid = max(h.rows)
+    h.answer = "pending"  # the link goes with the command on the wire
+    h.judge(1.05, uid, 0.9)
+    h.down(1.06)
+    h.answer = "OK"
+    h.up(2.5, epoch=2)
+    row = h.rows[uid]
+    assert row["verdict"] == "reject" and row.get("gate_action") is None
+    assert row["note"] == "gate outcome unknown: link down at gate time"
+    (detail,) = [d for k, d in h.alarms if k == "gate_unknown"]
+    assert f"part {uid} (reject)" in detail and "pass bin" in detail
 
 
 def test_a_vision_reject_judged_after_its_gate_time_is_audited_as_passed():

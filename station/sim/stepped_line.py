@@ -51,7 +51,14 @@ from station.sim.conveyor import VirtualConveyor
 from station.sim.mega_core import GateConfig, MegaCore
 from station.sim.stepped_mega import JUDGE_MS
 from station.sim.stepped_trigger import TRIGGER_MS, SteppedTrigger
-from station.tracker import Judged, JudgeFrame, PartTracker, SendCommand, TrackerSettings
+from station.tracker import (
+    GATE_UNKNOWN,
+    Judged,
+    JudgeFrame,
+    PartTracker,
+    SendCommand,
+    TrackerSettings,
+)
 from station.vision.sighting import VisionSighting
 
 log = logging.getLogger(__name__)
@@ -881,25 +888,40 @@ def _vision_summary(outcomes: list[Outcome], line: SteppedLine) -> dict:
     `unseen_camera_down`: parts that crossed while no frame came (camera stall); no audit
     row, the camera alarm says parts pass unseen. `passed_unfired`: reject verdicts the
     Mega could not be told before the gate (the link down from judgement to gate time);
-    the audit says passed and `gate_mismatch` is alarmed. Anything else is `silent`."""
+    the audit says passed and `gate_mismatch` is alarmed. `passed_unknown`: rejects sent
+    just as the link went, back only after the gate time; the audit says the outcome is
+    unknown and `gate_unknown` is alarmed. Anything else is `silent`."""
     unseen = [(p, o) for p, o in zip(line.belt, outcomes) if p.unseen == "camera_down"]
     unfired = [o for o in outcomes if _passed_unfired(o)]
+    unknown = [o for o in outcomes if _passed_unknown(o)]
     return {
         "unseen_camera_down": len(unseen),
         "unseen_camera_down_defective": sum(o.label == "defective" for _, o in unseen),
         "unseen_not_found": sum(p.unseen == "not_found" for p in line.belt),
         "passed_unfired": len(unfired),
         "passed_unfired_defective": sum(o.label == "defective" for o in unfired),
+        "passed_unknown": len(unknown),
+        "passed_unknown_defective": sum(o.label == "defective" for o in unknown),
     }
 
 
 def _reported_by_a_vision_line(line: SteppedLine) -> set[int]:
     """Belt indexes of the parts a vision line loses by its nature, and says so."""
     return {p.index for p in line.belt if p.unseen == "camera_down"} | {
-        o.index for o in line.outcomes if _passed_unfired(o)
+        o.index for o in line.outcomes if _passed_unfired(o) or _passed_unknown(o)
     }
 
 
 def _passed_unfired(o: Outcome) -> bool:
     """Audited as passed against its reject verdict, and it did pass."""
     return o.verdict == "reject" and o.gate_action == "passed" and o.fate == "passed"
+
+
+def _passed_unknown(o: Outcome) -> bool:
+    """A reject whose gate outcome the station says it cannot know (alarmed), and it passed."""
+    return (
+        o.verdict == "reject"
+        and o.gate_action is None
+        and o.fate == "passed"
+        and (o.note or "").startswith(f"gate outcome unknown: {GATE_UNKNOWN}")
+    )
