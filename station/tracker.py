@@ -236,6 +236,9 @@ class PartTracker:
         self._last_part_id: dict[int, int] = {}
         self._vision_seq = 0
         self._recent_fires: deque[tuple[float, TrackedPart]] = deque()
+        self._awaiting_slot: deque[int] = deque()
+        """Vision rejects and re-arms the Mega's queue had no room for (BUSY), by uid, earliest
+        first: each is sent when a fire frees a slot, which comes before its own gate time."""
         """Parts fired within the last pulse: a reboot cuts a pulse short (re-armed then)."""
 
     # --- queries ---------------------------------------------------------------------------
@@ -521,6 +524,35 @@ class PartTracker:
         reject = m.VisionReject(vision_id, min(delay_ms, 65535))
         out.append(SendCommand(("verdict", part.uid), reject, due_at=part.gate_due))
 
+    def _vision_refused(self, part: TrackedPart, error: str, now: float, out: list[Action]) -> None:
+        """A VISION_REJECT that did not arm the Mega: nothing fires the part unless it is sent
+        again, so it is never written off as a reject."""
+        part.told_mega = False
+        if error == "link_down":
+            self._hold_for_reconnect(part, now, out)  # refused unsent: the Mega never heard
+        elif error == m.Error.BUSY.name:
+            # Its queue is full of earlier rejects (a long camera-to-gate run): the next fire
+            # frees a slot, and the parts ahead of this one all fire before it is due.
+            self._awaiting_slot.append(part.uid)
+        else:
+            note = f"the Mega refused to arm it ({error}): it passed unfired"
+            self._record(part, now, out, note=note)
+            self._gated(part, "passed", "not_actuated", now, out)
+
+    def _send_awaiting(self, now: float, out: list[Action]) -> None:
+        """A fire freed a slot in the Mega's queue: send the earliest reject waiting for one
+        (a vision reject, or an orphan's re-arm)."""
+        while self._awaiting_slot and self._link_up:
+            part = self.parts.get(self._awaiting_slot.popleft())
+            if part is None:
+                continue
+            if part.orphan:
+                self._rearm(part, self._epochs.audit(self._link_epoch), now, out)
+                return
+            if not part.recorded:
+                self._send_vision(part, now, out)
+                return
+
     def _hold_for_reconnect(self, part: TrackedPart, now: float, out: list[Action]) -> None:
         """A vision reject the Mega cannot be told now: keep it, to arm on the next boot.
 
@@ -564,13 +596,17 @@ class PartTracker:
             if error is None:
                 note = f"{part.why_orphan}: re-armed as {part.part_id:#x}"
                 out.append(UpdateRow(part.uid, {"note": note}))
+            elif error == m.Error.BUSY.name:  # more orphans than the Mega's queue holds
+                self._by_key.pop((part.epoch, part.part_id), None)
+                part.armed_epoch = None
+                self._awaiting_slot.append(part.uid)
             else:
                 self._drop(part, f"re-arm after link loss refused: {error}", out)
             return
         if part.recorded:
             return  # already settled by a link loss while the command was on its way
-        if part.source == "vision" and error == "link_down":
-            self._hold_for_reconnect(part, now, out)  # refused unsent: the Mega never heard
+        if part.source == "vision" and error is not None:
+            self._vision_refused(part, error, now, out)
             return
         if error == m.Error.LATE.name:
             part.verdict, part.failsafe = "reject", FailSafe.LATE.value
@@ -649,6 +685,8 @@ class PartTracker:
                 part.failsafe = part.failsafe or f"mega_{reason}"
             self._record(part, now, out)
         self._gated(part, action, reason, now, out)
+        if action == "fired":
+            self._send_awaiting(now, out)
 
     def _gated(
         self, part: TrackedPart, action: str, reason: str, now: float, out: list[Action]
@@ -714,8 +752,10 @@ class PartTracker:
         """The Mega of `epoch` can no longer be told anything: settle each part it held.
 
         After a reboot, a part fired within the last pulse may have had its pulse cut
-        short (the servo returns to rest at reset): it is re-armed too.
+        short (the servo returns to rest at reset): it is re-armed too. Vision rejects
+        waiting for a slot become orphans with the rest, re-armed on the next boot.
         """
+        self._awaiting_slot.clear()
         if rebooted:
             for fired_at, part in self._recent_fires:
                 if part.epoch == epoch and now - fired_at <= self.settings.pulse_s:
@@ -763,21 +803,23 @@ class PartTracker:
         epoch = self._epochs.audit(self._link_epoch)
         # Most urgent first: commands go one at a time, and a cut pulse has ms to spare.
         for part in sorted(self.parts.values(), key=lambda p: p.gate_due):
-            if not part.orphan or part.armed_epoch == epoch:
-                continue
-            # A pulse started up to half a pulse late still meets the part's centre.
-            reachable_ms = (part.gate_due + self.settings.pulse_s / 2 - now) * 1000
-            if reachable_ms < REARM_MIN_MS:
-                self._unreachable(part, now, out)
-                continue
-            remaining_ms = max(0.0, (part.gate_due - now) * 1000)
-            rearm_id = self._next_vision_id()
-            part.part_id, part.epoch, part.armed_epoch = rearm_id, epoch, epoch
-            part.told_mega = True
-            self._by_key[(epoch, rearm_id)] = part.uid
-            delay = min(int(remaining_ms), 65535)
-            rearm = m.VisionReject(rearm_id & 0x7FFF_FFFF, delay)
-            out.append(SendCommand(("rearm", part.uid), rearm, due_at=max(now, part.gate_due)))
+            if part.orphan and part.armed_epoch != epoch:
+                self._rearm(part, epoch, now, out)
+
+    def _rearm(self, part: TrackedPart, epoch: int, now: float, out: list[Action]) -> None:
+        # A pulse started up to half a pulse late still meets the part's centre.
+        reachable_ms = (part.gate_due + self.settings.pulse_s / 2 - now) * 1000
+        if reachable_ms < REARM_MIN_MS:
+            self._unreachable(part, now, out)
+            return
+        remaining_ms = max(0.0, (part.gate_due - now) * 1000)
+        rearm_id = self._next_vision_id()
+        part.part_id, part.epoch, part.armed_epoch = rearm_id, epoch, epoch
+        part.told_mega = True
+        self._by_key[(epoch, rearm_id)] = part.uid
+        delay = min(int(remaining_ms), 65535)
+        rearm = m.VisionReject(rearm_id & 0x7FFF_FFFF, delay)
+        out.append(SendCommand(("rearm", part.uid), rearm, due_at=max(now, part.gate_due)))
 
     def _unreachable(self, part: TrackedPart, now: float, out: list[Action]) -> None:
         """An orphan whose gate time went by before a Mega could be told to fire it."""

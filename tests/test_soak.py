@@ -130,6 +130,23 @@ def test_a_vision_line_loses_only_what_it_reports(line, tmp_path):
     assert rearmed > 0
 
 
+def test_a_long_vision_line_holds_more_rejects_than_the_megas_queue(line, tmp_path):
+    """The gate 3 m further on (6.1 s from the camera): about 15 rejects in flight, often
+    more than the Mega's queue of 16 holds. Each one refused BUSY is sent when a fire frees
+    a slot; before, 52 of 2,000 parts passed audited as rejects ("mega: BUSY")."""
+    config, shipped, classifier = line
+    extra_mm = 3000
+    belt = config.virtual_line.model_copy(
+        update={"photo_eye": False, "gate_x_mm": config.virtual_line.gate_x_mm + extra_mm}
+    )
+    ms = config.vision_trigger.camera_to_gate_ms + extra_mm / belt.belt_speed_mm_s * 1000
+    trigger = config.vision_trigger.model_copy(update={"camera_to_gate_ms": ms})
+    request = SoakRequest(2000, FaultPlan.none(), tmp_path, 1, False, False)
+    summary = run_soak(request, shipped, belt, classifier, 0.05, trigger)
+    assert summary["routed_as_verdict"] == summary["audited"] == 2000, summary["line_escapes"]
+    assert summary["defects_passed"] == 0 and summary["ok"]
+
+
 def test_station_soak_prints_json_and_exits_by_the_promise(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(

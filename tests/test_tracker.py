@@ -361,6 +361,29 @@ def test_a_vision_reject_judged_while_the_link_is_down_is_armed_when_it_is_back(
     assert h.rows[uid]["gate_action"] == "fired" and "gate_mismatch" not in h.alarm_kinds()
 
 
+def test_a_vision_reject_the_mega_had_no_room_for_is_sent_when_a_fire_frees_one():
+    """A long camera-to-gate run holds more rejects than the Mega's queue (BUSY): the
+    reject waits for the next fire, and is then sent with the delay left to its gate."""
+    h = Harness(tracker=PartTracker(VISION))
+    h.up(0.0)
+    h.feed(1.0, VisionSighting(1.0, 1.01))
+    first = max(h.rows)
+    h.judge(1.05, first, 0.9)
+    h.answer = "BUSY"
+    h.feed(1.2, VisionSighting(1.2, 1.21))
+    second = max(h.rows)
+    h.judge(1.25, second, 0.9)
+    assert "verdict" not in h.rows[second], "a refused reject is not written off as sent"
+    h.answer = "OK"
+    h.gate(2.0, h.sent[0].message.part_id | VISION_ID_BIT, True, m.GateReason.VISION)
+    resent = [c for c in h.sent if c.tag == ("verdict", second)]
+    assert len(resent) == 2 and resent[-1].due_at == pytest.approx(2.2)
+    assert resent[-1].message.delay_ms == 200
+    h.gate(2.2, resent[-1].message.part_id | VISION_ID_BIT, True, m.GateReason.VISION)
+    assert (h.rows[second]["verdict"], h.rows[second]["gate_action"]) == ("reject", "fired")
+    assert "gate_mismatch" not in h.alarm_kinds()
+
+
 def test_a_vision_reject_the_mega_never_heard_of_is_known_to_have_passed():
     """The link came back after the part's gate time: nobody fired it. That is not an
     unknown outcome: the audit says it passed, and the operator is told to pull it."""

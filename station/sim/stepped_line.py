@@ -294,6 +294,7 @@ class SteppedLine:
             min_area = calibration.camera.min_part_area_px
             self.trigger = SteppedTrigger(vision, line, self.conveyor, min_area, render)
         self.belt = [self._belt_part(p) for p in self.conveyor.parts]
+        self._camera_times = [part.camera_ms for part in self.belt]
         self.now = 0
         self.board = _MegaBoard(MegaCore(0))
         self.endpoint = HostEndpoint(
@@ -599,8 +600,10 @@ class SteppedLine:
         c = self.line
         px_per_ms = c.belt_speed_mm_s * c.px_per_mm / 1000
         best, gap = None, float("inf")
-        k = self._next_eye
-        for part in self.belt[max(0, k - 6) : k + 1]:
+        # By time, not by the parts the photo-eye has seen so far: a judge stalled for 1.2 s
+        # on a line whose deadline is later than that judges a frame 6 parts back.
+        k = bisect.bisect(self._camera_times, frame_ms)
+        for part in self.belt[max(0, k - 3) : k + 3]:
             d = abs(part.camera_ms - frame_ms)
             image = self.conveyor.parts[part.index].image
             if d < gap and d * px_per_ms <= (c.frame_width - image.shape[1]) / 2:
