@@ -109,12 +109,16 @@ def test_a_vision_line_routes_every_part_it_sees(line, tmp_path):
 
 def test_a_vision_line_loses_only_what_it_reports(line, tmp_path):
     """With no photo-eye a stalled camera hides parts, and a reject the Mega cannot be told
-    of before the gate passes: both happen here, and every one is accounted for (no audit
-    row and a camera alarm; or an audit row saying passed, and gate_mismatch). Nothing
-    else is lost, and the rejects judged while the link was down are fired on reconnect."""
-    summary = _soak(line, tmp_path, 3000, DENSE, vision=True)
+    of before the gate passes (the link down, or a starved trigger seeing the part late):
+    all happen here, and every one is accounted for (no audit row and a camera alarm; or
+    an audit row saying passed, and gate_mismatch). Nothing else is lost, and the rejects
+    judged while the link was down are fired on reconnect."""
+    summary = _soak(line, tmp_path, 3000, DENSE + ",trigger_stall_every_s=40", vision=True)
     vision, silent = summary["vision_line"], summary["silent"]
+    assert summary["faults_injected"]["trigger_stall"] >= 3, summary["faults_injected"]
     assert vision["unseen_camera_down"] > 10 and vision["passed_unfired_defective"] > 3, vision
+    assert vision["passed_unfired_late"] > 0 and vision["vision_lag_alarms"] > 0, vision
+    assert summary["failsafe_by_reason"]["classifier_timeout"] > 0
     assert summary["unaudited"] == vision["unseen_camera_down"] and summary["lost"] == 0
     assert silent == {"unaudited": 0, "defects_passed_line": 0, "misrouted_gate_confirmed": 0}
     assert summary["ok"]

@@ -93,6 +93,10 @@ class FaultPlan:
     camera_stall_s: float = 1.5
     classifier_stall_every_s: float = 0.0
     classifier_stall_s: float = 1.2
+    trigger_stall_every_s: float = 0.0
+    """Vision lines only: the vision trigger gets no CPU (a starved line PC), then works
+    through the frames the camera buffered meanwhile."""
+    trigger_stall_s: float = 1.2
     classifier_error: float = 0.0
     garble: float = 0.0
     drop: float = 0.0
@@ -106,7 +110,7 @@ class FaultPlan:
     def default(cls) -> FaultPlan:
         """Far above a real line: at 5 parts/s, a Mega reset every 600 parts, an unplugged
         cable every 1,500, a camera stall every 1,000, 1 judgement in 500 failing, 1 frame
-        in 500 garbled."""
+        in 500 garbled; on a vision line, a trigger stall every 1,250."""
         return cls(
             mega_reset_every_s=120,
             unplug_every_s=300,
@@ -115,6 +119,8 @@ class FaultPlan:
             camera_stall_s=1.5,
             classifier_stall_every_s=250,
             classifier_stall_s=1.2,
+            trigger_stall_every_s=250,
+            trigger_stall_s=1.2,
             classifier_error=0.002,
             garble=0.002,
             drop=0.001,
@@ -331,6 +337,7 @@ class SteppedLine:
         self._judge_free = 0.0
         self._camera_down: list[tuple[int, int]] = []
         self._classifier_down: list[tuple[int, int]] = []
+        self._trigger_down: list[tuple[int, int]] = []
         self._next_eye = 0
         self._host_due = math.inf
         self._tracker_due = math.inf
@@ -438,7 +445,8 @@ class SteppedLine:
             return
         frame = Frame(None, seen.frame_ms / 1000, int(seen.frame_ms), "stepped camera")
         sighting = VisionSighting(seen.crossed_ms / 1000, seen.frame_ms / 1000, frame=frame)
-        self._at(seen.frame_ms + TRIGGER_MS, lambda: self._feed(sighting))
+        stall = self._trigger_down[-1] if self._trigger_down else None
+        self._at(self.trigger.looks_at(seen.frame_ms, stall), lambda: self._feed(sighting))
 
     # --- the Mega and the wire ---------------------------------------------------------------
 
@@ -628,8 +636,9 @@ class SteppedLine:
                 (p.unplug_every_s, p.unplug_s, self._unplug),
                 (p.camera_stall_every_s, p.camera_stall_s, self._camera_stall),
                 (p.classifier_stall_every_s, p.classifier_stall_s, self._classifier_stall),
+                (p.trigger_stall_every_s, p.trigger_stall_s, self._trigger_stall),
             )
-            if every > 0
+            if every > 0 and (strike != self._trigger_stall or self.trigger is not None)
         ]
         if self._timed_faults:
             self._next_fault(quiet_ms=0)
@@ -671,6 +680,17 @@ class SteppedLine:
     def _classifier_stall(self, duration_ms: int) -> None:
         self.faults["classifier_stall"] += 1
         self._classifier_down.append((self.now, self.now + duration_ms))
+
+    def _trigger_stall(self, duration_ms: int) -> None:
+        """The vision trigger's thread gets no CPU; when it is back, the first frame it looks
+        at is as old as the stall (LagWatch, as on the line, may report it)."""
+        self.faults["trigger_stall"] += 1
+        start, end = self.now, self.now + duration_ms
+        self._trigger_down.append((start, end))
+        looked_at = self.trigger.looks_at(start, (start, end))
+        lag = self.trigger.lag.check(start / 1000, looked_at / 1000)
+        if lag is not None:
+            self._at(looked_at, lambda: self._feed(lag))
 
     @staticmethod
     def _covering(spans: list[tuple[int, int]], t: float) -> tuple[int, int] | None:
@@ -890,10 +910,12 @@ def _vision_summary(outcomes: list[Outcome], line: SteppedLine) -> dict:
 
     `unseen_camera_down`: parts that crossed while no frame came (camera stall); no audit
     row, the camera alarm says parts pass unseen. `passed_unfired`: reject verdicts the
-    Mega could not be told before the gate (the link down from judgement to gate time);
-    the audit says passed and `gate_mismatch` is alarmed. `passed_unknown`: rejects sent
-    just as the link went, back only after the gate time; the audit says the outcome is
-    unknown and `gate_unknown` is alarmed. Anything else is `silent`."""
+    Mega could not be told before the gate (the link down from judgement to gate time,
+    or, `_late`, the trigger seeing the part after its gate time: a starved PC, which
+    `vision_lag` alarms); the audit says passed and `gate_mismatch` is alarmed.
+    `passed_unknown`: rejects sent just as the link went, back only after the gate time;
+    the audit says the outcome is unknown and `gate_unknown` is alarmed. Anything else is
+    `silent`."""
     unseen = [(p, o) for p, o in zip(line.belt, outcomes) if p.unseen == "camera_down"]
     unfired = [o for o in outcomes if _passed_unfired(o)]
     unknown = [o for o in outcomes if _passed_unknown(o)]
@@ -903,6 +925,8 @@ def _vision_summary(outcomes: list[Outcome], line: SteppedLine) -> dict:
         "unseen_not_found": sum(p.unseen == "not_found" for p in line.belt),
         "passed_unfired": len(unfired),
         "passed_unfired_defective": sum(o.label == "defective" for o in unfired),
+        "passed_unfired_late": sum(o.failsafe == "late" for o in unfired),
+        "vision_lag_alarms": line.metrics.camera_errors["vision_lag"],
         "passed_unknown": len(unknown),
         "passed_unknown_defective": sum(o.label == "defective" for o in unknown),
     }

@@ -26,7 +26,7 @@ import numpy as np
 
 from station.config import VirtualLineConfig, VisionTriggerConfig
 from station.sim.conveyor import PartOnBelt, VirtualConveyor
-from station.vision.vision_trigger import MAX_GAP_FRAMES, LineCrossing
+from station.vision.vision_trigger import LAG_SHARE, MAX_GAP_FRAMES, LagWatch, LineCrossing
 
 TRIGGER_MS = 2
 """The live trigger's work on one frame (blobs on a 640x360 frame: about 1 ms, README)."""
@@ -57,6 +57,18 @@ class SteppedTrigger:
         self.crossing = LineCrossing(config, min_area_px)
         self.render = render
         self.period_ms = 1000 / line.fps
+        self.lag = LagWatch(LAG_SHARE * config.camera_to_gate_ms / 1000)
+
+    def looks_at(self, frame_ms: float, stall: tuple[float, float] | None) -> float:
+        """When the trigger has looked at the frame taken at `frame_ms` (belt ms): TRIGGER_MS
+        after it, or, the trigger stalled over [start, end), after the frames buffered
+        since the start, each TRIGGER_MS (it catches up at 500 frames/s)."""
+        done = frame_ms + TRIGGER_MS
+        if stall is None or frame_ms + TRIGGER_MS < stall[0]:
+            return done
+        start, end = stall
+        backlog = math.floor((frame_ms - start) / self.period_ms) + 1
+        return max(done, end + backlog * TRIGGER_MS)
 
     def line_ms(self, part: PartOnBelt) -> float:
         """When the part's centre reaches the trigger line (belt ms)."""
