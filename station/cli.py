@@ -415,6 +415,11 @@ VIRTUAL_LINE_CONFIG = REPO_CALIBRATION / "virtual-line.station.yaml"
     help="Serve the operator's page on HOST:PORT (overrides web.listen). On the virtual "
     "line, actions use a token written to OUT/web-token unless web.token_file is set.",
 )
+@click.option(
+    "--vision-line",
+    is_flag=True,
+    help="Virtual line: no photo-eye, the camera triggers (also: trigger: vision in the file).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Virtual line: print one JSON summary.")
 def run(
     config_path: Path | None,
@@ -425,6 +430,7 @@ def run(
     out_dir: Path | None,
     record_dir: Path | None,
     web_listen: str | None,
+    vision_line: bool,
     as_json: bool,
 ) -> None:
     """Run the line: camera, classifier, Mega. Under systemd this is the service."""
@@ -432,6 +438,8 @@ def run(
 
     if not virtual_line and config_path is None:
         raise click.UsageError("give --config FILE, or --virtual-line")
+    if vision_line and not virtual_line:
+        raise click.UsageError("--vision-line is for --virtual-line (a real line: trigger: vision)")
     try:
         config, calibration = load_station_config(config_path or VIRTUAL_LINE_CONFIG)
     except ConfigError as exc:
@@ -449,6 +457,7 @@ def run(
             update={"web": config.web.model_copy(update={"listen": web_listen})}
         )
     if virtual_line:
+        config = _virtual_vision_line(config, vision_line)
         _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, as_json)
         return
     from station.classifier.litert_classifier import ModelLoadError
@@ -638,13 +647,11 @@ def soak(
         raise click.ClickException(str(exc)) from None
     if config.virtual_line is None:
         raise click.UsageError(f"{config.station}: the configuration has no virtual_line section")
+    config = _virtual_vision_line(config, vision_line)
     line = config.virtual_line
     if parts_from is not None:
         line = line.model_copy(update={"parts_from": parts_from})
-    vision = None
-    if vision_line or config.trigger == TriggerMode.VISION:
-        vision = config.vision_trigger
-        line = line.model_copy(update={"photo_eye": False})
+    vision = config.vision_trigger if config.trigger == TriggerMode.VISION else None
     try:
         classifier = Classifier(config.model, threshold=calibration.threshold)
     except ModelLoadError as exc:
@@ -660,6 +667,17 @@ def soak(
     _print_summary(summary, as_json)
     if not summary["ok"]:
         raise SystemExit(1)
+
+
+def _virtual_vision_line(config, vision_line: bool):
+    """The virtual line with no photo-eye when asked (--vision-line) or configured
+    (trigger: vision): the belt's photo-eye and the station's trigger must agree."""
+    from station.config import TriggerMode
+
+    if not (vision_line or config.trigger == TriggerMode.VISION) or config.virtual_line is None:
+        return config
+    line = config.virtual_line.model_copy(update={"photo_eye": False})
+    return config.model_copy(update={"trigger": TriggerMode.VISION, "virtual_line": line})
 
 
 def _run_virtual_line(config, calibration, parts, parts_from, faults, out_dir, as_json) -> None:

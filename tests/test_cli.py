@@ -74,3 +74,29 @@ def test_link_bench_json_has_the_figures():
     assert result["round_trips"] == 50
     assert 0 < result["rtt_ms_p50"] <= result["rtt_ms_p99"] <= result["rtt_ms_max"]
     assert result["encode_frames_per_s"] > 0 and result["decode_frames_per_s"] > 0
+
+
+def test_vision_line_flag_runs_the_virtual_line_and_the_soak_with_no_photo_eye(tmp_path):
+    """`--vision-line`: the Mega has no photo-eye, so every reject is a VISION_REJECT it was
+    told to fire, and the soak says which line it ran."""
+    import json
+
+    run = CliRunner().invoke(
+        main,
+        ["run", "--virtual-line", "--vision-line", "--parts", "10", "--json"]
+        + ["--out", str(tmp_path / "run")],
+    )
+    assert run.exit_code == 0, run.output
+    summary = json.loads(run.output.strip().splitlines()[-1])
+    assert summary["routed_as_verdict"] == summary["parts"] == 10 and summary["rejected"] > 0
+    reasons = {"vision": summary["rejected"], "not_actuated": 10 - summary["rejected"]}
+    assert summary["mega_gate_reasons"] == reasons, summary  # a photo-eye line: "verdict"
+    soak = CliRunner().invoke(
+        main,
+        ["soak", "--vision-line", "--parts", "200", "--faults", "none", "--json"]
+        + ["--out", str(tmp_path / "soak")],
+    )
+    assert soak.exit_code == 0, soak.output
+    assert json.loads(soak.output.strip().splitlines()[-1])["trigger"] == "vision"
+    real = CliRunner().invoke(main, ["run", "--vision-line", "--config", "x.yaml"])
+    assert real.exit_code == 2 and "--virtual-line" in real.output
