@@ -55,6 +55,8 @@ class Harness:
     answer: str | None = "OK"
     """How the Mega answers the next commands: an Error name, None (not delivered), or
     "pending" (no answer yet)."""
+    answers: list = field(default_factory=list)
+    """Answers for the next commands, one each, before `answer` applies again."""
     now: float = 0.0
 
     def feed(self, at: float, event) -> None:
@@ -84,12 +86,13 @@ class Harness:
                 self.counted[a.name] = self.counted.get(a.name, 0) + a.n
             elif isinstance(a, SendCommand):
                 self.sent.append(a)
-                if self.answer == "pending":
+                answer = self.answers.pop(0) if self.answers else self.answer
+                if answer == "pending":
                     continue
-                if self.answer is None:
+                if answer is None:
                     reply = Answered(a.tag, None, "link_down")
                 else:
-                    reply = Answered(a.tag, m.Ack(1, m.Error[self.answer]))
+                    reply = Answered(a.tag, m.Ack(1, m.Error[answer]))
                 self._apply(self.tracker.handle(reply, self.now))
 
     # --- shorthands -----------------------------------------------------------------------
@@ -382,6 +385,29 @@ def test_a_vision_reject_the_mega_had_no_room_for_is_sent_when_a_fire_frees_one(
     h.gate(2.2, resent[-1].message.part_id | VISION_ID_BIT, True, m.GateReason.VISION)
     assert (h.rows[second]["verdict"], h.rows[second]["gate_action"]) == ("reject", "fired")
     assert "gate_mismatch" not in h.alarm_kinds()
+
+
+def test_a_re_arm_the_rebooted_megas_full_queue_refuses_waits_for_a_fire():
+    """After a reboot every orphan is re-armed at once; those the Mega's queue has no room
+    for (BUSY) are re-armed as the first ones fire, not dropped as unknown."""
+    h = Harness(tracker=PartTracker(VISION))
+    h.up(0.0)
+    uids = []
+    for t in (1.0, 1.2):
+        h.feed(t, VisionSighting(t, t + 0.01))
+        uids.append(max(h.rows))
+        h.judge(t + 0.05, uids[-1], 0.9)
+    h.down(1.5, rebooted=True)
+    h.answers = ["OK", "BUSY"]  # the first re-arm fits, the second finds the queue full
+    h.up(1.6, epoch=2)
+    first, second = ([c for c in h.sent if c.tag == ("rearm", uid)] for uid in uids)
+    assert len(first) == 1 and len(second) == 1
+    assert "re-arm after link loss refused" not in str(h.rows[uids[1]].get("note"))
+    h.gate(2.0, first[0].message.part_id | VISION_ID_BIT, True, m.GateReason.VISION, epoch=2)
+    second = [c for c in h.sent if c.tag == ("rearm", uids[1])]
+    assert len(second) == 2 and second[-1].due_at == pytest.approx(2.2)
+    h.gate(2.2, second[-1].message.part_id | VISION_ID_BIT, True, m.GateReason.VISION, epoch=2)
+    assert h.rows[uids[1]]["gate_action"] == "fired" and "gate_mismatch" not in h.alarm_kinds()
 
 
 def test_a_vision_reject_the_mega_never_heard_of_is_known_to_have_passed():
