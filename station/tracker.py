@@ -859,7 +859,8 @@ def _answer_error(answer: Answered) -> str | None:
 def _gap_detail(gap: FrameGap) -> str:
     return (
         f"the vision trigger got no frame for {gap.gap_s * 1000:.0f} ms (alarm above "
-        f"{gap.limit_s * 1000:.0f} ms, three of the camera's usual intervals) and did not "
+        f"{gap.limit_s * 1000:.0f} ms: three of the camera's usual intervals, at least 100 ms) "
+        "and did not "
         f"read a crossing across it; {UNSEEN_PASS}"
     )
 

@@ -202,7 +202,27 @@ def test_frame_spacing_compares_frames_a_dropped_frame_apart_but_not_across_a_ga
     assert spacing.comparable(times[-1], times[-1] + 3 / 60) is None  # two frames dropped
     gap = spacing.comparable(times[-1], times[-1] + 0.2)
     assert gap is not None and gap.gap_s == pytest.approx(0.2)
-    assert gap.limit_s == pytest.approx(3 / 60)
+    assert gap.limit_s == pytest.approx(0.1)  # 3 intervals of 1/60 s is under MIN_GAP_S
+    slow = FrameSpacing()  # a 5 fps camera: 3 intervals
+    for k in range(10):
+        slow.comparable(k * 0.2, (k + 1) * 0.2)
+    assert slow.comparable(2.0, 2.5) is None
+    assert slow.comparable(2.5, 3.2).limit_s == pytest.approx(0.6)
+
+
+def test_frame_spacing_is_not_blinded_by_frames_read_in_a_burst():
+    """A reader that fell behind reads buffered frames a millisecond apart; learning its
+    interval from them must not make every later frame a gap (the trigger would be blind)."""
+    from station.vision.vision_trigger import FrameSpacing
+
+    spacing = FrameSpacing()
+    t = 0.0
+    for _ in range(16):  # a burst: 16 frames read 1 ms apart
+        assert spacing.comparable(t, t + 0.001) is None
+        t += 0.001
+    for _ in range(5):  # the camera's own pace again
+        assert spacing.comparable(t, t + 1 / 60) is None
+        t += 1 / 60
 
 
 def test_vision_trigger_reads_no_crossing_across_a_gap_in_the_frames(sample_images):

@@ -8,7 +8,7 @@ stepped line's judge takes its frames from, and the crossing is decided by the
 live trigger's own `LineCrossing.crossing` on the two frames the trigger would
 compare: the last frame before the part's centre reaches the line and the first
 one at or after it, skipping frames a stalled camera never delivered. Frames
-further apart than the live trigger's MAX_GAP_FRAMES are not compared, so a
+further apart than the live trigger's `gap_limit_s` are not compared, so a
 stall that swallows a crossing hides the part, as it does on the line.
 
 Where the centres come from: the belt's geometry (the part's true centre; the
@@ -26,7 +26,7 @@ import numpy as np
 
 from station.config import VirtualLineConfig, VisionTriggerConfig
 from station.sim.conveyor import PartOnBelt, VirtualConveyor
-from station.vision.vision_trigger import LAG_SHARE, MAX_GAP_FRAMES, LagWatch, LineCrossing
+from station.vision.vision_trigger import LAG_SHARE, LagWatch, LineCrossing, gap_limit_s
 
 TRIGGER_MS = 2
 """The live trigger's work on one frame (blobs on a 640x360 frame: about 1 ms, README)."""
@@ -95,7 +95,7 @@ class SteppedTrigger:
         earlier = self._frame(first_after - 2, -1, camera_down)
         while round(earlier / self.period_ms) <= first_after:  # a later pair is another part's
             later = self._frame(round(earlier / self.period_ms) + 1, +1, camera_down)
-            if later - earlier <= MAX_GAP_FRAMES * self.period_ms:  # FrameSpacing
+            if later - earlier <= gap_limit_s(self.period_ms / 1000) * 1000:  # FrameSpacing
                 fraction = self.crossing.crossing(self._centres(earlier), self._centres(later))
                 if fraction is not None:
                     return SteppedSighting(earlier + fraction * (later - earlier), later)

@@ -35,12 +35,22 @@ LAG_SHARE = 0.25
 reported (VisionLag says what half and all of it cost)."""
 LAG_REPORT_EVERY_S = 10.0
 MAX_GAP_FRAMES = 3.0
-"""Two frames further apart than this many of the camera's usual intervals are not compared.
-A crossing is read from where a blob was and where it is; after a long gap the blob short
-of the line may be another part, and the crossing, interpolated across the gap, is timed
-anywhere in it (a 1.5 s camera stall: up to 1.5 s early, the pusher firing at another
-part). A dropped frame or two still compare: a part moves 0.19 of the frame in 3 frames at
-the virtual line's speed, under the 0.34 a crossing allows."""
+"""Two frames further apart than this many of the camera's usual intervals, and than
+MIN_GAP_S, are not compared. A crossing is read from where a blob was and where it is;
+after a long gap the blob short of the line may be another part, and the crossing,
+interpolated across the gap, is timed anywhere in it (a 1.5 s camera stall: up to 1.5 s
+early, the pusher firing at another part). A dropped frame or two still compare: a part
+moves 0.19 of the frame in 3 frames at the virtual line's speed, under the 0.34 a crossing
+allows."""
+MIN_GAP_S = 0.1
+"""Frames are stamped when read, so a reader that fell behind reads buffered frames a
+millisecond apart; with the usual interval learnt from those, every normal frame would be
+a gap and the trigger would see nothing. No gap under this is one."""
+
+
+def gap_limit_s(usual_s: float) -> float:
+    """The longest time between two frames that are still compared."""
+    return max(MAX_GAP_FRAMES * usual_s, MIN_GAP_S)
 
 
 class LineCrossing:
@@ -79,7 +89,7 @@ class LineCrossing:
 @dataclass
 class FrameSpacing:
     """The camera's usual frame interval, learnt from its frames (the median of the last 16),
-    and whether two frames are close enough to compare (MAX_GAP_FRAMES)."""
+    and whether two frames are close enough to compare (`gap_limit_s`)."""
 
     _gaps: deque = field(default_factory=lambda: deque(maxlen=16))
 
@@ -88,9 +98,9 @@ class FrameSpacing:
         gap = later - earlier
         usual = statistics.median(self._gaps) if self._gaps else None
         self._gaps.append(gap)
-        if usual is None or gap <= MAX_GAP_FRAMES * usual:
+        if usual is None or gap <= gap_limit_s(usual):
             return None
-        return FrameGap(gap, MAX_GAP_FRAMES * usual, later)
+        return FrameGap(gap, gap_limit_s(usual), later)
 
 
 @dataclass
@@ -161,7 +171,7 @@ class VisionTrigger:
                 if before > float("-inf") and (
                     gap := self.spacing.comparable(before, frame.timestamp)
                 ):
-                    previous = []  # see MAX_GAP_FRAMES
+                    previous = []  # see MAX_GAP_FRAMES and MIN_GAP_S
                     if not self.backup:
                         self.inbox.put(gap)
                 current = self.crossings.centres(frame.image)
