@@ -236,10 +236,10 @@ class PartTracker:
         self._last_part_id: dict[int, int] = {}
         self._vision_seq = 0
         self._recent_fires: deque[tuple[float, TrackedPart]] = deque()
+        """Parts fired within the last pulse: a reboot cuts a pulse short (re-armed then)."""
         self._awaiting_slot: deque[int] = deque()
         """Vision rejects and re-arms the Mega's queue had no room for (BUSY), by uid, earliest
         first: each is sent when a fire frees a slot, which comes before its own gate time."""
-        """Parts fired within the last pulse: a reboot cuts a pulse short (re-armed then)."""
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -559,7 +559,6 @@ class PartTracker:
         With no photo-eye the Mega knows a part only when it is told to fire it, and it
         fails safe on nothing it does not know: unsent, the part passes. The reconnect
         re-arms it while its gate time is still ahead (`_rearm_orphans`)."""
-        part.told_mega = False
         part.orphan = True
         part.why_orphan = "judged while the link was down"
         part.failsafe = part.failsafe or FailSafe.LINK_LOST.value
@@ -860,8 +859,7 @@ def _gap_detail(gap: FrameGap) -> str:
     return (
         f"the vision trigger got no frame for {gap.gap_s * 1000:.0f} ms (alarm above "
         f"{gap.limit_s * 1000:.0f} ms: three of the camera's usual intervals, at least 100 ms) "
-        "and did not "
-        f"read a crossing across it; {UNSEEN_PASS}"
+        f"and did not read a crossing across it; {UNSEEN_PASS}"
     )
 
 

@@ -753,9 +753,9 @@ class _ByTime:
 
 @dataclass
 class _Rows:
-    by_mega: dict[tuple[int, int], list]
+    by_mega: dict[tuple[int, int], _ByTime]
     backup: _ByTime
-    gate_only: dict[int, list]
+    gate_only: dict[int, _ByTime]
     vision: _ByTime
 
     def match(self, part: _BeltPart, deadlines) -> sqlite3.Row | None:
@@ -763,24 +763,16 @@ class _Rows:
             return self.vision.take_nearest(part.line_ms / 1000, 0.05)
         if part.mega_key is not None:
             _, part_id, millis = part.mega_key
-            row = _take_nearest(
-                self.by_mega.get((part_id, millis), []), "trigger_time", part.eye_ms / 1000, 0.05
-            )
+            eye = self.by_mega.get((part_id, millis))
+            row = eye.take_nearest(part.eye_ms / 1000, 0.05) if eye else None
             if row is not None:
                 return row
             gate_due = (part.eye_ms + deadlines.gate_travel_ms) / 1000
-            row = _take_nearest(self.gate_only.get(part_id, []), "gate_time", gate_due, 1.5)
+            gated = self.gate_only.get(part_id)
+            row = gated.take_nearest(gate_due, 1.5) if gated else None
             if row is not None:
                 return row
         return self.backup.take_nearest(part.eye_ms / 1000, 0.05)
-
-
-def _take_nearest(rows: list, column: str, when: float, within: float):
-    best = min(rows, key=lambda r: abs(r[column] - when), default=None)
-    if best is None or abs(best[column] - when) > within:
-        return None
-    rows.remove(best)
-    return best
 
 
 def _rows(db: sqlite3.Connection) -> _Rows:
@@ -789,13 +781,14 @@ def _rows(db: sqlite3.Connection) -> _Rows:
     for r in db.execute("SELECT * FROM parts ORDER BY uid"):
         source = r["trigger_source"]
         if source == "photo_eye":
-            rows.by_mega.setdefault((r["part_id"], r["mcu_trigger_ms"]), []).append(r)
+            key = (r["part_id"], r["mcu_trigger_ms"])
+            rows.by_mega.setdefault(key, _ByTime("trigger_time")).add(r)
         elif source == "vision_backup":
             rows.backup.add(r)
         elif source == "vision":
             rows.vision.add(r)
         elif source == "gate_only" and r["gate_time"] is not None:
-            rows.gate_only.setdefault(r["part_id"], []).append(r)
+            rows.gate_only.setdefault(r["part_id"], _ByTime("gate_time")).add(r)
     return rows
 
 
