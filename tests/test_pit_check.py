@@ -25,10 +25,11 @@ from station.classifier.pit_check import (
     CARD_SETTINGS,
     DARKNESS_CUT,
     DIP_CUT,
+    ISOLATED_DIP_CUT,
     ROUND_DARKNESS_CUT,
     PitFinding,
     Spot,
-    _box_mean,
+    _DipField,
     find_pit,
     part_score,
     pit_score,
@@ -48,6 +49,7 @@ def test_the_good_sample_flanges_have_no_pit():
     assert min(f.darkest.value for f in found) > DARKNESS_CUT + 0.03, found
     assert max(f.sharpest.value for f in found) < DIP_CUT * 0.85, found
     assert min(f.darkest_round.value for f in found) > ROUND_DARKNESS_CUT, found
+    assert max(f.isolated.value for f in found) < ISOLATED_DIP_CUT * 0.85, found
     assert not any(f.is_pit(CARD_SETTINGS) for f in found)
 
 
@@ -158,11 +160,18 @@ def test_the_fast_lower_quartile_is_numpys_to_the_last_bit(size):
         assert _lower_quartile(values) == np.percentile(values, 25)
 
 
-def test_the_fast_box_mean_is_opencvs_float_blur_to_the_last_bit():
+def test_the_dip_read_at_some_pixels_is_the_whole_photos_dip_there_to_the_last_bit():
+    """The dip field sums the uint8 photo and divides only where it is read: it must give
+    what OpenCV's float box filter would, or the cuts set on the survey would move."""
     for grey in OK_PHOTOS:
+        pixels = grey.astype(np.float32)
+        smooth = cv2.GaussianBlur(pixels, (0, 0), 1.25)
+        orders = ((2, 0), (0, 2), (1, 1))
+        dxx, dyy, dxy = (cv2.Sobel(smooth, cv2.CV_32F, *d, ksize=3) for d in orders)
+        flattest = (dxx + dyy) / 2 - np.sqrt(((dxx - dyy) / 2) ** 2 + dxy**2)
+        whole = 1.25**2 * flattest / (cv2.blur(pixels, (15, 15)) + 1.0)
         flat = np.arange(0, grey.size, 7)
-        expected = np.take(cv2.blur(grey.astype(np.float32), (15, 15)), flat)
-        assert np.array_equal(_box_mean(grey, 15, flat), expected)
+        assert np.array_equal(_DipField.of(grey, pixels).at(flat), np.take(whole, flat))
 
 
 @pytest.mark.parametrize(
@@ -178,10 +187,18 @@ def test_the_flange_mask_is_the_ring_of_the_rim_even_where_it_leaves_the_frame(r
 
 
 def _finding(
-    darkness: float, dip: float, darkest_round: float = 1.0, notch: float = 1.0
+    darkness: float,
+    dip: float,
+    darkest_round: float = 1.0,
+    notch: float = 1.0,
+    isolated: float = 0.0,
 ) -> PitFinding:
     return PitFinding(
-        Spot(darkness, 10, 10), Spot(dip, 20, 20), Spot(darkest_round, 30, 30), Spot(notch, 40, 40)
+        Spot(darkness, 10, 10),
+        Spot(dip, 20, 20),
+        Spot(darkest_round, 30, 30),
+        Spot(isolated, 50, 50),
+        Spot(notch, 40, 40),
     )
 
 
@@ -190,7 +207,8 @@ def test_the_pit_score_is_the_threshold_at_any_cut_and_rises_past_it():
     at_darkness = _finding(DARKNESS_CUT, 0.0)
     at_dip = _finding(1.0, DIP_CUT)
     at_round = _finding(1.0, 0.0, ROUND_DARKNESS_CUT)
-    for at_a_cut in (at_darkness, at_dip, at_round):
+    at_isolated = _finding(1.0, 0.0, isolated=ISOLATED_DIP_CUT)
+    for at_a_cut in (at_darkness, at_dip, at_round, at_isolated):
         assert pit_score(at_a_cut, settings, threshold) == pytest.approx(threshold)
     rounder = [_finding(0.95, 0.1, r) for r in (1.0, 0.92, 0.90, 0.85)]
     assert [f.is_pit(settings) for f in rounder] == [False, False, True, True]
@@ -221,9 +239,10 @@ def test_clean_parts_are_not_lifted_to_one_common_pit_score():
     far = Spot(3.0, 0, 0)
     for s in seen:
         # The other findings far past harmless, so only the one measured scores.
-        round_only = PitFinding(Spot(3.0, 0, 0), Spot(-1.0, 0, 0), s.pit.darkest_round, far)
+        none = Spot(-1.0, 0, 0)
+        round_only = PitFinding(far, none, s.pit.darkest_round, none, far)
         assert pit_score(round_only, CARD_SETTINGS, threshold) < s.network_score
-        notch_only = PitFinding(Spot(3.0, 0, 0), Spot(-1.0, 0, 0), far, s.pit.notch)
+        notch_only = PitFinding(far, none, far, none, s.pit.notch)
         assert pit_score(notch_only, CARD_SETTINGS, threshold) < s.network_score
 
 

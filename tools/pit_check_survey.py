@@ -5,12 +5,12 @@
         [--out /tmp/pit-survey] [--every N] [--castings castings.csv] [--oof oof.csv]
 
 For every OK photo the label review keeps (the 111 doubted ones are left
-out, as training leaves them out): the four findings as it is (the flange's
-darkest spot, sharpest dip and darkest round spot, the face's darkest
-notch), and with one pit painted by `station sensitivity`'s painter at
+out, as training leaves them out): the five findings as it is (the flange's
+darkest spot, sharpest dip, darkest round spot and most isolated dip, the
+face's darkest notch), and with one pit painted by `station sensitivity`'s painter at
 2, 3, 4, 6 and 8 px, at 30% of the metal's brightness (the issue's pits) and
 at 86% (as faint as the reviewed pinholes). For every defective photo and
-every doubted one: the four findings. Then, at the card's cuts
+every doubted one: the five findings. Then, at the card's cuts
 (station.classifier.pit_check.CARD_SETTINGS): how many good photos the check
 alone rejects, how many painted pits and reviewed pinholes it finds.
 
@@ -54,18 +54,28 @@ CUTS = np.array(
         CARD_SETTINGS.darkness_cut,
         CARD_SETTINGS.dip_cut,
         CARD_SETTINGS.round_darkness_cut,
+        CARD_SETTINGS.isolated_dip_cut,
         CARD_SETTINGS.notch_cut,
     ]
 )
-MEASURES = ("darkness", "dip", "round", "notch")
-PAST = (np.less, np.greater, np.less, np.less)
-"""How each finding is past its cut: darker (lower), sharper (higher), darker, darker."""
+MEASURES = ("darkness", "dip", "round", "isolated", "notch")
+PAST = (np.less, np.greater, np.less, np.greater, np.less)
+"""How each finding is past its cut: darker (lower), sharper (higher), darker, standing
+higher, darker."""
 DARKER = [m for m, beyond in enumerate(PAST) if beyond is np.less]
+SHARPER = [m for m, beyond in enumerate(PAST) if beyond is np.greater]
+NOTCH = MEASURES.index("notch")
 
 
-def findings(grey: np.ndarray) -> tuple[float, float, float, float]:
+def findings(grey: np.ndarray) -> tuple[float, ...]:
     pit = find_pit(grey)
-    return pit.darkest.value, pit.sharpest.value, pit.darkest_round.value, pit.notch.value
+    return (
+        pit.darkest.value,
+        pit.sharpest.value,
+        pit.darkest_round.value,
+        pit.isolated.value,
+        pit.notch.value,
+    )
 
 
 def good_photo(path: Path) -> list[float]:
@@ -79,7 +89,7 @@ def good_photo(path: Path) -> list[float]:
     return row
 
 
-def any_photo(path: Path) -> tuple[float, float, float, float]:
+def any_photo(path: Path) -> tuple[float, ...]:
     return findings(load_grey(path))
 
 
@@ -139,10 +149,11 @@ def main() -> None:
     print(
         f"{len(good)} good photos: darkest spot {plain[:, 0].min():.3f} (median "
         f"{np.median(plain[:, 0]):.3f}), sharpest dip {plain[:, 1].max():.4f} (median "
-        f"{np.median(plain[:, 1]):.4f}), darkest round spot {plain[:, 2].min():.3f}, darkest "
-        f"notch {plain[:, 3].min():.3f} (median {np.median(plain[:, 3]):.3f}); card's cuts: "
-        f"darker than {CUTS[0]}, dip above {CUTS[1]}, round and darker than {CUTS[2]}, notch "
-        f"darker than {CUTS[3]}"
+        f"{np.median(plain[:, 1]):.4f}), darkest round spot {plain[:, 2].min():.3f}, most "
+        f"isolated dip {plain[:, 3].max():.4f} (median {np.median(plain[:, 3]):.4f}), darkest "
+        f"notch {plain[:, 4].min():.3f} (median {np.median(plain[:, 4]):.3f}); card's cuts: "
+        f"darker than {CUTS[0]}, dip above {CUTS[1]}, round and darker than {CUTS[2]}, "
+        f"isolated above {CUTS[3]}, notch darker than {CUTS[4]}"
     )
     print(f"good photos rejected: {int(caught(plain).sum())} (by {_by_measure(plain)})")
     for k, darkness in enumerate(DARKNESSES):
@@ -176,15 +187,15 @@ def _unseen_castings(castings_csv: Path, good: list[Path], plain: np.ndarray) ->
     with castings_csv.open() as f:
         casting_of = {row["file"]: row["casting"] for row in csv.DictReader(f)}
     castings = np.array([int(casting_of[f"ok_front/{p.name}"]) for p in good])
-    # The card's margins: darkness-like cuts below the darkest good photo, the dip cut a factor
-    # above the sharpest.
+    # The card's margins: darkness-like cuts below the darkest good photo, the dips' cuts a
+    # factor above the sharpest.
     good_worst = worst(plain)
     margin = CUTS - good_worst
     rejected = {}
     for casting in sorted(set(castings)):
         cuts = worst(plain[castings != casting])
         cuts[DARKER] += margin[DARKER]
-        cuts[1] *= CUTS[1] / good_worst[1]
+        cuts[SHARPER] *= CUTS[SHARPER] / good_worst[SHARPER]
         rejected[int(casting)] = int(caught(plain[castings == casting], cuts).sum())
     hit = {c: n for c, n in rejected.items() if n}
     print(
@@ -206,7 +217,7 @@ def _network_misses(oof_csv: Path, names: list[str], rows: np.ndarray) -> None:
     print(
         f"defective photos the fold networks passed out of fold ({oof_csv}): "
         f"{int(caught(missed).sum())} of {len(missed)} caught (by {_by_measure(missed)}); "
-        f"darkest notch {missed[:, 3].min():.3f} to {missed[:, 3].max():.3f}"
+        f"darkest notch {missed[:, NOTCH].min():.3f} to {missed[:, NOTCH].max():.3f}"
     )
 
 

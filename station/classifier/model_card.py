@@ -58,6 +58,11 @@ class PitCheckSettings(BaseModel):
         description="a flange spot that dips roundly and is darker than this fraction of the "
         "metal round it is a pit: the part is rejected",
     )
+    isolated_dip_cut: float = Field(
+        gt=0.0,
+        description="a flange dip standing more than this above the sharpest dip on the ring "
+        "round it (a pit alone on clean metal) is a pit: the part is rejected",
+    )
     notch_cut: float = Field(
         gt=0.0,
         lt=1.0,

@@ -134,11 +134,12 @@ OOF_COLUMNS = [
     "pit_ratio",
     "pit_dip",
     "pit_round",
+    "pit_isolated",
     "pit_notch",
 ]
-"""`score` is the part's (network and pit check, as the line judges); the last five its
-parts: the network's score, the flange's darkest spot, its sharpest dip and its darkest
-round spot, and the face's darkest notch."""
+"""`score` is the part's (network and pit check, as the line judges); the last six its
+parts: the network's score, the flange's darkest spot, its sharpest dip, its darkest
+round spot and its most isolated dip, and the face's darkest notch."""
 
 
 def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
@@ -164,6 +165,7 @@ def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
                     f"{pit.darkest.value:.6f}",
                     f"{pit.sharpest.value:.6f}",
                     f"{pit.darkest_round.value:.6f}",
+                    f"{pit.isolated.value:.6f}",
                     f"{pit.notch.value:.6f}",
                 ]
             )

@@ -155,6 +155,7 @@ def train(
             "pit_ratio": np.array([pit.darkest.value for pit in pits]),
             "pit_dip": np.array([pit.sharpest.value for pit in pits]),
             "pit_round": np.array([pit.darkest_round.value for pit in pits]),
+            "pit_isolated": np.array([pit.isolated.value for pit in pits]),
             "pit_notch": np.array([pit.notch.value for pit in pits]),
         },
         folder.root,
