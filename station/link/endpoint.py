@@ -36,13 +36,19 @@ HEARTBEAT_S = 0.25
 HELLO_INTERVAL_S = 0.25
 BOOT_QUIET_S = 3.0
 """After opening the port (which resets a Mega), say nothing this long unless the sketch
-announces itself sooner. A Mega 2560 runs the stk500v2 bootloader after a reset and waits
-for a programmer; any byte it receives then keeps it in programming mode until the line
-has been silent for seconds, so a HELLO sent into it stops the sketch from starting.
-With Debian's stk500boot_v2_mega2560.hex in simavr the sketch announced itself 0.83 s
-after the open, in simulated time (tests/test_firmware.py); 3 s leaves margin (PROTOCOL.md, "Connect
+announces itself sooner (its boot announcement, or the heartbeat it sends right after).
+A Mega 2560 runs the stk500v2 bootloader after a reset and waits for a programmer; any
+byte it receives then keeps it in programming mode until the line has been silent for
+seconds, so a HELLO sent into it stops the sketch from starting. With Debian's
+stk500boot_v2_mega2560.hex in simavr the sketch announced itself 0.83 s after the open,
+in simulated time (tests/test_firmware.py); 3 s leaves margin (PROTOCOL.md, "Connect
 handshake"). If the HELLOs after it go unanswered, the handshake fails and the port is
 reopened, which resets the board into a fresh, quiet boot."""
+
+
+BOOT_CLOCK_SLACK_MS = 50
+"""How far the Mega's millis() may run ahead of the host's time since the port was opened
+(the reset comes with the open; the two clocks start a wire's latency apart)."""
 
 
 class LinkPhase(str, enum.Enum):
@@ -175,6 +181,7 @@ class HostEndpoint:
         self._last_mcu_ms: int | None = None
         self._step = 0
         self._boot_identify: m.Identify | None = None
+        self._handshake_began = 0.0
 
     # --- the owner's calls ------------------------------------------------------------
 
@@ -282,6 +289,7 @@ class HostEndpoint:
         """
         self.epoch += 1
         self.phase = LinkPhase.HANDSHAKE
+        self._handshake_began = now
         self._drop_commands("link_down")
         self._last_event_seq = 0
         self._last_mcu_ms = None
@@ -375,7 +383,19 @@ class HostEndpoint:
                 host_time = now if synced is None else min(synced, now)
             self._notices.append(MegaEvent(self.epoch, msg, now, host_time))
         elif isinstance(msg, m.MegaHeartbeat):
+            if self.phase == LinkPhase.HANDSHAKE and self._booted_since_handshake(msg, now):
+                self._sketch_started(now)
             self._check_reboot(msg.mcu_time_ms, now)
+
+    def _booted_since_handshake(self, beat: m.MegaHeartbeat, now: float) -> bool:
+        """Whether a heartbeat comes from a sketch that started after this handshake began:
+        its millis() are no older than the handshake, so it is not a stale frame of the last
+        boot. Why it counts as the announcement: the sketch sends its first heartbeat right
+        after announcing itself, and with the announcement lost on the wire the host would
+        otherwise wait out BOOT_QUIET_S, 3 s in which the rebooted Mega holds none of the
+        parts it held and the host cannot re-arm them (the 10^6-part soak of 2026-12-05:
+        19 defective parts passed that way, in 7 of 2,173 reconnects)."""
+        return beat.mcu_time_ms <= (now - self._handshake_began) * 1000 + BOOT_CLOCK_SLACK_MS
 
     def _sketch_started(self, now: float) -> None:
         """The sketch announced itself: a HELLO waiting out the bootloader goes now."""
