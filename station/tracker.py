@@ -178,9 +178,12 @@ class TrackedPart:
     why_orphan: str = "link lost"
     told_mega: bool = False
     """Vision parts: a VISION_REJECT for it was sent to some Mega (it may have heard it)."""
+    pulse_cut: bool = False
+    """Fired, then the Mega rebooted within the pulse: the push may have been cut short."""
 
 
 GATE_UNKNOWN = "link down at gate time"
+PULSE_CUT = "the Mega rebooted within its pulse, and a re-arm came too late"
 CAMERA_DOWN = ("camera_stall", "camera_error", "camera_reopen")
 """Camera troubles during which no frame comes."""
 UNSEEN_PASS = (
@@ -759,6 +762,7 @@ class PartTracker:
             for fired_at, part in self._recent_fires:
                 if part.epoch == epoch and now - fired_at <= self.settings.pulse_s:
                     part.orphan = True
+                    part.pulse_cut = True
                     part.why_orphan = "the reboot may have cut its pulse short"
                     self.parts[part.uid] = part
             self._recent_fires.clear()
@@ -828,11 +832,17 @@ class PartTracker:
             out.append(UpdateRow(part.uid, {"note": note}))
             self._gated(part, "passed", "not_actuated", now, out)
             return
-        if part.verdict == "reject" and part.source == "vision":
-            # Sent as the link went: whether that Mega heard it, nobody can know.
-            detail = f"part {part.uid} (reject): {GATE_UNKNOWN}; check the pass bin"
+        why = GATE_UNKNOWN
+        if part.pulse_cut:
+            # The row says "fired": that is no longer known, so it must not say so.
+            why = PULSE_CUT
+            out.append(UpdateRow(part.uid, {"gate_action": None, "gate_reason": None}))
+        if part.verdict == "reject":
+            # Sent as the link went, held by a Mega that then went away, or pushed by a
+            # pulse a reboot cut: whether it was rejected, nobody can know.
+            detail = f"part {part.uid} (reject): {why}; check the pass bin"
             out.append(RaiseAlarm("gate_unknown", detail))
-        self._drop(part, f"gate outcome unknown: {GATE_UNKNOWN}", out)
+        self._drop(part, f"gate outcome unknown: {why}", out)
 
     def _drop(self, part: TrackedPart, note: str, out: list[Action]) -> None:
         """Stop tracking a part whose gate outcome nobody can report."""

@@ -276,6 +276,25 @@ def test_a_forgotten_part_past_the_pusher_is_noted_not_re_armed(h):
     h.up(2.33, epoch=2)  # centre reached the pusher at 2.325
     assert not any(isinstance(c.message, m.VisionReject) for c in h.sent)
     assert h.rows[uid]["note"] == "gate outcome unknown: link down at gate time"
+    (detail,) = [d for k, d in h.alarms if k == "gate_unknown"]
+    assert f"part {uid} (reject)" in detail and "check the pass bin" in detail
+
+
+def test_a_pulse_a_reboot_cut_is_not_left_on_record_as_fired(h):
+    """The 10^6-part vision soak of 2026-12-05: the Mega fired, rebooted 15 ms into the
+    pulse, and the handshake took 21 ms, too late for a re-arm to meet the part. The row
+    said "fired" though the part passed; nothing said to look for it."""
+    uid = h.part(1.0, part_id=1)
+    h.judge(1.2, uid, 0.9)
+    h.gate(2.285, 1, fired=True)
+    h.down(2.30, rebooted=True)
+    h.up(2.36, epoch=2)  # the part's centre left the pusher's reach at 2.325
+    assert not any(isinstance(c.message, m.VisionReject) for c in h.sent)
+    row = h.rows[uid]
+    assert row["gate_action"] is None and row["gate_reason"] is None
+    assert row["note"].startswith("gate outcome unknown: the Mega rebooted within its pulse")
+    (detail,) = [d for k, d in h.alarms if k == "gate_unknown"]
+    assert f"part {uid} (reject)" in detail
 
 
 def test_the_reboot_race_files_the_new_boots_part_under_its_own_epoch(h):

@@ -53,6 +53,7 @@ from station.sim.stepped_mega import JUDGE_MS
 from station.sim.stepped_trigger import TRIGGER_MS, SteppedTrigger
 from station.tracker import (
     GATE_UNKNOWN,
+    PULSE_CUT,
     Judged,
     JudgeFrame,
     PartTracker,
@@ -943,5 +944,8 @@ def _passed_unknown(o: Outcome) -> bool:
         o.verdict == "reject"
         and o.gate_action is None
         and o.fate == "passed"
-        and (o.note or "").startswith(f"gate outcome unknown: {GATE_UNKNOWN}")
+        and any(
+            (o.note or "").startswith(f"gate outcome unknown: {why}")
+            for why in (GATE_UNKNOWN, PULSE_CUT)
+        )
     )
