@@ -64,8 +64,8 @@ def _rows(db: Path) -> list[sqlite3.Row]:
 
 def test_every_part_is_judged_routed_and_audited(tmp_path):
     summary = _virtual_line(tmp_path, parts=40)
-    assert summary["parts"] == 40 and summary["lost"] == 0
-    assert summary["routed_as_verdict"] == 40
+    assert summary["parts"] == 40 and summary["lost"] == 0, summary
+    assert summary["routed_as_verdict"] == 40, summary  # the whole summary: which part, why
     assert summary["matches_label"] == 40  # the shipped model gets all 12 samples right
     assert summary["failsafe_rejects"] == 0 and summary["missed_triggers"] == 0
     rows = _rows(tmp_path / "audit.sqlite")
