@@ -148,9 +148,9 @@ than DARKNESS_SLOPE because good flanges sit close under this cut (their round s
 0.92 to 1.0, no round spot counts as 1.0): at 50 every good part's pit score would be at
 least 0.0085 and hide the network's own lower scores, by which replay, calibration and the
 histograms still tell clean parts apart; at 150 that floor is 7e-7."""
-ISOLATED_SLOPE = 500.0
-"""Logits of pit score per unit the isolated dip stands past its cut: as DIP_SLOPE, the
-same measure's scale."""
+ISOLATED_SLOPE = DIP_SLOPE
+"""Logits of pit score per unit the isolated dip stands past its cut: the dip's own, as it
+is measured on the dip's scale."""
 NOTCH_SLOPE = 150.0
 """Logits of pit score per unit of ratio below the notch cut: 0.01 darker is +1.5. Steep for
 the same reason as ROUND_SLOPE: the darkest good notch, 0.713, scores 1.7e-5 at a threshold
