@@ -321,7 +321,10 @@ class HostEndpoint:
             # behind a retransmitted event is not timed by its own late arrival.
             self._internal(m.GetStatus(), "status", now)
         elif step == "status":
-            self._internal(self.configure, "configure", now)
+            if self._runs_our_calibration(self._boot_identify):
+                self._internal(m.ResetFault(), "reset_fault", now)
+            else:
+                self._internal(self.configure, "configure", now)
         elif step == "configure":
             if getattr(reply, "error", None) != m.Error.OK:
                 name = m.Error(reply.error).name if isinstance(reply, m.Ack) else type(reply)
@@ -343,6 +346,18 @@ class HostEndpoint:
             if self.epoch > 1:
                 self.stats.reconnects += 1
             self._notices.append(LinkState(True, self.epoch, "handshake done", self.identify))
+
+    def _runs_our_calibration(self, identify: m.Identify) -> bool:
+        """Whether this boot already runs the calibration we would send.
+
+        The sketch keeps the last CONFIGURE in EEPROM under a CRC of its own and reloads
+        it at boot (a half-written record fails that CRC: `configured` is then 0). Its
+        IDENTIFY reporting our calibration CRC means CONFIGURE and the HELLO that checks
+        it would change nothing, and they cost two round trips after every reboot, in
+        which the rebooted Mega holds none of the parts the host must re-arm."""
+        return bool(identify.configured) and (
+            identify.calibration_crc == self.configure.calibration_crc
+        )
 
     def _internal(self, message: m.Message, step: str, now: float) -> None:
         self._queue.appendleft(_Command(message, step, MAX_RETRIES, RETRANSMIT_S, internal=True))
