@@ -18,8 +18,10 @@ The rules that keep a defective part from passing (DESIGN.md, "Who owns time"):
   the Mega can time out, or the Mega rebooted and forgot it); after the
   link is back on a new boot, every such part still short of the gate is
   re-armed with a timed VISION_REJECT;
-- while the link is down the camera is the only witness: a part it sees
-  that nobody reported is recorded and re-armed the same way;
+- the camera is a second witness of every part: one it sees that the Mega
+  cannot report (the link down, or gone with the PARTs still queued in the
+  Mega) is recorded and re-armed the same way; a late PART for a part the
+  camera saw is that part, not a new one;
 - a GATE that disagrees with the verdict, or comes for a part never
   reported, is recorded and alarmed.
 
@@ -48,6 +50,13 @@ REARM_MIN_MS = 2
 (one round trip on the link)."""
 BACKUP_MATCH_S = 0.05
 """A camera sighting within this of a known part's trigger is that part."""
+BACKUP_GRACE_S = 0.1
+"""After a link-up, a part the camera sees up to the camera's trigger delay and this much
+later may have broken the beam while no Mega was running: one with no PART is rejected at
+once, as if the link were still down."""
+UNREPORTED_KEEP_S = 10.0
+"""How long a part the camera saw, with the link up and no PART for it, is kept waiting
+for its PART (a Mega's events queue behind one whose ACK was lost)."""
 
 
 # --- events the tracker is given (besides the link's MegaEvent, LinkState,
@@ -231,6 +240,12 @@ class PartTracker:
         self.parts: dict[int, TrackedPart] = {}
         """Every part not yet through the gate (orphans included), by audit uid."""
         self._by_key: dict[tuple[int, int], int] = {}
+        self._unreported: deque[VisionSighting] = deque()
+        """Parts the camera saw with the link up and no PART for yet, earliest first: if the
+        link goes before their PART comes, their Mega took them with it (`_on_link_state`)."""
+        self._twins: dict[tuple[int, int], int] = {}
+        """Re-arms of parts the Mega then reported by a late PART (`_adopt`), by key: the
+        Mega holds such a part twice and fires both; the re-arm's GATE is not a new part."""
         self._epochs = _Epochs(epoch_base)
         self._next_uid = first_uid
         self._link_epoch = 0
@@ -253,10 +268,6 @@ class PartTracker:
     @property
     def in_flight(self) -> int:
         return len(self.parts)
-
-    def link_recently_down(self, now: float, grace_s: float) -> bool:
-        """For the vision backup: the link is down, or came up less than `grace_s` ago."""
-        return not self._link_up or now - self._link_up_at < grace_s
 
     def reset_is_safe(self, now: float, guard_s: float) -> bool:
         """Whether opening the port now (which reboots the Mega) costs no part.
@@ -297,7 +308,8 @@ class PartTracker:
                 detail += f"; {UNSEEN_PASS}"
             out += [Counted(f"camera:{event.kind}"), RaiseAlarm(event.kind, detail)]
         elif isinstance(event, VisionLag):
-            out += [Counted("camera:vision_lag"), RaiseAlarm("vision_lag", _lag_detail(event))]
+            detail = _lag_detail(event, self.settings.vision_to_gate_s is not None)
+            out += [Counted("camera:vision_lag"), RaiseAlarm("vision_lag", detail)]
         elif isinstance(event, FrameGap):
             out += [Counted("camera:frame_gap"), RaiseAlarm("frame_gap", _gap_detail(event))]
         elif isinstance(event, OperatorAck):
@@ -312,6 +324,7 @@ class PartTracker:
         for part in list(self.parts.values()):
             if part.verdict is None and now >= part.deadline:
                 self._decide(part, True, FailSafe.CLASSIFIER_TIMEOUT.value, None, now, out)
+        self._forget_unreported(now, out)
         return out
 
     def fail_safe(self, uid: int, reason: str, now: float) -> list[Action]:
@@ -380,6 +393,13 @@ class PartTracker:
             )
         self._last_part_id[epoch] = msg.part_id
         trigger = event.host_time if event.host_time is not None else event.received_at
+        self._unreported = deque(
+            v for v in self._unreported if abs(self._eye_time(v) - trigger) >= BACKUP_MATCH_S
+        )
+        seen = self._backup_sighting_of(trigger)
+        if seen is not None:
+            self._adopt(seen, epoch, msg.part_id, now, out)
+            return
         part = self._new_part(epoch, msg.part_id, "photo_eye", trigger, msg.mcu_time_ms, None, out)
         d = self.settings.deadlines
         out.append(
@@ -401,30 +421,101 @@ class PartTracker:
         out.append(JudgeFrame(part.uid, sighting.frame_time, part.deadline, sighting.frame))
 
     def _on_backup_sighting(self, sighting: VisionSighting, now: float, out: list[Action]) -> None:
-        """A part the camera saw while the Mega could not report it: reject it, re-arm later.
+        """The camera, a second witness of every part on a photo-eye line, saw one cross.
 
-        Parts already known from a PART event are recognised by time: the camera
-        sees a part `trigger_delay_ms` after the photo-eye does.
-        """
-        eye_time = sighting.trigger_time - self.settings.deadlines.trigger_delay_ms / 1000
+        A part the Mega reported is recognised by time (`_eye_time`) and needs nothing.
+        One it did not report is rejected and re-armed when its Mega cannot report it: the
+        link is down, or came up too recently for that Mega to have seen the part. With the
+        link up its PART may still be on its way, queued behind an event whose ACK was
+        lost: it waits for it, and if the link goes first it is rejected then."""
+        eye_time = self._eye_time(sighting)
         if any(abs(p.trigger_time - eye_time) < BACKUP_MATCH_S for p in self.parts.values()):
             return
+        grace = self.settings.deadlines.trigger_delay_ms / 1000 + BACKUP_GRACE_S
+        if self._link_up and now - self._link_up_at >= grace:
+            self._unreported.append(sighting)
+            self._forget_unreported(now, out)
+            return
+        self._witnessed(sighting, "seen by the camera while the link was down", now, out)
+
+    def _witnessed(
+        self, sighting: VisionSighting, note: str, now: float, out: list[Action]
+    ) -> None:
+        """A part only the camera knows of: a fail-safe reject, re-armed on the Mega."""
         epoch = self._epochs.audit(max(self._link_epoch, 1))
         part = self._new_part(
             epoch,
             self._next_vision_id(),
             "vision_backup",
-            eye_time,
+            self._eye_time(sighting),
             None,
-            "seen by the camera while the link was down",
+            note,
             out,
         )
         self._by_key.pop((part.epoch, part.part_id), None)
-        part.orphan = True
+        part.orphan, part.why_orphan = True, note
         part.verdict, part.failsafe = "reject", FailSafe.LINK_LOST.value
-        self._record(part, now, out, frame_time=sighting.frame_time, frame=sighting.frame)
+        self._record(part, now, out, note, sighting.frame_time, sighting.frame)
         if self._link_up:
             self._rearm_orphans(now, out)
+
+    def _eye_time(self, sighting: VisionSighting) -> float:
+        """When the part the camera saw broke the photo-eye's beam."""
+        return sighting.trigger_time - self.settings.deadlines.trigger_delay_ms / 1000
+
+    def _forget_unreported(self, now: float, out: list[Action]) -> None:
+        """Sightings whose PART never came while the link stayed up: the photo-eye missed
+        the part, or the Mega lost its PART. It passed unjudged, or was rejected unaudited."""
+        while self._unreported and now - self._unreported[0].trigger_time > UNREPORTED_KEEP_S:
+            seen = self._unreported.popleft()
+            out.append(
+                RaiseAlarm(
+                    "unreported_part",
+                    f"the camera saw a part cross {now - seen.trigger_time:.1f} s ago that "
+                    "the Mega never reported: a photo-eye that missed it (it passed unjudged; "
+                    "check the photo-eye and the pass bin) or a PART the Mega lost (it "
+                    "rejected the part for want of a verdict)",
+                )
+            )
+
+    def _backup_sighting_of(self, eye_time: float) -> TrackedPart | None:
+        """The camera's backup sighting of the part that broke the beam at `eye_time`, if any.
+
+        A rebooted Mega's PART can reach the host after the camera saw the part: its frame
+        was garbled and retransmitted, or queued behind the handshake. The two are one part."""
+        for part in self.parts.values():
+            near = abs(part.trigger_time - eye_time) < BACKUP_MATCH_S
+            if near and part.source == "vision_backup":
+                return part
+        return None
+
+    def _adopt(
+        self, part: TrackedPart, epoch: int, part_id: int, now: float, out: list[Action]
+    ) -> None:
+        """A late PART for a part the camera saw while the link was down: the same part.
+
+        It keeps its audit row and its fail-safe reject (judging it again could pass a part
+        a re-arm is about to fire, and the row would say "passed" of a part pushed off).
+        From now on it is tracked by the Mega's own ID, as any part the Mega reported: the
+        Mega fires it on our reject, or on its own if no verdict comes. A re-arm already
+        sent to this boot holds it a second time; that entry's GATE is the same part's."""
+        if part.armed_epoch == epoch:
+            self._twins[(part.epoch, part.part_id)] = part.uid
+        self._by_key.pop((part.epoch, part.part_id), None)
+        part.epoch, part.part_id = epoch, part_id
+        part.orphan, part.armed_epoch = False, None
+        self._by_key[(epoch, part_id)] = part.uid
+        out.append(
+            UpdateRow(
+                part.uid,
+                {
+                    "note": f"seen by the camera while the link was down; the Mega's PART "
+                    f"{part_id} came late: rejected as the camera's sighting"
+                },
+            )
+        )
+        if self._link_up and epoch == self._epochs.audit(self._link_epoch):
+            out.append(SendCommand(("verdict", part.uid), m.Verdict(part_id, 1)))
 
     def _new_part(
         self,
@@ -595,6 +686,8 @@ class PartTracker:
             return
         error = _answer_error(answer)
         if kind == "rearm":
+            if not part.orphan:
+                return  # its late PART came first: the Mega holds it by that (`_adopt`)
             if error is None:
                 note = f"{part.why_orphan}: re-armed as {part.part_id:#x}"
                 out.append(UpdateRow(part.uid, {"note": note}))
@@ -663,7 +756,10 @@ class PartTracker:
         action = "fired" if msg.action == m.GateAction.FIRED else "passed"
         reason = m.GateReason(msg.reason).name.lower()
         epoch = self._epochs.audit(event.epoch)
-        uid = self._by_key.get((epoch, msg.part_id))
+        key = (epoch, msg.part_id)
+        if self._twins.pop(key, None) is not None:
+            return  # the re-arm of a part the Mega also holds by its late PART: both fire it
+        uid = self._by_key.get(key)
         part = self.parts.get(uid) if uid is not None else None
         if part is None:
             # A part the Mega saw but never reported (its PART was lost): record it now.
@@ -742,6 +838,9 @@ class PartTracker:
             out.append(RaiseAlarm("link_down", state.reason))
         epoch = self._epochs.audit(state.epoch)
         self._forget_epoch(epoch, now, state.rebooted, state.heard_by_mega_at, out)
+        while self._unreported:  # their PARTs went with the Mega's event queue
+            note = "seen by the camera; the link went before the Mega reported it"
+            self._witnessed(self._unreported.popleft(), note, now, out)
 
     def _forget_epoch(
         self,
@@ -758,6 +857,7 @@ class PartTracker:
         waiting for a slot become orphans with the rest, re-armed on the next boot.
         """
         self._awaiting_slot.clear()
+        self._twins = {key: uid for key, uid in self._twins.items() if key[0] != epoch}
         if rebooted:
             for fired_at, part in self._recent_fires:
                 if part.epoch == epoch and now - fired_at <= self.settings.pulse_s:
@@ -873,10 +973,18 @@ def _gap_detail(gap: FrameGap) -> str:
     )
 
 
-def _lag_detail(lag: VisionLag) -> str:
-    return (
+def _lag_detail(lag: VisionLag, vision_line: bool) -> str:
+    said = (
         f"the vision trigger looked at a frame {lag.lag_s * 1000:.0f} ms after it was taken "
         f"(alarm above {lag.limit_s * 1000:.0f} ms): the line PC is not keeping up with its "
-        "camera. Parts seen this late are failed safe; with no photo-eye, one seen a whole "
+        "camera. "
+    )
+    if not vision_line:
+        return said + (
+            "On this photo-eye line the camera is the witness of the parts the Mega cannot "
+            "report (the link down): it sees them that much later, and their re-arm comes later"
+        )
+    return said + (
+        "Parts seen this late are failed safe; with no photo-eye, one seen a whole "
         "trigger-to-gate time late reaches the gate unjudged and passes"
     )

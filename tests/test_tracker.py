@@ -323,7 +323,6 @@ def test_part_ids_going_back_within_a_boot_mean_an_unnoticed_restart(h):
 def test_the_camera_reports_parts_nobody_else_can_while_the_link_is_down(h):
     known = h.part(1.0, part_id=1)
     h.down(1.1)
-    assert h.tracker.link_recently_down(1.1, 0.26)
     h.feed(1.16, VisionSighting(1.16, 1.16, backup=True))  # the known part, at the camera
     assert len(h.rows) == 1
     h.feed(1.5, VisionSighting(1.5, 1.5, backup=True))
@@ -333,7 +332,90 @@ def test_the_camera_reports_parts_nobody_else_can_while_the_link_is_down(h):
     h.up(1.8, epoch=2)
     targets = sorted(c.due_at for c in h.sent if isinstance(c.message, m.VisionReject))
     assert targets == pytest.approx([2.285, 1.5 - 0.16 + 1.285])
-    assert not h.tracker.link_recently_down(2.1, 0.26)
+    # Seen just after the link-up: it broke the beam before that Mega ran. Not so later.
+    h.feed(2.0, VisionSighting(2.0, 2.0, backup=True))
+    assert h.rows[max(h.rows)]["source"] == "vision_backup" and len(h.rows) == 3
+    h.feed(2.1, VisionSighting(2.1, 2.1, backup=True))
+    assert len(h.rows) == 3, "with the link up its PART may still come"
+
+
+def test_a_part_whose_report_was_still_queued_when_the_link_went_is_rejected(h):
+    """The dense-unplug soak, seed 6 (2026-12-05): an ACK of the Mega's event lost twice
+    held the PART of the next part in the Mega's queue; the cable went 220 ms later, and the
+    reopened port rebooted the Mega, queue and all. The part had no audit row."""
+    h.feed(1.36, VisionSighting(1.36, 1.36, backup=True))  # broke the beam at 1.2
+    assert not h.rows, "its PART may still come"
+    h.down(1.5)
+    (seen,) = h.rows
+    row = h.rows[seen]
+    assert (row["source"], row["verdict"], row["failsafe_reason"]) == (
+        "vision_backup",
+        "reject",
+        "link_lost",
+    )
+    assert "the link went before the Mega reported it" in row["note"]
+    h.up(1.6, epoch=2)
+    (rearm,) = [c for c in h.sent if isinstance(c.message, m.VisionReject)]
+    assert rearm.due_at == pytest.approx(1.2 + 1.285)
+
+
+def test_a_part_report_that_comes_after_the_camera_saw_the_part_settles_it(h):
+    h.feed(1.36, VisionSighting(1.36, 1.36, backup=True))
+    uid = h.part(1.2, part_id=1)  # came late, stamped with the Mega's time of the beam
+    h.feed(1.45, MegaEvent(1, m.Part(2, 0, 1450), 1.45, 1.45))  # the next part
+    h.down(1.5)
+    assert {r["source"] for r in h.rows.values()} == {"photo_eye"} and uid in h.rows
+    h.tick(12.0)
+    assert "unreported_part" not in h.alarm_kinds()
+
+
+def test_a_part_the_camera_saw_and_the_mega_never_reported_is_alarmed(h):
+    h.feed(1.36, VisionSighting(1.36, 1.36, backup=True))
+    h.tick(11.0)
+    assert "unreported_part" not in h.alarm_kinds(), "still within UNREPORTED_KEEP_S"
+    h.tick(11.5)
+    (detail,) = [d for k, d in h.alarms if k == "unreported_part"]
+    assert "the Mega never reported" in detail and "check the photo-eye" in detail
+    h.tick(30.0)
+    assert h.alarm_kinds().count("unreported_part") == 1
+
+
+def test_a_late_part_report_for_a_part_the_camera_saw_is_that_part(h):
+    """The dense-unplug soak with a shorter handshake (2026-12-05): a good part the camera
+    saw while the link was down was re-armed; the rebooted Mega's PART for it, garbled and
+    retransmitted, came 200 ms later, was judged OK and audited "passed", while the re-arm
+    pushed it off. One part, two rows, and the row the part was known by said the wrong
+    thing."""
+    h.down(1.0, rebooted=True)
+    h.feed(1.36, VisionSighting(1.36, 1.36, backup=True))  # broke the beam at 1.2
+    seen = max(h.rows)
+    h.up(1.40, epoch=2)
+    (rearm,) = [c for c in h.sent if isinstance(c.message, m.VisionReject)]
+    h.feed(1.60, MegaEvent(2, m.Part(1, 0, 1200), 1.60, 1.21))  # the late PART
+    assert max(h.rows) == seen and not h.jobs, "the same part: no new row, not judged again"
+    assert h.sent[-1].message == m.Verdict(1, 1), "the Mega's own entry agrees: reject"
+    row = h.rows[seen]
+    assert (row["verdict"], row["failsafe_reason"]) == ("reject", "link_lost")
+    assert "PART 1 came late" in row["note"]
+    # Both entries fire it; the row gets one gate and nothing is alarmed or added.
+    h.gate(2.485, 1, fired=True, epoch=2)
+    h.gate(2.486, rearm.message.part_id | VISION_ID_BIT, True, m.GateReason.VISION, epoch=2)
+    assert h.rows[seen]["gate_action"] == "fired" and max(h.rows) == seen
+    assert "gate_mismatch" not in h.alarm_kinds() and h.tracker.in_flight == 0
+
+
+def test_a_part_report_before_the_link_is_up_spares_the_camera_sightings_re_arm(h):
+    h.down(1.0, rebooted=True)
+    h.feed(1.36, VisionSighting(1.36, 1.36, backup=True))
+    seen = max(h.rows)
+    h.feed(1.38, MegaEvent(2, m.Part(1, 0, 1200), 1.38, 1.2))  # before LinkState(up, 2)
+    h.up(1.40, epoch=2)
+    assert not any(isinstance(c.message, m.VisionReject) for c in h.sent), (
+        "the Mega holds it by its PART and fails safe on it: no second entry"
+    )
+    h.gate(2.485, 1, fired=True, reason=m.GateReason.NO_VERDICT, epoch=2)
+    assert h.rows[seen]["gate_action"] == "fired" and h.tracker.in_flight == 0
+    assert "gate_mismatch" not in h.alarm_kinds()
 
 
 # --- vision-trigger lines, and the shell's error path --------------------------------------
@@ -487,6 +569,7 @@ def test_a_vision_trigger_behind_its_camera_is_counted_and_alarmed(h):
     assert h.counted["camera:vision_lag"] == 1
     (detail,) = [detail for kind, detail in h.alarms if kind == "vision_lag"]
     assert "412 ms" in detail and "above 250 ms" in detail
+    assert "photo-eye line the camera is the witness" in detail, "h is a photo-eye line"
 
 
 def test_a_frame_gap_on_a_vision_line_is_counted_and_says_parts_pass_unseen(h):

@@ -144,18 +144,10 @@ def assemble(
     feed.on_problem = station.camera_problem
     guard_s = config.link.reset_guard_s
     link.reopen_ok = lambda: tracker.reset_is_safe(time.monotonic(), guard_s)
-    if config.trigger == TriggerMode.VISION:
-        trigger = VisionTrigger(frames, inbox, config.vision_trigger, calibration)
-    else:
-        grace_s = calibration.camera.trigger_delay_ms / 1000 + 0.1
-        trigger = VisionTrigger(
-            frames,
-            inbox,
-            config.vision_trigger,
-            calibration,
-            active=lambda: station.link_recently_down(grace_s),
-            backup=True,
-        )
+    # A photo-eye line runs it too, as the witness that finds the parts the Mega cannot
+    # report (the tracker's `_on_backup_sighting`).
+    backup = config.trigger != TriggerMode.VISION
+    trigger = VisionTrigger(frames, inbox, config.vision_trigger, calibration, backup=backup)
     return Assembly(station, classifier, metrics, trigger)
 
 

@@ -267,10 +267,6 @@ class LineStation:
         """Called from the camera feed's threads: hand it to the main loop."""
         self.inbox.put(CameraTrouble(kind, detail))
 
-    def link_recently_down(self, grace_s: float) -> bool:
-        """For the vision backup thread (a read of one flag and one time: no lock needed)."""
-        return self.tracker.link_recently_down(time.monotonic(), grace_s)
-
     # --- carrying out ----------------------------------------------------------------
 
     def _guarded(self, event: object, step) -> None:

@@ -424,11 +424,8 @@ class SteppedLine:
         self._flush_mega()
 
     def _camera_sees(self, part: _BeltPart) -> None:
-        """The vision backup: while the link is (recently) down, the camera reports parts."""
-        grace = self.deadlines.trigger_delay_ms / 1000 + 0.1
-        if self._in(self._camera_down, self.now):
-            return
-        if self.tracker.link_recently_down(self.now / 1000, grace):
+        """The camera witness: it reports every part it sees cross (the tracker decides)."""
+        if not self._in(self._camera_down, self.now):
             t = self.now / 1000
             self._feed(VisionSighting(t, t, backup=True))
 

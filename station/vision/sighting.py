@@ -13,8 +13,9 @@ from dataclasses import dataclass
 class VisionSighting:
     """A part crossed the trigger line at `trigger_time`; `frame` shows it.
 
-    `backup`: seen on a photo-eye line while the link was down, when the
-    Mega's PART events cannot reach the host. `frame` is opaque here (a
+    `backup`: seen on a photo-eye line by the camera witness, which finds the
+    parts whose PART the Mega cannot report (the link down, or gone with its
+    event queue). `frame` is opaque here (a
     camera Frame on the line; None on the stepped line, which renders on
     demand): it is handed back in the tracker's JudgeFrame and Decided.
     """

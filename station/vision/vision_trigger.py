@@ -1,8 +1,9 @@
 """Vision trigger: see a part cross a line in the frame.
 
-Lines with no photo-eye run on it. Photo-eye lines run it as a backup while
-the link is down: the Mega cannot report parts then, and after the reconnect
-(which reboots it) it has forgotten them, so the camera is the only witness.
+Lines with no photo-eye run on it. Photo-eye lines run it as a second witness
+of every part: while the link is down the Mega cannot report parts, and after
+the reconnect (which reboots it) it has forgotten them, as it has the PARTs
+still queued in it when the link went; the camera saw them all.
 
 
 Each new frame's blobs are compared with the previous frame's: a blob whose
@@ -20,7 +21,6 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from station.calibration import Calibration
@@ -134,15 +134,13 @@ class VisionTrigger:
         inbox: queue.Queue,
         config: VisionTriggerConfig,
         calibration: Calibration,
-        active: Callable[[], bool] | None = None,
         backup: bool = False,
     ):
         self.frames = frames
         self.inbox = inbox
         self.crossings = LineCrossing(config, calibration.camera.min_part_area_px)
-        self.active = active or (lambda: True)
-        """Photo-eye lines: only while the link is down (the backup that finds unreported parts)."""
         self.backup = backup
+        """Photo-eye lines: the witness whose sightings find the parts the Mega cannot report."""
         self.sightings = 0
         self.lag = LagWatch(LAG_SHARE * config.camera_to_gate_ms / 1000)
         self.spacing = FrameSpacing()
@@ -163,9 +161,6 @@ class VisionTrigger:
         while not self._stop.is_set():
             for frame in self.frames.wait_newer(last, 0.1):
                 before, last = last, frame.timestamp
-                if not self.active():
-                    previous = []
-                    continue
                 if late := self.lag.check(frame.timestamp, time.monotonic()):
                     self.inbox.put(late)
                 if before > float("-inf") and (
