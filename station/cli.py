@@ -590,7 +590,8 @@ def replay(
     show_default=True,
     help="none, default, or NAME=VALUE,... over the default (e.g. default,garble=0.01): "
     "mega_reset_every_s, unplug_every_s, unplug_s, camera_stall_every_s, camera_stall_s, "
-    "classifier_stall_every_s, classifier_stall_s, classifier_error, garble, drop, lost_ack.",
+    "classifier_stall_every_s, classifier_stall_s, trigger_stall_every_s, trigger_stall_s, "
+    "classifier_error, garble, drop, lost_ack, eye_miss.",
 )
 @click.option("--seed", default=1, show_default=True, help="Belt layout and fault draws.")
 @click.option(

@@ -28,6 +28,9 @@ class FailSafe(str, enum.Enum):
     SHUTDOWN = "shutdown"
     INTERNAL_ERROR = "internal_error"
     """The station's own code failed while handling this part (an alarm says where)."""
+    NOT_REPORTED = "not_reported"
+    """Photo-eye lines: the camera saw a part the Mega did not report by its verdict deadline
+    (a photo-eye that missed it, or its PART held in the Mega)."""
 
 
 @dataclass(frozen=True)

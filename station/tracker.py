@@ -54,9 +54,6 @@ BACKUP_GRACE_S = 0.1
 """After a link-up, a part the camera sees up to the camera's trigger delay and this much
 later may have broken the beam while no Mega was running: one with no PART is rejected at
 once, as if the link were still down."""
-UNREPORTED_KEEP_S = 10.0
-"""How long a part the camera saw, with the link up and no PART for it, is kept waiting
-for its PART (a Mega's events queue behind one whose ACK was lost)."""
 
 
 # --- events the tracker is given (besides the link's MegaEvent, LinkState,
@@ -241,8 +238,9 @@ class PartTracker:
         """Every part not yet through the gate (orphans included), by audit uid."""
         self._by_key: dict[tuple[int, int], int] = {}
         self._unreported: deque[VisionSighting] = deque()
-        """Parts the camera saw with the link up and no PART for yet, earliest first: if the
-        link goes before their PART comes, their Mega took them with it (`_on_link_state`)."""
+        """Parts the camera saw with the link up and no PART for yet, earliest first: each
+        waits for its PART until its verdict deadline (`_unreported_due`), or until the link
+        goes (its PART went with the Mega's event queue)."""
         self._twins: dict[tuple[int, int], int] = {}
         """Re-arms of parts the Mega then reported by a late PART (`_adopt`), by key: the
         Mega holds such a part twice and fires both; the re-arm's GATE is not a new part."""
@@ -286,7 +284,9 @@ class PartTracker:
         return True
 
     def next_deadline(self) -> float | None:
-        return min((p.deadline for p in self.parts.values() if p.verdict is None), default=None)
+        pending = (p.deadline for p in self.parts.values() if p.verdict is None)
+        waiting = (self._unreported_due(self._unreported[0]),) if self._unreported else ()
+        return min((*pending, *waiting), default=None)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -324,7 +324,8 @@ class PartTracker:
         for part in list(self.parts.values()):
             if part.verdict is None and now >= part.deadline:
                 self._decide(part, True, FailSafe.CLASSIFIER_TIMEOUT.value, None, now, out)
-        self._forget_unreported(now, out)
+        while self._unreported and now >= self._unreported_due(self._unreported[0]):
+            self._never_reported(self._unreported.popleft(), now, out)
         return out
 
     def fail_safe(self, uid: int, reason: str, now: float) -> list[Action]:
@@ -434,13 +435,13 @@ class PartTracker:
         grace = self.settings.deadlines.trigger_delay_ms / 1000 + BACKUP_GRACE_S
         if self._link_up and now - self._link_up_at >= grace:
             self._unreported.append(sighting)
-            self._forget_unreported(now, out)
             return
-        self._witnessed(sighting, "seen by the camera while the link was down", now, out)
+        note = "seen by the camera while the link was down"
+        self._witnessed(sighting, note, FailSafe.LINK_LOST, now, out)
 
     def _witnessed(
-        self, sighting: VisionSighting, note: str, now: float, out: list[Action]
-    ) -> None:
+        self, sighting: VisionSighting, note: str, why: FailSafe, now: float, out: list[Action]
+    ) -> TrackedPart:
         """A part only the camera knows of: a fail-safe reject, re-armed on the Mega."""
         epoch = self._epochs.audit(max(self._link_epoch, 1))
         part = self._new_part(
@@ -454,29 +455,35 @@ class PartTracker:
         )
         self._by_key.pop((part.epoch, part.part_id), None)
         part.orphan, part.why_orphan = True, note
-        part.verdict, part.failsafe = "reject", FailSafe.LINK_LOST.value
+        part.verdict, part.failsafe = "reject", why.value
         self._record(part, now, out, note, sighting.frame_time, sighting.frame)
         if self._link_up:
             self._rearm_orphans(now, out)
+        return part
 
     def _eye_time(self, sighting: VisionSighting) -> float:
         """When the part the camera saw broke the photo-eye's beam."""
         return sighting.trigger_time - self.settings.deadlines.trigger_delay_ms / 1000
 
-    def _forget_unreported(self, now: float, out: list[Action]) -> None:
-        """Sightings whose PART never came while the link stayed up: the photo-eye missed
-        the part, or the Mega lost its PART. It passed unjudged, or was rejected unaudited."""
-        while self._unreported and now - self._unreported[0].trigger_time > UNREPORTED_KEEP_S:
-            seen = self._unreported.popleft()
-            out.append(
-                RaiseAlarm(
-                    "unreported_part",
-                    f"the camera saw a part cross {now - seen.trigger_time:.1f} s ago that "
-                    "the Mega never reported: a photo-eye that missed it (it passed unjudged; "
-                    "check the photo-eye and the pass bin) or a PART the Mega lost (it "
-                    "rejected the part for want of a verdict)",
-                )
+    def _unreported_due(self, sighting: VisionSighting) -> float:
+        """When a part the camera saw must have its PART: its verdict deadline. A re-arm
+        sent then still meets the part at the gate."""
+        return self._eye_time(sighting) + self.settings.deadlines.verdict_deadline_ms / 1000
+
+    def _never_reported(self, sighting: VisionSighting, now: float, out: list[Action]) -> None:
+        """No PART by the verdict deadline of a part the camera saw, with the link up: the
+        photo-eye missed it (dust, a part too close behind another), or its PART is held in
+        the Mega. Either way nothing else rejects it if it is defective: it is rejected."""
+        note = "seen by the camera; no PART came by its verdict deadline"
+        part = self._witnessed(sighting, note, FailSafe.NOT_REPORTED, now, out)
+        out.append(
+            RaiseAlarm(
+                "unreported_part",
+                f"part {part.uid}: the camera saw it, and the Mega did not report it by its "
+                "verdict deadline (a photo-eye that missed it, or its PART held in the Mega): "
+                "rejected unjudged; check the photo-eye if this repeats",
             )
+        )
 
     def _backup_sighting_of(self, eye_time: float) -> TrackedPart | None:
         """The camera's backup sighting of the part that broke the beam at `eye_time`, if any.
@@ -840,7 +847,7 @@ class PartTracker:
         self._forget_epoch(epoch, now, state.rebooted, state.heard_by_mega_at, out)
         while self._unreported:  # their PARTs went with the Mega's event queue
             note = "seen by the camera; the link went before the Mega reported it"
-            self._witnessed(self._unreported.popleft(), note, now, out)
+            self._witnessed(self._unreported.popleft(), note, FailSafe.LINK_LOST, now, out)
 
     def _forget_epoch(
         self,

@@ -78,6 +78,20 @@ def test_dense_unplugs_on_a_garbling_wire_cost_no_part(line, tmp_path, seed):
     assert summary["ok"]
 
 
+def test_a_part_the_photo_eye_missed_is_rejected_on_the_cameras_word(line, tmp_path):
+    """Dust on the reflector, or a part too close behind another: the Mega never hears of
+    the part. Before the camera witnessed every part, these 36 parts (18 defective) passed
+    with no audit row."""
+    summary = _soak(line, tmp_path, 3000, "none,eye_miss=0.01")
+    missed = summary["faults_injected"]["eye_miss"]
+    assert missed >= 20
+    assert summary["failsafe_by_reason"] == {"not_reported": missed}
+    assert summary["good_rejected_by_reason"] == {"not_reported": summary["good_rejected"]}
+    assert summary["unaudited"] == 0 and summary["defects_passed"] == 0
+    assert summary["routed_as_verdict"] == summary["parts"]
+    assert summary["ok"]
+
+
 def test_the_same_seed_gives_the_same_run(line, tmp_path):
     first = _soak(line, tmp_path / "a", 800, DENSE, seed=7)
     second = _soak(line, tmp_path / "b", 800, DENSE, seed=7)

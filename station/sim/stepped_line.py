@@ -102,6 +102,9 @@ class FaultPlan:
     garble: float = 0.0
     drop: float = 0.0
     lost_ack: float = 0.0
+    eye_miss: float = 0.0
+    """Photo-eye lines: the chance that the beam misses a part (dust on the reflector, a part
+    too close behind another); the Mega never hears of it, and only the camera sees it."""
 
     @classmethod
     def none(cls) -> FaultPlan:
@@ -417,6 +420,9 @@ class SteppedLine:
         self._next_eye += 1
         self._schedule_next_eye()
         if self.trigger is not None:
+            return
+        if self.plan.eye_miss and self.rng.random() < self.plan.eye_miss:
+            self.faults["eye_miss"] += 1
             return
         core = self.board.core
         part_id = core.photo_eye(self.now)
