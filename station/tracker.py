@@ -499,7 +499,8 @@ class PartTracker:
     def _adopt(
         self, part: TrackedPart, epoch: int, part_id: int, now: float, out: list[Action]
     ) -> None:
-        """A late PART for a part the camera saw while the link was down: the same part.
+        """A late PART for a part the camera saw and the tracker had to reject without one
+        (the link was down, or no PART came by the verdict deadline): the same part.
 
         It keeps its audit row and its fail-safe reject (judging it again could pass a part
         a re-arm is about to fire, and the row would say "passed" of a part pushed off).
@@ -516,8 +517,8 @@ class PartTracker:
             UpdateRow(
                 part.uid,
                 {
-                    "note": f"seen by the camera while the link was down; the Mega's PART "
-                    f"{part_id} came late: rejected as the camera's sighting"
+                    "note": f"{part.why_orphan}; the Mega's PART {part_id} came late: "
+                    "rejected as the camera's sighting"
                 },
             )
         )
