@@ -209,7 +209,9 @@ class _BeltPart:
     """Vision-trigger lines: when its centre crosses the trigger line."""
     unseen: str | None = None
     """Vision-trigger lines: why the trigger never saw it cross ("camera_down": no frame
-    came near its crossing; "not_found": frames came, and the trigger missed it)."""
+    came near its crossing; "not_found": frames came, and the trigger missed it). Photo-eye
+    lines: "eye_missed" (the `eye_miss` fault), "eye_missed_camera_down" (and the camera,
+    the other witness, was stalled as it crossed: nothing saw the part)."""
 
 
 @dataclass(frozen=True)
@@ -423,6 +425,7 @@ class SteppedLine:
             return
         if self.plan.eye_miss and self.rng.random() < self.plan.eye_miss:
             self.faults["eye_miss"] += 1
+            part.unseen = "eye_missed"
             return
         core = self.board.core
         part_id = core.photo_eye(self.now)
@@ -431,9 +434,12 @@ class SteppedLine:
 
     def _camera_sees(self, part: _BeltPart) -> None:
         """The camera witness: it reports every part it sees cross (the tracker decides)."""
-        if not self._in(self._camera_down, self.now):
-            t = self.now / 1000
-            self._feed(VisionSighting(t, t, backup=True))
+        if self._in(self._camera_down, self.now):
+            if part.unseen == "eye_missed":
+                part.unseen = "eye_missed_camera_down"
+            return
+        t = self.now / 1000
+        self._feed(VisionSighting(t, t, backup=True))
 
     def _crosses(self, part: _BeltPart) -> None:
         """Vision-trigger lines: at the first frame after the part's crossing, the trigger
@@ -891,6 +897,7 @@ def _summary(outcomes: list[Outcome], line: SteppedLine, wall_s: float) -> dict:
         },
         "alarms": line.records.alarms_raised,
         **({"vision_line": vision} if vision else {}),
+        **({"eye_missed": _eye_missed(outcomes, line)} if line.plan.eye_miss else {}),
         "silent": {
             "unaudited": sum(not o.audited and o.index not in reported for o in outcomes),
             "defects_passed_line": sum(o.index not in reported for o in line_escapes),
@@ -926,6 +933,20 @@ def _vision_summary(outcomes: list[Outcome], line: SteppedLine) -> dict:
         "vision_lag_alarms": line.metrics.camera_errors["vision_lag"],
         "passed_unknown": len(unknown),
         "passed_unknown_defective": sum(o.label == "defective" for o in unknown),
+    }
+
+
+def _eye_missed(outcomes: list[Outcome], line: SteppedLine) -> dict:
+    """Parts the photo-eye missed (the `eye_miss` fault): the camera witness rejects them
+    (`not_reported`); those that crossed the camera while it was stalled nobody saw, and
+    they pass with no audit row (counted `silent`: nothing said so)."""
+    missed = [(p, o) for p, o in zip(line.belt, outcomes) if p.unseen]
+    blind = [o for p, o in missed if p.unseen == "eye_missed_camera_down"]
+    return {
+        "parts": len(missed),
+        "rejected_not_reported": sum(o.failsafe == "not_reported" for _, o in missed),
+        "camera_down_too": len(blind),
+        "camera_down_too_defective": sum(o.label == "defective" for o in blind),
     }
 
 
