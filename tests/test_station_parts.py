@@ -172,6 +172,26 @@ def test_vision_trigger_times_the_crossing_between_frames(sample_images):
     assert trigger.crossing([], after) is None  # no earlier sighting: not a crossing
 
 
+def test_the_witness_at_half_size_times_the_crossing_as_the_full_size_trigger(sample_images):
+    """A photo-eye line's witness runs on every frame at half size (WITNESS_SCALE): its
+    centres may be 2 px of 640 out, and its crossing times about as little."""
+    from station.config import VisionTriggerConfig
+    from station.vision.vision_trigger import WITNESS_SCALE, LineCrossing
+
+    image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
+    config = VisionTriggerConfig(line_x_fraction=0.5, camera_to_gate_ms=1000)
+    full = LineCrossing(config, min_area_px=20000)
+    half = LineCrossing(config, min_area_px=20000, scale=WITNESS_SCALE)
+    assert half.min_area_px == 5000
+    for left in range(100, 250, 7):
+        frame = _on_belt(image, left, 30)
+        (exact,), (seen,) = full.centres(frame), half.centres(frame)
+        assert abs(seen - exact) <= 2 / 640, left
+    before, after = _on_belt(image, 290 - 150, 30), _on_belt(image, 330 - 150, 30)
+    step = half.crossing(half.centres(before), half.centres(after))
+    assert step == pytest.approx(full.crossing(full.centres(before), full.centres(after)), abs=0.05)
+
+
 # --- frames -------------------------------------------------------------------------------
 
 
