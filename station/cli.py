@@ -389,7 +389,7 @@ VIRTUAL_LINE_CONFIG = REPO_CALIBRATION / "virtual-line.station.yaml"
     "faults",
     multiple=True,
     help="Virtual line: inject KIND@SECONDS[:DURATION]; KIND is camera-stall, unplug, "
-    "classifier-stall or mega-reset. Repeatable.",
+    "classifier-stall, mega-reset or eye-miss (the photo-eye misses the next part). Repeatable.",
 )
 @click.option(
     "--out",

@@ -126,6 +126,25 @@ def test_faults_fail_safe_and_sorting_resumes(tmp_path):
     ), last
 
 
+def test_a_part_the_photo_eye_missed_is_rejected_on_the_cameras_word(tmp_path):
+    """The whole service in real time: the photo-eye misses two parts, the Mega never hears
+    of them, and the camera witness (on every frame, at half size) sees them cross; with
+    no PART by their verdict deadline they are rejected and fired by a VISION_REJECT."""
+    faults = [Fault("eye-miss", 2.0), Fault("eye-miss", 4.0)]
+    summary = _virtual_line(tmp_path, parts=40, faults=faults)
+    assert summary["lost"] == 0 and summary["audited"] == 40, summary
+    assert summary["failsafe_by_reason"] == {"not_reported": 2}, summary
+    assert summary["routed_as_verdict"] == 40 and summary["defects_passed"] == 0, summary
+    rows = _rows(tmp_path / "audit.sqlite")
+    missed = [r for r in rows if r["failsafe_reason"] == "not_reported"]
+    assert [r["trigger_source"] for r in missed] == ["vision_backup"] * 2
+    assert all(r["gate_action"] == "fired" for r in missed), [dict(r) for r in missed]
+    alarms = sqlite3.connect(tmp_path / "audit.sqlite").execute(
+        "SELECT count(*) FROM alarms WHERE kind = 'unreported_part'"
+    )
+    assert alarms.fetchone()[0] == 2
+
+
 def test_a_step_of_the_wall_clock_mid_run_loses_no_part(tmp_path, mocker):
     """NTP, or a virtual machine resumed after a pause, can step the wall clock while the
     station runs. The station keeps time on the monotonic clock and the audit turns it into

@@ -84,6 +84,7 @@ class VirtualConveyor:
         self.parts: list[PartOnBelt] = []
         self.start_time = 0.0
         self.camera_stalled_until = 0.0
+        self._eye_misses = 0
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,6 +149,17 @@ class VirtualConveyor:
         """Fault: the camera's driver hangs; reads block until it recovers."""
         self.camera_stalled_until = time.monotonic() + seconds
 
+    def miss_next_part(self) -> None:
+        """Fault: the photo-eye misses the next part (dust on its reflector): the Mega never
+        hears of it, and only the camera sees it."""
+        with self._lock:
+            self._eye_misses += 1
+
+    def _eye_missed(self) -> bool:
+        with self._lock:
+            missed, self._eye_misses = self._eye_misses > 0, max(0, self._eye_misses - 1)
+        return missed
+
     def _run(self) -> None:
         c = self.config
         next_eye = 0
@@ -159,7 +171,7 @@ class VirtualConveyor:
             )
             while next_eye < len(self.parts) and self.parts[next_eye].eye_time <= now:
                 part = self.parts[next_eye]
-                if c.photo_eye:
+                if c.photo_eye and not self._eye_missed():
                     with self.mega.lock:
                         part.part_id = self.mega.photo_eye(at=part.eye_time)
                         part.mcu_trigger_ms = self.mega.last_trigger_ms

@@ -35,7 +35,7 @@ from station.sim.mega_pty import SimulatedMega
 
 log = logging.getLogger(__name__)
 
-FAULT_KINDS = ("camera-stall", "unplug", "classifier-stall", "mega-reset")
+FAULT_KINDS = ("camera-stall", "unplug", "classifier-stall", "mega-reset", "eye-miss")
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,8 @@ def _inject(faults, conveyor: VirtualConveyor, mega: SimulatedMega, classifier) 
             classifier.stalled_until = time.monotonic() + fault.duration_s
         elif fault.kind == "mega-reset":
             mega.reset()
+        elif fault.kind == "eye-miss":
+            conveyor.miss_next_part()
         elif fault.kind == "unplug":
             mega.unplug()
             time.sleep(fault.duration_s)
