@@ -481,7 +481,9 @@ class PartTracker:
                 "unreported_part",
                 f"part {part.uid}: the camera saw it, and the Mega did not report it by its "
                 "verdict deadline (a photo-eye that missed it, or its PART held in the Mega): "
-                "rejected unjudged; check the photo-eye if this repeats",
+                "rejected unjudged; check the photo-eye if this repeats, and if every part "
+                "gets it, camera.trigger_delay_ms (the witness matches a sighting to a PART "
+                f"within {BACKUP_MATCH_S * 1000:.0f} ms of it: `station calibrate timing`)",
             )
         )
 

@@ -192,6 +192,26 @@ def test_the_witness_at_half_size_times_the_crossing_as_the_full_size_trigger(sa
     assert step == pytest.approx(full.crossing(full.centres(before), full.centres(after)), abs=0.05)
 
 
+def test_the_witness_times_parts_at_the_frame_centre_as_the_trigger_delay_is_measured():
+    """`camera.trigger_delay_ms` is the photo-eye to the part centred in the frame
+    (`calibrate timing`); a photo-eye line's witness crosses there, whatever line a vision
+    line's trigger would use, and a vision line's trigger keeps its own line and full size."""
+    import queue
+
+    from station.camera.frames import FrameBuffer
+    from station.vision.vision_trigger import WITNESS_SCALE, VisionTrigger
+
+    config, calibration = load_station_config(STATION_YAML)
+    line = config.vision_trigger.model_copy(update={"line_x_fraction": 0.3})
+    witness = VisionTrigger(FrameBuffer(1.0), queue.Queue(), line, calibration, backup=True)
+    trigger = VisionTrigger(FrameBuffer(1.0), queue.Queue(), line, calibration)
+    assert (witness.crossings.config.line_x_fraction, witness.crossings.scale) == (
+        0.5,
+        WITNESS_SCALE,
+    )
+    assert (trigger.crossings.config.line_x_fraction, trigger.crossings.scale) == (0.3, 1.0)
+
+
 # --- frames -------------------------------------------------------------------------------
 
 

@@ -151,7 +151,13 @@ class VisionTrigger:
         self.frames = frames
         self.inbox = inbox
         min_area = calibration.camera.min_part_area_px
-        self.crossings = LineCrossing(config, min_area, WITNESS_SCALE if backup else 1.0)
+        if backup:
+            # The witness times a part by `camera.trigger_delay_ms`, which `calibrate timing`
+            # measures at the frame's centre; a vision line's own trigger line plays no part.
+            centred = config.model_copy(update={"line_x_fraction": 0.5})
+            self.crossings = LineCrossing(centred, min_area, WITNESS_SCALE)
+        else:
+            self.crossings = LineCrossing(config, min_area)
         self.backup = backup
         """Photo-eye lines: the witness whose sightings find the parts the Mega cannot report."""
         self.sightings = 0
