@@ -35,6 +35,7 @@ keys never collide across restarts of the service either.
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -50,6 +51,11 @@ REARM_MIN_MS = 2
 (one round trip on the link)."""
 BACKUP_MATCH_S = 0.05
 """A camera sighting within this of a known part's trigger is that part."""
+WITNESS_OFFSET_ALARM_S = 0.025
+"""The median of the last WITNESS_OFFSET_PARTS sightings' offsets from their PARTs past this,
+and `witness_offset` is alarmed: at BACKUP_MATCH_S the witness stops recognising the parts
+the Mega reports, and rejects every one `not_reported`."""
+WITNESS_OFFSET_PARTS = 50
 BACKUP_GRACE_S = 0.1
 """After a link-up, a part the camera sees up to the camera's trigger delay and this much
 later may have broken the beam while no Mega was running: one with no PART is rejected at
@@ -251,6 +257,9 @@ class PartTracker:
         self._link_up_at = float("-inf")
         self._last_part_id: dict[int, int] = {}
         self._vision_seq = 0
+        self._witness_offsets: deque[float] = deque(maxlen=WITNESS_OFFSET_PARTS)
+        """Recent sightings' times less their PARTs' (`_check_witness_offset`)."""
+        self._witness_offset_alarmed = False
         self._recent_fires: deque[tuple[float, TrackedPart]] = deque()
         """Parts fired within the last pulse: a reboot cuts a pulse short (re-armed then)."""
         self._awaiting_slot: deque[int] = deque()
@@ -430,7 +439,10 @@ class PartTracker:
         link up its PART may still be on its way, queued behind an event whose ACK was
         lost: it waits for it, and if the link goes first it is rejected then."""
         eye_time = self._eye_time(sighting)
-        if any(abs(p.trigger_time - eye_time) < BACKUP_MATCH_S for p in self.parts.values()):
+        nearest = self._nearest_part(eye_time)
+        if nearest is not None and abs(nearest.trigger_time - eye_time) < BACKUP_MATCH_S:
+            if nearest.source == "photo_eye":
+                self._check_witness_offset(eye_time - nearest.trigger_time, out)
             return
         grace = self.settings.deadlines.trigger_delay_ms / 1000 + BACKUP_GRACE_S
         if self._link_up and now - self._link_up_at >= grace:
@@ -438,6 +450,30 @@ class PartTracker:
             return
         note = "seen by the camera while the link was down"
         self._witnessed(sighting, note, FailSafe.LINK_LOST, now, out)
+
+    def _nearest_part(self, eye_time: float) -> TrackedPart | None:
+        return min(self.parts.values(), key=lambda p: abs(p.trigger_time - eye_time), default=None)
+
+    def _check_witness_offset(self, offset_s: float, out: list[Action]) -> None:
+        """Alarm, once until it is back, when the witness drifts from the photo-eye's timing
+        (a camera.trigger_delay_ms that no longer fits, a belt running at another speed)."""
+        self._witness_offsets.append(offset_s)
+        if len(self._witness_offsets) < WITNESS_OFFSET_PARTS:
+            return
+        median = statistics.median(self._witness_offsets)
+        off = abs(median) > WITNESS_OFFSET_ALARM_S
+        if off and not self._witness_offset_alarmed:
+            out.append(
+                RaiseAlarm(
+                    "witness_offset",
+                    f"the camera sees parts {median * 1000:+.0f} ms from where "
+                    "camera.trigger_delay_ms puts them (median of the last "
+                    f"{WITNESS_OFFSET_PARTS}); past {BACKUP_MATCH_S * 1000:.0f} ms it no longer "
+                    "recognises the parts the Mega reports and rejects them all: run "
+                    "`station calibrate timing`",
+                )
+            )
+        self._witness_offset_alarmed = off
 
     def _witnessed(
         self, sighting: VisionSighting, note: str, why: FailSafe, now: float, out: list[Action]

@@ -397,6 +397,23 @@ def test_a_part_the_camera_saw_and_the_mega_never_reported_is_rejected(h):
     assert "gate_mismatch" not in h.alarm_kinds()
 
 
+def test_a_witness_drifting_from_the_photo_eyes_timing_is_alarmed_before_it_rejects(h):
+    """A camera.trigger_delay_ms 30 ms off (the belt slowed, the camera moved): the witness
+    still recognises each part (within BACKUP_MATCH_S) but says so, once, while it lasts."""
+    for k in range(60):
+        eye = 1.0 + 0.2 * k
+        h.part(eye, part_id=k + 1)
+        h.feed(eye + 0.16 + 0.03, VisionSighting(eye + 0.19, eye + 0.19, backup=True))
+    assert {r["source"] for r in h.rows.values()} == {"photo_eye"} and len(h.rows) == 60
+    (detail,) = [d for k, d in h.alarms if k == "witness_offset"]
+    assert "+30 ms" in detail and "station calibrate timing" in detail
+    for k in range(60, 120):  # recalibrated
+        eye = 1.0 + 0.2 * k
+        h.part(eye, part_id=k + 1)
+        h.feed(eye + 0.16, VisionSighting(eye + 0.16, eye + 0.16, backup=True))
+    assert h.alarm_kinds().count("witness_offset") == 1
+
+
 # --- vision-trigger lines, and the shell's error path --------------------------------------
 
 
