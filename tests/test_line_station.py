@@ -145,6 +145,15 @@ def test_the_watchdog_is_fed_only_while_loop_judge_and_camera_make_progress(
     assert b"camera supervisor silent 3.0 s" in sock.recv(200)
     with pytest.raises(socket.timeout):
         sock.recv(200)  # no WATCHDOG=1 while anything is stuck: systemd restarts us
+    station.feed.progress_age_s.return_value = 0.0
+
+    # The vision trigger (a vision line's trigger, a photo-eye line's witness) hangs.
+    station.trigger_progress_age_s = lambda now: 2.5
+    station._last_ping = 0.0
+    station._housekeeping()
+    assert b"vision trigger silent 2.5 s" in sock.recv(200)
+    with pytest.raises(socket.timeout):
+        sock.recv(200)
 
 
 def test_a_part_announced_just_after_a_stop_is_asked_for_is_audited(

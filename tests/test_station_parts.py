@@ -212,6 +212,34 @@ def test_the_witness_times_parts_at_the_frame_centre_as_the_trigger_delay_is_mea
     assert (trigger.crossings.config.line_x_fraction, trigger.crossings.scale) == (0.3, 1.0)
 
 
+def test_the_vision_trigger_survives_a_frame_it_cannot_look_at(sample_images):
+    """Its thread is a vision line's only trigger and a photo-eye line's only witness of
+    the parts the Mega cannot report: one bad frame is alarmed and skipped, not the end."""
+    import queue
+
+    from station.vision.vision_trigger import VisionTrigger
+
+    config, calibration = load_station_config(STATION_YAML)
+    image = cv2.imread(str(sample_images[0]), cv2.IMREAD_GRAYSCALE)
+    frames, inbox, problems = FrameBuffer(5.0), queue.Queue(), []
+    trigger = VisionTrigger(frames, inbox, config.vision_trigger, calibration)
+    trigger.on_problem = lambda kind, detail: problems.append((kind, detail))
+    trigger.start()
+    try:
+        t = time.monotonic()
+        frames.push(Frame(np.zeros((0, 0), np.uint8), t, 1, "test"))  # nothing to look at
+        frames.push(Frame(_on_belt(image, 290 - 150, 30), t + 0.016, 2, "test"))
+        frames.push(Frame(_on_belt(image, 330 - 150, 30), t + 0.033, 3, "test"))
+        sighting = inbox.get(timeout=2.0)
+        assert trigger.progress_age_s(time.monotonic()) < 0.5
+    finally:
+        trigger.stop()
+    assert sighting.trigger_time == pytest.approx(t + 0.016 + 0.75 * 0.017)
+    ((kind, detail),) = problems
+    assert kind == "vision_trigger_error" and "frame 1 could not be looked at" in detail
+    assert trigger.progress_age_s(time.monotonic()) == 0.0, "stopped: nothing to watch"
+
+
 # --- frames -------------------------------------------------------------------------------
 
 

@@ -148,6 +148,8 @@ def assemble(
     # report (the tracker's `_on_backup_sighting`).
     backup = config.trigger != TriggerMode.VISION
     trigger = VisionTrigger(frames, inbox, config.vision_trigger, calibration, backup=backup)
+    trigger.on_problem = station.camera_problem
+    station.trigger_progress_age_s = trigger.progress_age_s
     return Assembly(station, classifier, metrics, trigger)
 
 

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from station.audit import AuditLog
 from station.camera.feed import CameraFeed
@@ -144,6 +145,9 @@ class LineStation:
         self.drain_s = drain_s
         self.listen_after_stop_s = listen_after_stop_s
         self.watchdog_s = self.notifier.watchdog_s or DEFAULT_WATCHDOG_S
+        self.trigger_progress_age_s: Callable[[float], float] = lambda now: 0.0
+        """The vision trigger's `progress_age_s` (set by the assembly, which starts it): the
+        trigger of a vision line, the witness of a photo-eye line."""
         self.errors = 0
         """Events or actions that raised (each alarmed, its part failed safe)."""
         self.stop_requested_at: float | None = None
@@ -387,6 +391,8 @@ class LineStation:
             stuck.append(f"judge busy on one part for {self.worker.stuck_for(now):.1f} s")
         if self.feed.progress_age_s(now) > limit:
             stuck.append(f"camera supervisor silent {self.feed.progress_age_s(now):.1f} s")
+        if self.trigger_progress_age_s(now) > limit:
+            stuck.append(f"vision trigger silent {self.trigger_progress_age_s(now):.1f} s")
         return stuck
 
     def _housekeeping(self) -> None:

@@ -16,11 +16,13 @@ VISION_REJECT with the delay to the gate (see LineStation).
 
 from __future__ import annotations
 
+import logging
 import queue
 import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -31,6 +33,8 @@ from station.classifier.preprocess import to_grey
 from station.config import VisionTriggerConfig
 from station.vision.locate import find_blobs
 from station.vision.sighting import FrameGap, VisionLag, VisionSighting
+
+log = logging.getLogger(__name__)
 
 LAG_SHARE = 0.25
 """A frame looked at later than this share of the trigger-to-gate time after it was taken is
@@ -163,35 +167,65 @@ class VisionTrigger:
         self.sightings = 0
         self.lag = LagWatch(LAG_SHARE * config.camera_to_gate_ms / 1000)
         self.spacing = FrameSpacing()
+        self.on_problem: Callable[[str, str], None] = lambda kind, detail: None
+        """Told of a frame the trigger could not look at (the line service alarms it)."""
+        self._last_progress = time.monotonic()
+        self._last_problem = float("-inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vision-trigger", daemon=True)
 
     def start(self) -> None:
+        self._last_progress = time.monotonic()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
 
+    def progress_age_s(self, now: float) -> float:
+        """Since the thread last went round its loop (at least every 0.1 s, frames or not):
+        the service's watchdog check. A vision line has no other trigger, and a photo-eye
+        line no other witness of the parts the Mega cannot report."""
+        return 0.0 if self._stop.is_set() else now - self._last_progress
+
     def _run(self) -> None:
         self.lag.watching_from = time.monotonic()
         last = float("-inf")
         previous: list[float] = []
         while not self._stop.is_set():
+            self._last_progress = time.monotonic()
             for frame in self.frames.wait_newer(last, 0.1):
                 before, last = last, frame.timestamp
-                if late := self.lag.check(frame.timestamp, time.monotonic()):
-                    self.inbox.put(late)
-                if before > float("-inf") and (
-                    gap := self.spacing.comparable(before, frame.timestamp)
-                ):
-                    previous = []  # see MAX_GAP_FRAMES and MIN_GAP_S
-                    if not self.backup:
-                        self.inbox.put(gap)
-                current = self.crossings.centres(frame.image)
-                fraction = self.crossings.crossing(previous, current)
-                previous = current
-                if fraction is not None:
-                    self.sightings += 1
-                    crossed_at = before + fraction * (frame.timestamp - before)
-                    self.inbox.put(VisionSighting(crossed_at, frame.timestamp, self.backup, frame))
+                try:
+                    previous = self._look(frame, before, previous)
+                except Exception as exc:  # noqa: BLE001 - one bad frame must not end the thread
+                    previous = []
+                    self._problem(frame, exc)
+
+    def _look(self, frame, before: float, previous: list[float]) -> list[float]:
+        """One frame: report lag, a gap, a crossing. Returns its blob centres."""
+        if late := self.lag.check(frame.timestamp, time.monotonic()):
+            self.inbox.put(late)
+        if before > float("-inf") and (gap := self.spacing.comparable(before, frame.timestamp)):
+            previous = []  # see MAX_GAP_FRAMES and MIN_GAP_S
+            if not self.backup:
+                self.inbox.put(gap)
+        current = self.crossings.centres(frame.image)
+        fraction = self.crossings.crossing(previous, current)
+        if fraction is not None:
+            self.sightings += 1
+            crossed_at = before + fraction * (frame.timestamp - before)
+            self.inbox.put(VisionSighting(crossed_at, frame.timestamp, self.backup, frame))
+        return current
+
+    def _problem(self, frame, exc: Exception) -> None:
+        """Logged every time, alarmed at most once every LAG_REPORT_EVERY_S."""
+        log.exception("vision trigger: frame %s could not be looked at", frame.index)
+        now = time.monotonic()
+        if now - self._last_problem >= LAG_REPORT_EVERY_S:
+            self._last_problem = now
+            self.on_problem(
+                "vision_trigger_error",
+                f"frame {frame.index} could not be looked at ({type(exc).__name__}: {exc}); "
+                "crossings across it are not seen",
+            )
