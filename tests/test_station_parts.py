@@ -227,7 +227,8 @@ def test_the_vision_trigger_survives_a_frame_it_cannot_look_at(sample_images):
     trigger.start()
     try:
         t = time.monotonic()
-        frames.push(Frame(np.zeros((0, 0), np.uint8), t, 1, "test"))  # nothing to look at
+        frames.push(Frame(np.zeros((0, 0), np.uint8), t - 0.016, 1, "test"))  # nothing there
+        frames.push(Frame(np.zeros((0, 0), np.uint8), t, 4, "test"))  # again: not alarmed again
         frames.push(Frame(_on_belt(image, 290 - 150, 30), t + 0.016, 2, "test"))
         frames.push(Frame(_on_belt(image, 330 - 150, 30), t + 0.033, 3, "test"))
         sighting = inbox.get(timeout=2.0)

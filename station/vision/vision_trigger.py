@@ -219,11 +219,14 @@ class VisionTrigger:
         return current
 
     def _problem(self, frame, exc: Exception) -> None:
-        """Logged every time, alarmed at most once every LAG_REPORT_EVERY_S."""
-        log.exception("vision trigger: frame %s could not be looked at", frame.index)
+        """Logged with its traceback and alarmed at most once every LAG_REPORT_EVERY_S: a
+        camera sending nothing but bad frames must not fill the journal 60 times a second."""
         now = time.monotonic()
-        if now - self._last_problem >= LAG_REPORT_EVERY_S:
+        if now - self._last_problem < LAG_REPORT_EVERY_S:
+            log.debug("vision trigger: frame %s could not be looked at: %s", frame.index, exc)
+        else:
             self._last_problem = now
+            log.exception("vision trigger: frame %s could not be looked at", frame.index)
             self.on_problem(
                 "vision_trigger_error",
                 f"frame {frame.index} could not be looked at ({type(exc).__name__}: {exc}); "
