@@ -403,9 +403,10 @@ class PartTracker:
             )
         self._last_part_id[epoch] = msg.part_id
         trigger = event.host_time if event.host_time is not None else event.received_at
-        self._unreported = deque(
-            v for v in self._unreported if abs(self._eye_time(v) - trigger) >= BACKUP_MATCH_S
-        )
+        if self._unreported:  # the camera saw it first: its PART came late
+            self._unreported = deque(
+                v for v in self._unreported if abs(self._eye_time(v) - trigger) >= BACKUP_MATCH_S
+            )
         seen = self._backup_sighting_of(trigger)
         if seen is not None:
             self._adopt(seen, epoch, msg.part_id, now, out)
