@@ -17,7 +17,9 @@ The rules that keep a defective part from passing (DESIGN.md, "Who owns time"):
   (`link_lost`), unless a pass certainly stands (it leaves the gate before
   the Mega can time out, or the Mega rebooted and forgot it); after the
   link is back on a new boot, every such part still short of the gate is
-  re-armed with a timed VISION_REJECT;
+  re-armed with a timed VISION_REJECT; one whose centre has already passed the
+  pusher is still fired while its own pulse would have lasted (`_rearm`), and
+  its outcome is audited as unknown;
 - the camera is a second witness of every part: one it sees that the Mega
   cannot report (the link down, or gone with the PARTs still queued in the
   Mega) is recorded and re-armed the same way; a late PART for a part the
@@ -35,6 +37,7 @@ keys never collide across restarts of the service either.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,8 +50,8 @@ from station.link.limits import VISION_ID_BIT
 from station.vision.sighting import FrameGap, VisionLag, VisionSighting
 
 REARM_MIN_MS = 2
-"""A forgotten part whose centre is this close to the pusher cannot be re-armed in time
-(one round trip on the link)."""
+"""A re-arm takes this long to reach the Mega and start its pulse (one round trip on the
+link): a forgotten part whose deadline is nearer than this is not re-armed."""
 BACKUP_MATCH_S = 0.05
 """A camera sighting within this of a known part's trigger is that part."""
 WITNESS_OFFSET_ALARM_S = 0.025
@@ -192,10 +195,15 @@ class TrackedPart:
     """Vision parts: a VISION_REJECT for it was sent to some Mega (it may have heard it)."""
     pulse_cut: bool = False
     """Fired, then the Mega rebooted within the pulse: the push may have been cut short."""
+    late_rearm_ms: int | None = None
+    """Re-armed this long after its centre passed the pusher (`_rearm`): the pulse may or
+    may not have met it, so its GATE says nothing about where it went."""
 
 
 GATE_UNKNOWN = "link down at gate time"
-PULSE_CUT = "the Mega rebooted within its pulse, and a re-arm came too late"
+PULSE_CUT = "the Mega rebooted within its pulse"
+"""Why a reject's gate outcome is unknown; an audit note starts "gate outcome unknown: "
+and one of these."""
 CAMERA_DOWN = ("camera_stall", "camera_error", "camera_reopen")
 """Camera troubles during which no frame comes."""
 UNSEEN_PASS = (
@@ -830,6 +838,8 @@ class PartTracker:
                 part.failsafe = part.failsafe or f"mega_{reason}"
             self._record(part, now, out)
         self._gated(part, action, reason, now, out)
+        if part.late_rearm_ms is not None:
+            self._late_rearm_gated(part, out)
         if action == "fired":
             self._send_awaiting(now, out)
 
@@ -957,11 +967,24 @@ class PartTracker:
                 self._rearm(part, epoch, now, out)
 
     def _rearm(self, part: TrackedPart, epoch: int, now: float, out: list[Action]) -> None:
-        # A pulse started up to half a pulse late still meets the part's centre.
-        reachable_ms = (part.gate_due + self.settings.pulse_s / 2 - now) * 1000
+        """Tell the new boot to fire a part its predecessor forgot, when its gate time comes.
+
+        A pulse that starts up to half a pulse late still meets the part's centre. Later
+        than that, until the part's own pulse would have ended, a pulse may still catch its
+        trailing half: a pulse is sent all the same, because the only other outcome is a
+        reject left to pass (a 10^6-part soak, seed 18: a reboot cut a pulse 22 ms in,
+        before the part reached the pusher, and the link was back 1 ms before its centre
+        did, too late to meet the centre; no pulse was tried, and the defective part
+        passed). Such a part's GATE cannot say where it went
+        (`_late_rearm_gated`). A pulse that late can reach the next part only when the parts
+        are under two pulses apart: a good part pushed off, which is the safe side."""
+        pulse_s = self.settings.pulse_s
+        reachable_ms = (part.gate_due + pulse_s - now) * 1000
         if reachable_ms < REARM_MIN_MS:
             self._unreachable(part, now, out)
             return
+        centre_passed_ms = (now - (part.gate_due + pulse_s / 2)) * 1000 + REARM_MIN_MS
+        part.late_rearm_ms = math.ceil(centre_passed_ms) if centre_passed_ms > 0 else None
         remaining_ms = max(0.0, (part.gate_due - now) * 1000)
         rearm_id = self._next_vision_id()
         part.part_id, part.epoch, part.armed_epoch = rearm_id, epoch, epoch
@@ -971,8 +994,29 @@ class PartTracker:
         rearm = m.VisionReject(rearm_id & 0x7FFF_FFFF, delay)
         out.append(SendCommand(("rearm", part.uid), rearm, due_at=max(now, part.gate_due)))
 
+    def _late_rearm_gated(self, part: TrackedPart, out: list[Action]) -> None:
+        """The GATE of a part re-armed after its centre passed the pusher: the Mega fired, but
+        whether the pulse met the part nobody knows, so the row must not say "fired"."""
+        why = PULSE_CUT if part.pulse_cut else GATE_UNKNOWN
+        fields = {
+            "gate_action": None,
+            "gate_reason": None,
+            "note": (
+                f"gate outcome unknown: {why}; re-armed {part.late_rearm_ms} ms after its "
+                "centre passed the pusher, within its pulse"
+            ),
+        }
+        out.append(UpdateRow(part.uid, fields))
+        if part.verdict == "reject":
+            detail = (
+                f"part {part.uid} (reject): {why}; a late pulse was fired at it "
+                f"({part.late_rearm_ms} ms after its centre passed the pusher); "
+                "check the pass bin"
+            )
+            out.append(RaiseAlarm("gate_unknown", detail))
+
     def _unreachable(self, part: TrackedPart, now: float, out: list[Action]) -> None:
-        """An orphan whose gate time went by before a Mega could be told to fire it."""
+        """An orphan whose own pulse was over before a Mega could be told to fire it."""
         if part.source == "vision" and not part.told_mega:
             # No Mega ever held it, so none fired it: it passed, and the audit says so.
             note = "link down from its judgement to its gate time: the Mega was never told to fire"
@@ -982,7 +1026,7 @@ class PartTracker:
         why = GATE_UNKNOWN
         if part.pulse_cut:
             # The row says "fired": that is no longer known, so it must not say so.
-            why = PULSE_CUT
+            why = f"{PULSE_CUT}, and a re-arm came too late"
             out.append(UpdateRow(part.uid, {"gate_action": None, "gate_reason": None}))
         if part.verdict == "reject":
             # Sent as the link went, held by a Mega that then went away, or pushed by a

@@ -269,15 +269,37 @@ def test_a_reboot_during_a_pulse_re_arms_the_part_it_was_pushing(h):
     assert "cut its pulse short" in h.rows[uid]["note"]
 
 
-def test_a_forgotten_part_past_the_pusher_is_noted_not_re_armed(h):
+def test_a_forgotten_part_past_its_pulse_is_noted_not_re_armed(h):
     uid = h.part(1.0, part_id=1)
     h.judge(1.2, uid, 0.9)
     h.down(2.0, rebooted=True)
-    h.up(2.33, epoch=2)  # centre reached the pusher at 2.325
+    h.up(2.37, epoch=2)  # its 80 ms pulse would have ended at 2.365
     assert not any(isinstance(c.message, m.VisionReject) for c in h.sent)
     assert h.rows[uid]["note"] == "gate outcome unknown: link down at gate time"
     (detail,) = [d for k, d in h.alarms if k == "gate_unknown"]
     assert f"part {uid} (reject)" in detail and "check the pass bin" in detail
+
+
+def test_a_forgotten_part_whose_centre_passed_is_fired_late_and_its_outcome_left_unknown(h):
+    """Past half its pulse a re-arm may miss the part; not sending one would let it pass for
+    sure. The Mega's GATE then says "fired", which the row must not repeat."""
+    uid = h.part(1.0, part_id=1)
+    h.judge(1.2, uid, 0.9)
+    h.down(2.0, rebooted=True)
+    h.up(2.33, epoch=2)  # centre reached the pusher at 2.325; its pulse would end at 2.365
+    (rearm,) = [c for c in h.sent if isinstance(c.message, m.VisionReject)]
+    assert rearm.message.delay_ms == 0 and rearm.due_at == pytest.approx(2.33)
+    assert not [d for k, d in h.alarms if k == "gate_unknown"], "not before its GATE"
+    h.gate(2.332, rearm.message.part_id | VISION_ID_BIT, True, m.GateReason.VISION, epoch=2)
+    row = h.rows[uid]
+    assert row["gate_action"] is None and row["gate_reason"] is None
+    assert row["note"] == (
+        "gate outcome unknown: link down at gate time; re-armed 7 ms after its centre "
+        "passed the pusher, within its pulse"
+    )
+    (detail,) = [d for k, d in h.alarms if k == "gate_unknown"]
+    assert f"part {uid} (reject)" in detail and "late pulse" in detail
+    assert h.tracker.in_flight == 0
 
 
 def test_a_pulse_a_reboot_cut_is_not_left_on_record_as_fired(h):
@@ -288,13 +310,35 @@ def test_a_pulse_a_reboot_cut_is_not_left_on_record_as_fired(h):
     h.judge(1.2, uid, 0.9)
     h.gate(2.285, 1, fired=True)
     h.down(2.30, rebooted=True)
-    h.up(2.36, epoch=2)  # the part's centre left the pusher's reach at 2.325
+    h.up(2.37, epoch=2)  # past the part's whole pulse (2.285 to 2.365)
     assert not any(isinstance(c.message, m.VisionReject) for c in h.sent)
     row = h.rows[uid]
     assert row["gate_action"] is None and row["gate_reason"] is None
-    assert row["note"].startswith("gate outcome unknown: the Mega rebooted within its pulse")
+    assert row["note"] == (
+        "gate outcome unknown: the Mega rebooted within its pulse, and a re-arm came too late"
+    )
     (detail,) = [d for k, d in h.alarms if k == "gate_unknown"]
     assert f"part {uid} (reject)" in detail
+
+
+def test_a_pulse_a_reboot_cut_before_the_part_came_is_fired_again_late(h):
+    """The 10^6-part soak of 2026-12-05, seed 18: the reboot cut the pulse 22 ms in,
+    before the part reached the pusher, and the link was back 17 ms later, 1 ms before
+    the part's centre reached it: too late to meet the centre, so no pulse was tried,
+    and the defective part passed."""
+    uid = h.part(1.0, part_id=1)
+    h.judge(1.2, uid, 0.9)
+    h.gate(2.285, 1, fired=True)
+    h.down(2.307, rebooted=True)
+    h.up(2.324, epoch=2)
+    (rearm,) = [c for c in h.sent if isinstance(c.message, m.VisionReject)]
+    assert rearm.message.delay_ms == 0
+    h.gate(2.326, rearm.message.part_id | VISION_ID_BIT, True, m.GateReason.VISION, epoch=2)
+    row = h.rows[uid]
+    assert row["gate_action"] is None
+    assert row["note"].startswith(
+        "gate outcome unknown: the Mega rebooted within its pulse; re-armed 1 ms after"
+    )
 
 
 def test_the_reboot_race_files_the_new_boots_part_under_its_own_epoch(h):
