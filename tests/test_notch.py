@@ -10,7 +10,7 @@ import pytest
 from conftest import SAMPLE_DIR
 
 from station.classifier.flange import Circle, rim_circle
-from station.classifier.notch import darkest_notch
+from station.classifier.notch import _bright, darkest_notch
 from station.classifier.pit_check import CARD_SETTINGS, NOTCH_CUT, find_pit
 from station.dataset import load_grey
 
@@ -90,3 +90,11 @@ def test_a_dark_dash_across_the_circles_is_a_notch_and_one_along_them_is_not():
 
 def test_no_face_in_view_reads_no_notch():
     assert darkest_notch(OK_PHOTOS[0], Circle(150, 150, 2.0)) == (1.0, 150, 150)
+
+
+def test_the_faces_bright_metal_is_the_nearest_rank_90th_percentile_to_the_bit():
+    rng = np.random.default_rng(5)
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (720, 60)).astype(np.float32), (0, 0), 1.0)
+    for values in (smooth.ravel(), np.full(999, 17.0, np.float32), np.float32([0.0, 255.0])):
+        rank = int(0.9 * (len(values) - 1))
+        assert _bright(values) == np.partition(values, rank)[rank]

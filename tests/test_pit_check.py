@@ -30,6 +30,7 @@ from station.classifier.pit_check import (
     PitFinding,
     Spot,
     _DipField,
+    _smallest,
     find_pit,
     part_score,
     pit_score,
@@ -172,6 +173,17 @@ def test_the_dip_read_at_some_pixels_is_the_whole_photos_dip_there_to_the_last_b
         whole = 1.25**2 * flattest / (cv2.blur(pixels, (15, 15)) + 1.0)
         flat = np.arange(0, grey.size, 7)
         assert np.array_equal(_DipField.of(grey, pixels).at(flat), np.take(whole, flat))
+
+
+@pytest.mark.parametrize("size, k", [(12_000, 64), (12_000, 32), (700, 64), (64, 64), (10, 64)])
+def test_the_sampled_selection_picks_the_k_smallest_values(size, k):
+    """`_smallest` stands in for np.argpartition in the darkness and isolation searches:
+    the same values must come out, ties (whole grey levels repeat) and short flanges too."""
+    rng = np.random.default_rng(size + k)
+    for values in (rng.random(size, np.float32), rng.integers(0, 40, size).astype(np.float32)):
+        picked = _smallest(values, k)
+        assert len(picked) == min(k, size) and len(set(picked.tolist())) == len(picked)
+        assert np.array_equal(np.sort(values[picked]), np.sort(values)[: min(k, size)])
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,8 @@ CARD_SETTINGS = PitCheckSettings(
 """What `station train` writes into the card's `pit_check`."""
 
 _MARGIN = 9
+SAMPLE_STRIDE = 16
+"""`_smallest` samples every this many values (a flange's 12,000 give 750)."""
 
 
 def _ring_offsets(inner: float, outer: float) -> np.ndarray:
@@ -328,12 +330,21 @@ def _darkest(smooth: np.ndarray, flange: np.ndarray) -> Spot:
     centre = np.take(smooth, flange)
     local_mean = np.take(cv2.blur(smooth, (9, 9)), flange)
     darker = centre / (local_mean + 1.0)
-    pick = (
-        np.argpartition(darker, CANDIDATES)[:CANDIDATES]
-        if len(darker) > CANDIDATES
-        else slice(None)
-    )
-    return _darkest_against_rings(smooth, flange[pick])
+    return _darkest_against_rings(smooth, flange[_smallest(darker, CANDIDATES)])
+
+
+def _smallest(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the `k` smallest `values` (all of them if there are no more), in no
+    particular order: `np.argpartition(values, k)[:k]`, in a third of its time on a flange
+    of 12,000 pixels. Every SAMPLE_STRIDE-th value is sampled first; at least k values are no
+    larger than the sample's k-th smallest, and only those are partitioned."""
+    if len(values) <= k:
+        return np.arange(len(values))
+    sample = values[::SAMPLE_STRIDE]
+    if len(sample) >= k:
+        few = np.flatnonzero(values <= np.partition(sample, k - 1)[k - 1])
+        return few if len(few) == k else few[np.argpartition(values[few], k)[:k]]
+    return np.argpartition(values, k)[:k]
 
 
 def _darkest_round(smooth: np.ndarray, flange: np.ndarray, dips: np.ndarray) -> Spot:
@@ -409,9 +420,7 @@ def _isolated(field: _DipField, flange: np.ndarray, dips: np.ndarray) -> Spot:
     )
     if not len(inside):
         return Spot(0.0, width // 2, height // 2)
-    if len(inside) > ISOLATED_CANDIDATES:
-        sharpest = np.argpartition(-dips[inside], ISOLATED_CANDIDATES)[:ISOLATED_CANDIDATES]
-        inside = inside[sharpest]
+    inside = inside[_smallest(-dips[inside], ISOLATED_CANDIDATES)]
     ring = ISOLATION_RING[:, :1] * width + ISOLATION_RING[:, 1:]
     around = field.at(flange[inside][None, :] + ring).max(axis=0)
     standing = dips[inside] - around
