@@ -3,6 +3,7 @@ faults injected, every part's fate computed from the servo's exact pulse times."
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -76,6 +77,26 @@ def test_dense_unplugs_on_a_garbling_wire_cost_no_part(line, tmp_path, seed):
         "misrouted_gate_confirmed": 0,
     }, summary["unaudited_parts"]
     assert summary["ok"]
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_a_reboot_within_a_pulse_costs_no_part(line, tmp_path, seed):
+    """A Mega reset cuts the pulse it is giving (the servo returns to rest), and the
+    rebooted Mega holds nothing: the host fires the part again. With the handshake slowed
+    by a lost frame, the re-arm can come after the part's centre has passed the pusher.
+    Before 81e1e52 the host then sent none, and seeds 1, 2 and 4 each passed a defective
+    part; a late pulse is now sent all the same, and its row says the outcome is unknown."""
+    summary = _soak(line, tmp_path, 5000, "none,mega_reset_every_s=1,garble=0.02", seed=seed)
+    assert summary["faults_injected"]["mega_reset"] >= 200
+    assert summary["silent"] == {
+        "unaudited": 0,
+        "defects_passed_line": 0,
+        "misrouted_gate_confirmed": 0,
+    }, summary["line_escapes"]
+    with open(tmp_path / "parts.csv", newline="") as f:
+        fired_late = [r for r in csv.DictReader(f) if "after its centre passed" in r["note"]]
+    assert len(fired_late) >= 10, "the late re-arm is what this run exercises"
+    assert all(r["gate_action"] == "" and r["verdict"] == "reject" for r in fired_late)
 
 
 def test_a_part_the_photo_eye_missed_is_rejected_on_the_cameras_word(line, tmp_path):
