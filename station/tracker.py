@@ -196,8 +196,8 @@ class TrackedPart:
     pulse_cut: bool = False
     """Fired, then the Mega rebooted within the pulse: the push may have been cut short."""
     late_rearm_ms: int | None = None
-    """Re-armed this long after its centre passed the pusher (`_rearm`): the pulse may or
-    may not have met it, so its GATE says nothing about where it went."""
+    """Re-armed with a pulse due this long after its centre passed the pusher (`_rearm`): the
+    pulse may or may not have met it, so its GATE says nothing about where it went."""
 
 
 GATE_UNKNOWN = "link down at gate time"
@@ -1002,16 +1002,15 @@ class PartTracker:
             "gate_action": None,
             "gate_reason": None,
             "note": (
-                f"gate outcome unknown: {why}; re-armed {part.late_rearm_ms} ms after its "
-                "centre passed the pusher, within its pulse"
+                f"gate outcome unknown: {why}; re-armed with a pulse due about "
+                f"{part.late_rearm_ms} ms after its centre passed the pusher, within its own pulse"
             ),
         }
         out.append(UpdateRow(part.uid, fields))
         if part.verdict == "reject":
             detail = (
-                f"part {part.uid} (reject): {why}; a late pulse was fired at it "
-                f"({part.late_rearm_ms} ms after its centre passed the pusher); "
-                "check the pass bin"
+                f"part {part.uid} (reject): {why}; a late pulse was fired at it (due about "
+                f"{part.late_rearm_ms} ms after its centre passed the pusher); check the pass bin"
             )
             out.append(RaiseAlarm("gate_unknown", detail))
 

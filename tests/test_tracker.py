@@ -294,8 +294,8 @@ def test_a_forgotten_part_whose_centre_passed_is_fired_late_and_its_outcome_left
     row = h.rows[uid]
     assert row["gate_action"] is None and row["gate_reason"] is None
     assert row["note"] == (
-        "gate outcome unknown: link down at gate time; re-armed 7 ms after its centre "
-        "passed the pusher, within its pulse"
+        "gate outcome unknown: link down at gate time; re-armed with a pulse due about 7 ms "
+        "after its centre passed the pusher, within its own pulse"
     )
     (detail,) = [d for k, d in h.alarms if k == "gate_unknown"]
     assert f"part {uid} (reject)" in detail and "late pulse" in detail
@@ -337,7 +337,8 @@ def test_a_pulse_a_reboot_cut_before_the_part_came_is_fired_again_late(h):
     row = h.rows[uid]
     assert row["gate_action"] is None
     assert row["note"].startswith(
-        "gate outcome unknown: the Mega rebooted within its pulse; re-armed 1 ms after"
+        "gate outcome unknown: the Mega rebooted within its pulse; re-armed with a pulse due "
+        "about 1 ms after"
     )
 
 
