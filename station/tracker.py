@@ -998,21 +998,11 @@ class PartTracker:
         """The GATE of a part re-armed after its centre passed the pusher: the Mega fired, but
         whether the pulse met the part nobody knows, so the row must not say "fired"."""
         why = PULSE_CUT if part.pulse_cut else GATE_UNKNOWN
-        fields = {
-            "gate_action": None,
-            "gate_reason": None,
-            "note": (
-                f"gate outcome unknown: {why}; re-armed with a pulse due about "
-                f"{part.late_rearm_ms} ms after its centre passed the pusher, within its own pulse"
-            ),
-        }
-        out.append(UpdateRow(part.uid, fields))
-        if part.verdict == "reject":
-            detail = (
-                f"part {part.uid} (reject): {why}; a late pulse was fired at it (due about "
-                f"{part.late_rearm_ms} ms after its centre passed the pusher); check the pass bin"
-            )
-            out.append(RaiseAlarm("gate_unknown", detail))
+        late = (
+            f"re-armed with a pulse due about {part.late_rearm_ms} ms after its centre "
+            "passed the pusher, within its own pulse"
+        )
+        self._outcome_unknown(part, f"{why}; {late}", out)
 
     def _unreachable(self, part: TrackedPart, now: float, out: list[Action]) -> None:
         """An orphan whose own pulse was over before a Mega could be told to fire it."""
@@ -1022,14 +1012,16 @@ class PartTracker:
             out.append(UpdateRow(part.uid, {"note": note}))
             self._gated(part, "passed", "not_actuated", now, out)
             return
-        why = GATE_UNKNOWN
-        if part.pulse_cut:
-            # The row says "fired": that is no longer known, so it must not say so.
-            why = f"{PULSE_CUT}, and a re-arm came too late"
-            out.append(UpdateRow(part.uid, {"gate_action": None, "gate_reason": None}))
+        why = f"{PULSE_CUT}, and a re-arm came too late" if part.pulse_cut else GATE_UNKNOWN
+        self._outcome_unknown(part, why, out)
+
+    def _outcome_unknown(self, part: TrackedPart, why: str, out: list[Action]) -> None:
+        """A part whose gate outcome nobody can know: sent as the link went, held by a Mega
+        that then went away, pushed by a pulse a reboot cut, or fired at late. Its row must
+        not say "fired" (the Mega's GATE, or the cut pulse's, may have said so), and a
+        reject is alarmed by name."""
+        out.append(UpdateRow(part.uid, {"gate_action": None, "gate_reason": None}))
         if part.verdict == "reject":
-            # Sent as the link went, held by a Mega that then went away, or pushed by a
-            # pulse a reboot cut: whether it was rejected, nobody can know.
             detail = f"part {part.uid} (reject): {why}; check the pass bin"
             out.append(RaiseAlarm("gate_unknown", detail))
         self._drop(part, f"gate outcome unknown: {why}", out)

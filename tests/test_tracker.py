@@ -298,7 +298,7 @@ def test_a_forgotten_part_whose_centre_passed_is_fired_late_and_its_outcome_left
         "after its centre passed the pusher, within its own pulse"
     )
     (detail,) = [d for k, d in h.alarms if k == "gate_unknown"]
-    assert f"part {uid} (reject)" in detail and "late pulse" in detail
+    assert f"part {uid} (reject)" in detail and "pulse due about 7 ms after" in detail
     assert h.tracker.in_flight == 0
 
 

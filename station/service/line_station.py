@@ -391,8 +391,8 @@ class LineStation:
             stuck.append(f"judge busy on one part for {self.worker.stuck_for(now):.1f} s")
         if self.feed.progress_age_s(now) > limit:
             stuck.append(f"camera supervisor silent {self.feed.progress_age_s(now):.1f} s")
-        if self.trigger_progress_age_s(now) > limit:
-            stuck.append(f"vision trigger silent {self.trigger_progress_age_s(now):.1f} s")
+        if (trigger_age := self.trigger_progress_age_s(now)) > limit:
+            stuck.append(f"vision trigger silent {trigger_age:.1f} s")
         return stuck
 
     def _housekeeping(self) -> None:
