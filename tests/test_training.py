@@ -1,6 +1,7 @@
 """Train a tiny model on the sample images and use it like the shipped one."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,64 @@ def test_the_same_command_trains_the_same_model(tiny_model, tmp_path):
         ModelCard.load(tiny_model / "model_card.json"),
     )
     assert again.threshold == first.threshold and again.pit_check == first.pit_check
+
+
+def test_another_cpu_and_core_count_train_the_same_model(tiny_model, tmp_path):
+    """oneDNN capped at SSE4.1 (a CPU without AVX) on one core: the same model.tflite.
+
+    Before `station/training/kernels.py` this gave another model: on the tiny model, the
+    cap, one core, and both each changed the file (2026-12-05, 4 hashes of 4)."""
+    from conftest import SAMPLE_DIR
+
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE_DIR, data)
+    (data / "ok_front" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (data / "def_front" / "notes.txt").write_text("not an image")
+    out = tmp_path / "elsewhere"
+    one_core = {min(os.sched_getaffinity(0))}
+    subprocess.run(
+        [sys.executable, "-m", "station", "train", "--data", str(data), "--out", str(out)]
+        + [*TINY, "--epochs", "2"],
+        env={**os.environ, "ONEDNN_MAX_CPU_ISA": "SSE41"},
+        preexec_fn=lambda: os.sched_setaffinity(0, one_core),
+        capture_output=True,
+        check=True,
+    )
+    assert (out / "model.tflite").read_bytes() == (tiny_model / "model.tflite").read_bytes()
+
+
+def test_the_card_names_the_kernels_it_was_trained_with(tiny_model):
+    training = ModelCard.load(tiny_model / "model_card.json").training
+    assert training["onednn_max_cpu_isa"] == "AVX2"
+    assert training["threads"] == 2
+    assert training["cpu"] and isinstance(training["cpu_has_isa"], bool)
+
+
+def test_training_refuses_a_process_where_tensorflow_already_runs_other_threads():
+    """The thread pools are fixed at TensorFlow's first op: a model trained after one would
+    differ silently, so training stops and says why."""
+    script = (
+        "import tensorflow as tf; tf.constant(1.0) + 1\n"
+        "from station.training.kernels import KernelPinError, pin\n"
+        "try:\n    pin()\nexcept KernelPinError as exc:\n    print(exc)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert "already runs with 0 intra-op threads" in out and "fresh process" in out
+
+
+def test_the_cpu_is_read_from_its_first_entry(tmp_path):
+    from station.training.kernels import _cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n\n"
+        "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+    )
+    flags, model = _cpu(info)
+    assert model == "AMD EPYC" and "avx2" in flags and "fpu" in flags
+    assert _cpu(tmp_path / "missing") == (set(), "unknown")
 
 
 def test_training_writes_everything_a_model_needs(tiny_model):

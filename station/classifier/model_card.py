@@ -103,7 +103,7 @@ class ModelCard(BaseModel):
     validation: Figures
     split: dict[str, float | int | str]
     dataset: dict[str, str | int]
-    training: dict[str, float | int | str]
+    training: dict[str, bool | float | int | str]
     model_sha256: str
     status: str = Field(
         default="passed",

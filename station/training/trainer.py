@@ -45,6 +45,7 @@ from station.training.architecture import impeller_net
 from station.training.augment import Augmentation, AugmentedBatches
 from station.training.config import TrainConfig
 from station.training.export import to_tflite
+from station.training.kernels import pin as pin_kernels
 from station.training.label_review import scan_reviewed_folder
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,17 @@ def train(
     entirely (cross-validation's held-out fold), as if they were not in the folder."""
     started = time.monotonic()
     commit = _git_commit()  # the code that trains, not whatever is checked out at the end
+    # The same kernels and thread count on any machine (kernels.py), then kernels that add
+    # in a fixed order whatever order their threads finish in: the same command gives the
+    # same model.tflite.
+    kernels = pin_kernels()
+    if not kernels.cpu_has_isa:
+        log.warning(
+            "this CPU (%s) lacks %s: the model will differ from one trained elsewhere",
+            kernels.cpu,
+            kernels.onednn_max_cpu_isa,
+        )
     keras.utils.set_random_seed(config.seed)
-    # Multi-threaded kernels may add in whatever order their threads finish; with
-    # deterministic kernels the same command gives the same model.tflite (2026-12-04: two
-    # runs side by side, byte-identical). The model trained 2026-11-24 from the same code
-    # and data was not reproduced on this machine (epoch 38 kept, here 43): cause not found.
     tf.config.experimental.enable_op_determinism()
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -207,6 +214,7 @@ def train(
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "commit": commit,
+            **kernels.as_card(),
         },
         model_sha256=hashlib.sha256((out_dir / MODEL_FILE_NAME).read_bytes()).hexdigest(),
     )
