@@ -141,7 +141,8 @@ def main(verbose: bool) -> None:
     "must be the one cross-validated), e.g. station/models/default.",
 )
 def train(data_dir: Path, out_dir: Path, folds: int, attach_to: Path | None, **options) -> None:
-    """Train ImpellerNet, export it to TFLite and write its model card."""
+    """Train ImpellerNet (on pinned kernels: the same model on any x86-64 machine), export it
+    to TFLite and write its model card."""
     from station.dataset import DatasetError
     from station.training.label_review import LabelReviewError
     from station.training.trainer import train as run_training
