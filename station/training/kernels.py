@@ -52,7 +52,8 @@ class Kernels:
     threads: int
     cpu: str
     cpu_has_isa: bool
-    """False: the CPU lacks AVX2, oneDNN falls back to older kernels and the model differs."""
+    """False: the CPU does not report AVX2 (or /proc/cpuinfo is not there); without it
+    oneDNN falls back to older kernels and the model differs."""
 
     def as_card(self) -> dict[str, str | int | bool]:
         return asdict(self)
@@ -77,7 +78,7 @@ def pin() -> Kernels:
     ):
         try:
             set_(THREADS)
-        except RuntimeError:
+        except RuntimeError:  # an op ran already: oneDNN has read its cap too, or may have
             raise KernelPinError(
                 f"TensorFlow already runs with {get()} {name} threads in this process "
                 f"(0: one per core); training needs {THREADS} to give the same model "

@@ -109,7 +109,7 @@ def train(
     kernels = pin_kernels()
     if not kernels.cpu_has_isa:
         log.warning(
-            "this CPU (%s) lacks %s: the model will differ from one trained elsewhere",
+            "this CPU (%s) does not report %s: the model may differ from one trained elsewhere",
             kernels.cpu,
             kernels.onednn_max_cpu_isa,
         )
