@@ -27,16 +27,22 @@ TINY = [
 pytest.importorskip("tensorflow", reason="training needs the [train] extra (tensorflow-cpu)")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A 32x32 ImpellerNet trained for two epochs on the samples plus six bad files."""
+def samples_with_bad_files(root):
+    """The sample images plus a truncated JPEG and a text file, in root/data."""
     from conftest import SAMPLE_DIR
 
-    root = tmp_path_factory.mktemp("train")
     data = root / "data"
     shutil.copytree(SAMPLE_DIR, data)
     (data / "ok_front" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (data / "def_front" / "notes.txt").write_text("not an image")
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 32x32 ImpellerNet trained for two epochs on the samples plus six bad files."""
+    root = tmp_path_factory.mktemp("train")
+    data = samples_with_bad_files(root)
     out = root / "model"
     result = CliRunner().invoke(
         main,
@@ -58,12 +64,7 @@ def tiny_model(tmp_path_factory):
 
 def test_the_same_command_trains_the_same_model(tiny_model, tmp_path):
     """`station train` must reproduce the shipped model: seeds and deterministic kernels."""
-    from conftest import SAMPLE_DIR
-
-    data = tmp_path / "data"
-    shutil.copytree(SAMPLE_DIR, data)
-    (data / "ok_front" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    (data / "def_front" / "notes.txt").write_text("not an image")
+    data = samples_with_bad_files(tmp_path)
     out = tmp_path / "again"
     args = ["train", "--data", str(data), "--out", str(out), *TINY, "--epochs", "2"]
     result = CliRunner().invoke(main, args)
@@ -81,12 +82,7 @@ def test_another_cpu_and_core_count_train_the_same_model(tiny_model, tmp_path):
 
     Before `station/training/kernels.py` this gave another model: on the tiny model, the
     cap, one core, and both each changed the file (2026-12-05, 4 hashes of 4)."""
-    from conftest import SAMPLE_DIR
-
-    data = tmp_path / "data"
-    shutil.copytree(SAMPLE_DIR, data)
-    (data / "ok_front" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    (data / "def_front" / "notes.txt").write_text("not an image")
+    data = samples_with_bad_files(tmp_path)
     out = tmp_path / "elsewhere"
     one_core = {min(os.sched_getaffinity(0))}
     subprocess.run(

@@ -6,7 +6,7 @@ that order. oneDNN, which does TensorFlow's convolutions and matrix products on 
 its kernels by the instruction sets the CPU has (SSE4.1, AVX, AVX2, AVX-512); and TensorFlow
 splits each op over as many threads as the machine has cores. Over 45 epochs the differences
 grow into another network: the shipped model's recipe, run on a machine with AVX-512, did not
-give the shipped `model.tflite` (README, "Retrained on another machine").
+give the shipped `model.tflite` (README, "Why a retrain gave another network").
 
 Measured on this project's 2-core AMD EPYC (AVX-512), 2026-12-05: 3 epochs on 320 training
 photos at the shipped input size and width, one `model.tflite` hash per setting:
@@ -64,26 +64,16 @@ def pin() -> Kernels:
     os.environ["ONEDNN_MAX_CPU_ISA"] = ISA
     import tensorflow as tf
 
-    for name, get, set_ in (
-        (
-            "intra-op",
-            tf.config.threading.get_intra_op_parallelism_threads,
-            tf.config.threading.set_intra_op_parallelism_threads,
-        ),
-        (
-            "inter-op",
-            tf.config.threading.get_inter_op_parallelism_threads,
-            tf.config.threading.set_inter_op_parallelism_threads,
-        ),
-    ):
-        try:
-            set_(THREADS)
-        except RuntimeError:  # an op ran already: oneDNN has read its cap too, or may have
-            raise KernelPinError(
-                f"TensorFlow already runs with {get()} {name} threads in this process "
-                f"(0: one per core); training needs {THREADS} to give the same model "
-                "anywhere: train in a fresh process"
-            ) from None
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(THREADS)
+        threading.set_inter_op_parallelism_threads(THREADS)
+    except RuntimeError:  # an op ran already: oneDNN has read its cap too, or may have
+        raise KernelPinError(
+            f"TensorFlow already runs with {threading.get_intra_op_parallelism_threads()} "
+            f"intra-op threads in this process (0: one per core); training needs {THREADS} "
+            "to give the same model anywhere: train in a fresh process"
+        ) from None
     flags, model = _cpu()
     return Kernels(ISA, THREADS, model, ISA.lower() in flags)
 
