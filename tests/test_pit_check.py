@@ -17,6 +17,7 @@ from station.classifier.flange import (
     FLANGE,
     Circle,
     _lower_quartile,
+    _nearest_edges,
     flange_mask,
     part_centre,
     rim_circle,
@@ -150,6 +151,26 @@ def test_the_rim_follows_the_part():
     moved = rim_circle(cv2.warpAffine(grey, shift, (300, 300), borderMode=cv2.BORDER_REPLICATE))
     assert (moved.x - rim.x, moved.y - rim.y) == pytest.approx((9, -6), abs=1.5)
     assert moved.radius == pytest.approx(rim.radius, abs=1.5)
+
+
+def test_each_directions_edge_nearest_the_rims_radius_is_kept_the_outer_of_two_as_near():
+    """The rim is fitted through these; a plain search per direction must agree."""
+    rng = np.random.default_rng(3)
+    r_min = 99
+    for density in (0.0, 0.02, 0.2, 0.9):
+        on_edge = rng.random((360, 49)) < density
+        on_edge[7:9] = False
+        on_edge[8, [10, 20]] = True  # two edges as near to radius r_min + 15: the outer wins
+        common = r_min + 15
+        has_edge, radii = _nearest_edges(on_edge, r_min, common)
+        expected = []
+        for row in on_edge:
+            found = r_min + np.flatnonzero(row)
+            if len(found):
+                expected.append(max(found, key=lambda r: (-abs(r - common), r)))
+        assert has_edge.tolist() == on_edge.any(axis=1).tolist()
+        assert radii.tolist() == expected
+        assert radii[np.flatnonzero(has_edge).tolist().index(8)] == r_min + 20
 
 
 @pytest.mark.parametrize("size", [1, 2, 9_999, 10_000, 10_001, 10_002])

@@ -34,6 +34,8 @@ LONG_EDGE_PX = 40
 shorter ones are grain, dirt and pits."""
 RIM_ANGLES = 360
 RIM_FIT_PX = 4
+_RIM_TURN = np.linspace(0, 2 * np.pi, RIM_ANGLES, endpoint=False)
+_RIM_COS, _RIM_SIN = np.cos(_RIM_TURN), np.sin(_RIM_TURN)
 
 
 @dataclass(frozen=True)
@@ -119,20 +121,14 @@ def rim_circle(grey: np.ndarray, edges: np.ndarray | None = None) -> Circle:
         r_max + 1,
         cv2.WARP_POLAR_LINEAR | cv2.WARP_FILL_OUTLIERS | cv2.INTER_NEAREST,
     )[:, r_min:]
+    on_edge = polar > 0
     # The rim runs all the way round; a shadow or a chord of the belt only part of it.
-    angles_at = np.convolve((polar > 0).sum(axis=0), np.ones(3), mode="same")
+    angles_at = np.convolve(on_edge.sum(axis=0), np.ones(3), mode="same")
     common = r_min + int(np.argmax(angles_at))
     if angles_at.max() < RIM_ANGLES // 4:
         return fallback
-    rows, cols = np.nonzero(polar)
-    nearest = np.full(RIM_ANGLES, -1)
-    distance = np.abs(r_min + cols - common)
-    order = np.argsort(-distance, kind="stable")  # nearest written last
-    nearest[rows[order]] = r_min + cols[order]
-    has_edge = nearest >= 0
-    radii = nearest[has_edge]
-    turn = np.linspace(0, 2 * np.pi, RIM_ANGLES, endpoint=False)[has_edge]
-    xs, ys = hub_x + radii * np.cos(turn), hub_y + radii * np.sin(turn)
+    has_edge, radii = _nearest_edges(on_edge, r_min, common)
+    xs, ys = hub_x + radii * _RIM_COS[has_edge], hub_y + radii * _RIM_SIN[has_edge]
     circle = Circle(hub_x, hub_y, float(common))
     for _ in range(2):
         near = np.abs(np.hypot(xs - circle.x, ys - circle.y) - circle.radius) <= RIM_FIT_PX
@@ -142,6 +138,18 @@ def rim_circle(grey: np.ndarray, edges: np.ndarray | None = None) -> Circle:
     if not RIM_RADIUS[0] * side <= circle.radius <= RIM_RADIUS[1] * side:
         return fallback
     return circle
+
+
+def _nearest_edges(on_edge: np.ndarray, r_min: int, common: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which directions (rows of `on_edge`, the unrolled edges from radius `r_min` out) have
+    an edge, and the radius of each one's edge nearest `common`; of two as near, the outer."""
+    radius = r_min + np.arange(on_edge.shape[1])
+    # Twice the distance, less one outside: an outer edge wins a tie with an inner one.
+    rank = 2 * np.abs(radius - common) - (radius > common)
+    ranked = np.where(on_edge, rank, np.iinfo(rank.dtype).max)
+    nearest = ranked.argmin(axis=1)
+    has_edge = on_edge[np.arange(len(on_edge)), nearest]
+    return has_edge, radius[nearest[has_edge]]
 
 
 def _fit_circle(xs: np.ndarray, ys: np.ndarray) -> Circle:

