@@ -339,6 +339,41 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
     assert (out / "fold_1" / "oof.csv").is_file()
 
 
+def test_a_casting_linked_only_through_a_left_out_photo_stays_in_one_fold(tmp_path, mocker):
+    """The label review's left-out photos are grouped with the others, not dealt: the
+    pinhole casting's defective photos are linked through its left-out OK photos, and
+    were split over two folds while those were not grouped. The photo matcher is
+    isolated here: it links kept photos 0 and 1 only through the left-out photo 6."""
+    import csv
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from station.dataset import connected_components
+    from station.training import cv
+
+    def matcher(greys, signatures):
+        values = [int(grey[0, 0]) for grey in greys]
+        links = [(0, values.index(6)), (1, values.index(6))] if 6 in values else []
+        return connected_components(len(greys), links), {}
+
+    mocker.patch.object(cv, "casting_groups", side_effect=matcher)
+    kept = np.stack([np.full((4, 4), v, np.uint8) for v in range(6)])
+    images = SimpleNamespace(greys=kept, signatures=np.zeros((6, 3)), labels=np.array([1, 1] * 3))
+    left_out = [(np.full((4, 4), 6, np.uint8), np.zeros(3))]
+    names = [f"def_front/{v}.jpeg" for v in range(6)]
+
+    def deal(linking, seed):
+        return cv._fold_assignment(
+            tmp_path / f"{len(linking)}_{seed}.csv", names, images, linking, 3, seed
+        )
+
+    assert all(deal(left_out, seed)[0] == deal(left_out, seed)[1] for seed in range(30))
+    assert any(deal([], seed)[0] != deal([], seed)[1] for seed in range(30)), "the check can fail"
+    with (tmp_path / "1_0.csv").open() as f:
+        assert [r["file"] for r in csv.DictReader(f)] == names, "left-out photos are not dealt"
+
+
 def test_cross_validation_figures_are_attached_only_to_a_card_of_the_same_recipe(
     tiny_model, tmp_path
 ):
