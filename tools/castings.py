@@ -170,6 +170,9 @@ def report_cross_validation(rows, index, casting, labels, out: Path) -> None:
     wrong = scored & (rejected != (labels == 1))
     for leaked, word in ((True, "casting also in other folds"), (False, "casting held out whole")):
         m = (split == leaked) & scored
+        if not m.any():
+            print(f"  {word}: no photos")
+            continue
         print(
             f"  {word}: {int(m.sum())} photos, {wrong[m].mean():.1%} wrong "
             f"({int((wrong & m & (labels == 1)).sum())} escapes, "
