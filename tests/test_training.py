@@ -360,17 +360,17 @@ def test_a_casting_linked_only_through_a_left_out_photo_stays_in_one_fold(tmp_pa
     mocker.patch.object(cv, "casting_groups", side_effect=matcher)
     kept = np.stack([np.full((4, 4), v, np.uint8) for v in range(6)])
     images = SimpleNamespace(greys=kept, signatures=np.zeros((6, 3)), labels=np.array([1, 1] * 3))
-    left_out = [(np.full((4, 4), 6, np.uint8), np.zeros(3))]
+    left_out = SimpleNamespace(greys=np.full((1, 4, 4), 6, np.uint8), signatures=np.zeros((1, 3)))
     names = [f"def_front/{v}.jpeg" for v in range(6)]
 
     def deal(linking, seed):
         return cv._fold_assignment(
-            tmp_path / f"{len(linking)}_{seed}.csv", names, images, linking, 3, seed
+            tmp_path / f"{linking is None}_{seed}.csv", names, images, linking, 3, seed
         )
 
     assert all(deal(left_out, seed)[0] == deal(left_out, seed)[1] for seed in range(30))
-    assert any(deal([], seed)[0] != deal([], seed)[1] for seed in range(30)), "the check can fail"
-    with (tmp_path / "1_0.csv").open() as f:
+    assert any(deal(None, seed)[0] != deal(None, seed)[1] for seed in range(30)), "can fail"
+    with (tmp_path / "False_0.csv").open() as f:
         assert [r["file"] for r in csv.DictReader(f)] == names, "left-out photos are not dealt"
 
 

@@ -47,12 +47,12 @@ from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
 from station.classifier.pit_check import find_pit, part_score
-from station.dataset import BadImage, load_grey, rotation_invariant_signature
+from station.dataset import load_grey, scan_labelled_folder
 from station.same_casting import casting_groups
 from station.scoring import figures_at, quality_gate, roc_auc
 from station.training.config import TrainConfig
 from station.training.label_review import scan_reviewed_folder
-from station.training.trainer import load_images, train
+from station.training.trainer import LoadedImages, load_images, train
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def cross_validate(data_dir: Path, out_dir: Path, config: TrainConfig, folds: in
     folder, review = scan_reviewed_folder(data_dir, config.label_review)
     images = load_images(folder, config)
     names = [str(p.relative_to(folder.root)) for p in images.paths]
-    linking = _left_out_photos(folder.root, review, config)
+    linking = _left_out_photos(data_dir, review, config)
     fold_of = _fold_assignment(out_dir / "folds.csv", names, images, linking, folds, config.seed)
     results = []
     for k in range(folds):
@@ -115,36 +115,31 @@ def cross_validate(data_dir: Path, out_dir: Path, config: TrainConfig, folds: in
     return _merge(out_dir, folder.root, results, config, left_out)
 
 
-def _left_out_photos(
-    root: Path, review, config: TrainConfig
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(grey, signature) of each photo the label review leaves out: not trained on nor
-    scored, but grouped with the others, as the casting it shows may link them. A file
-    that does not decode is named and left out of the grouping too."""
+def _left_out_photos(data_dir: Path, review, config: TrainConfig) -> LoadedImages | None:
+    """The photos the label review leaves out, loaded as training loads photos: neither
+    trained on nor scored, but grouped with the others, as the casting they show may link
+    them. None where the review leaves nothing out."""
     if review is None:
-        return []
-    photos = []
-    for name in sorted(review.excluded()):
-        try:
-            grey = load_grey(root / name, (config.image_size, config.image_size))
-        except BadImage as exc:
-            log.warning("not grouped: %s", exc)
-            continue
-        photos.append((grey, rotation_invariant_signature(grey)))
-    return photos
+        return None
+    excluded = review.excluded()
+    folder = scan_labelled_folder(data_dir)
+    samples = [s for s in folder.samples if s.path.relative_to(folder.root).as_posix() in excluded]
+    if not samples:
+        return None
+    return load_images(replace(folder, samples=samples, skipped=[]), config)
 
 
 def _fold_assignment(
     path: Path,
     names: list[str],
-    images,
-    linking: list[tuple[np.ndarray, np.ndarray]],
+    images: LoadedImages,
+    linking: LoadedImages | None,
     folds: int,
     seed: int,
 ) -> np.ndarray:
     """Read the assignment a stopped run made (the same images, the same K), or make it.
-    `linking`: (grey, signature) of photos grouped with `images` but not dealt (the
-    review's left-out photos), so that a casting they link stays in one fold."""
+    `linking`: photos grouped with `images` but not dealt (the review's left-out photos),
+    so that a casting they link stays in one fold."""
     if path.is_file():
         with path.open() as f:
             stored = {row["file"]: int(row["fold"]) for row in csv.DictReader(f)}
@@ -153,11 +148,11 @@ def _fold_assignment(
         raise ValueError(
             f"{path}: made for other images or another --folds; use a new --out folder"
         )
-    greys, signatures = list(images.greys), list(images.signatures)
-    greys += [grey for grey, _ in linking]
-    signatures += [signature for _, signature in linking]
-    groups, _ = casting_groups(greys, np.stack(signatures))
-    groups = groups[: len(names)]
+    greys, signatures = images.greys, images.signatures
+    if linking is not None:
+        greys = np.concatenate([greys, linking.greys])
+        signatures = np.concatenate([signatures, linking.signatures])
+    groups = casting_groups(greys, signatures)[0][: len(names)]
     fold_of = grouped_stratified_folds(images.labels, groups, folds, seed)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
