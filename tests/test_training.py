@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -412,13 +413,20 @@ def test_the_kept_weights_come_from_the_last_third_of_the_schedule(tiny_model):
     assert card.training["best_epoch"] > card.training["epochs"] * 2 // 3
 
 
-def test_the_card_records_the_shipped_label_review_relative_to_the_project(tmp_path):
-    """A card names the review it was trained with; the package's own is named by its place
-    in the project, not by the path of the checkout that trained it."""
+def test_the_card_records_the_shipped_label_review_and_dataset_relative_to_the_project(
+    tmp_path,
+):
+    """A card names the review and the folder it was trained with; the package's own review
+    and the shared folder beside the project are named by their place, not by the path of
+    the checkout that trained it, however the path was given."""
     from station.training.config import TrainConfig
     from station.training.trainer import recorded_path
 
+    project = Path(__file__).resolve().parents[1]
     assert recorded_path(TrainConfig().label_review) == "station/training/label_review.yaml"
+    beside = project.parent / "shared" / "datasets" / "casting" / "train"
+    assert recorded_path(beside) == "../shared/datasets/casting/train"
+    assert recorded_path(project / ".." / "shared" / "x") == "../shared/x"
     elsewhere = str(tmp_path / "review.yaml")
     assert recorded_path(elsewhere) == elsewhere
     assert recorded_path("") == ""

@@ -197,7 +197,7 @@ def train(
             "val_images": int(len(val_idx)),
         },
         dataset={
-            "path": str(data_dir),
+            "path": recorded_path(data_dir),
             "manifest_sha256": manifest_sha256(used_samples, folder.root),
             "images_used": int(len(images.labels)),
             "defective": int(images.labels.sum()),
@@ -349,17 +349,21 @@ def _write_scores_csv(
             writer.writerow([p.relative_to(root).as_posix(), int(label), *values])
 
 
-def recorded_path(path: str) -> str:
-    """`path` as the card records it: relative to the project when it is in it (the label
-    review shipped in the package), so that a card does not carry the path of the checkout
-    that trained it; as given otherwise ('' stays '')."""
+def recorded_path(path: str | Path) -> str:
+    """`path` as the card records it, so that a card does not carry the path of the checkout
+    that trained it and a retrain elsewhere writes the same card: relative to the project
+    when it is in it (the label review shipped in the package), or in the `shared` folder
+    beside it (`../shared/datasets/casting/train`, the layout the README gives); as given
+    otherwise ('' stays '')."""
     if not path:
-        return path
+        return str(path)
     project = Path(__file__).resolve().parents[2]
-    try:
-        return str(Path(path).resolve().relative_to(project))
-    except ValueError:
-        return path
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(project):
+        return resolved.relative_to(project).as_posix()
+    if resolved.is_relative_to(project.parent / "shared"):
+        return Path("..", resolved.relative_to(project.parent)).as_posix()
+    return str(path)
 
 
 def _git_commit() -> str:
