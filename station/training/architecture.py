@@ -122,6 +122,11 @@ and 151 (K=16) of 255, 224 248 -> 172 and 211 of 248, but 236, which the shipped
 passes (3 of 286), 246 and 264. Averaging both heads' scores would reject 261 at the
 hindsight threshold, but at the threshold chosen on the fold's validation split (castings
 it trained on) 697. Not taken.
+Two networks, the mean of their logits (2026-12-06, every fold of the CV with castings whole;
+tools/ensemble_trial.py, README "The model"): the second network, trained as each fold's
+with another seed, alone 15 escapes and 729 false rejects against 12 and 762; the mean 11
+and 771, hindsight 1,057 against 1,118. It ranks a little better and its threshold, chosen
+on castings both trained on, gives that back. Not taken.
 Split by physical casting (2026-11-24; station.same_casting, README "How
 many castings the folder holds"): this recipe on a validation split that
 holds whole castings out reached an AUC of 0.984 and 97.1% at a 0.5 cut,
