@@ -67,11 +67,16 @@ def train_second_network(cv_dir: Path, out: Path, k: int, offset: int, data: Pat
     with (cv_dir / "folds.csv").open() as f:
         held = frozenset(data / row["file"] for row in csv.DictReader(f) if int(row["fold"]) == k)
     split = trainer.grouped_stratified_split
+    # The fold's split, whatever the training seed. Put back after each fold: a second
+    # fold would otherwise wrap the first one's split and keep its seed.
     trainer.grouped_stratified_split = lambda labels, groups, fraction, _seed: split(
         labels, groups, fraction, split_seed
     )
     config = TrainConfig()
-    trainer.train(data, out, replace(config, seed=split_seed + offset), exclude=held)
+    try:
+        trainer.train(data, out, replace(config, seed=split_seed + offset), exclude=held)
+    finally:
+        trainer.grouped_stratified_split = split
     folder, _ = scan_reviewed_folder(data, config.label_review)
     folder = replace(folder, samples=[s for s in folder.samples if s.path in held])
     images = trainer.load_images(folder, config)
