@@ -2,6 +2,7 @@
 """Would the mean of two networks pass fewer defects out of fold? (a trial)
 
     .venv/bin/python tools/ensemble_trial.py CV_DIR OUT [--folds 0 1 2] [--seed-offset 1000]
+        [--part-only]
 
 CV_DIR is a finished `station train --folds K` folder. For each fold asked
 for, a second network is trained as the cross-validation trained that
@@ -10,6 +11,14 @@ recipe), with another training seed (the fold's seed plus `--seed-offset`:
 other initial weights, other augmentation draws). It writes OUT/fold_K/
 (the network, its card, its validation scores) and OUT/fold_K/held.csv,
 its scores of the held-out fold. A fold with held.csv is not trained again.
+
+`--part-only` (with `--seed-offset 0`, the fold's own seed): the second
+network sees the part alone. Everything in the frame beyond PART_REACH of
+the rim's radius (`flange.rim_circle`) is set to black, in training, in
+validation and on the held-out fold, so neither the belt nor the rim's
+shadow (how a photo session lit and placed the part; README, "What the
+photos give away without a defect") reaches it. Signatures, grouping and
+the pit check read the photos as taken.
 
 Then, for every fold with both networks, it prints each network alone and
 the mean of the two (of the scores, and of their logits): the threshold
@@ -24,8 +33,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,12 +47,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import station.training.trainer as trainer  # noqa: E402
+from station.classifier.flange import rim_circle  # noqa: E402
 from station.classifier.litert_classifier import LiteRTModel  # noqa: E402
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard  # noqa: E402
 from station.classifier.pit_check import CARD_SETTINGS, PitFinding, Spot  # noqa: E402
+from station.classifier.preprocess import preprocess  # noqa: E402
+from station.dataset import LabelledFolder  # noqa: E402
 from station.scoring import network_threshold, roc_auc  # noqa: E402
 from station.training.config import TrainConfig  # noqa: E402
 from station.training.label_review import scan_reviewed_folder  # noqa: E402
+
+PART_REACH = 1.03
+"""The part alone (`--part-only`): the rim's radius times this (its outline, which a tilt
+takes a pixel or two off the fitted circle, and no more of the belt)."""
 
 
 def main() -> None:
@@ -49,14 +68,16 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seed-offset", type=int, default=1000)
+    parser.add_argument("--part-only", action="store_true")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/datasets/casting/train")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for k in args.folds:
-        if not (args.out / f"fold_{k}" / "held.csv").is_file():
-            train_second_network(
-                args.cv_dir, args.out / f"fold_{k}", k, args.seed_offset, args.data
-            )
+    with _the_part_only() if args.part_only else nullcontext():
+        for k in args.folds:
+            if not (args.out / f"fold_{k}" / "held.csv").is_file():
+                train_second_network(
+                    args.cv_dir, args.out / f"fold_{k}", k, args.seed_offset, args.data
+                )
     compare(args.cv_dir, args.out, args.folds)
 
 
@@ -79,7 +100,7 @@ def train_second_network(cv_dir: Path, out: Path, k: int, offset: int, data: Pat
         trainer.grouped_stratified_split = split
     folder, _ = scan_reviewed_folder(data, config.label_review)
     folder = replace(folder, samples=[s for s in folder.samples if s.path in held])
-    images = trainer.load_images(folder, config)
+    images = trainer.load_images(folder, config)  # the part alone too, with --part-only
     scores = LiteRTModel(out / MODEL_FILE_NAME, config.input_size).score_parts(
         images.tensors, config.views
     )
@@ -88,6 +109,39 @@ def train_second_network(cv_dir: Path, out: Path, k: int, offset: int, data: Pat
         writer.writerow(["file", "network_score"])
         for path, score in zip(images.paths, scores):
             writer.writerow([path.relative_to(data).as_posix(), f"{score:.6f}"])
+
+
+def part_only(grey: np.ndarray) -> np.ndarray:
+    """`grey` with everything beyond PART_REACH of the rim's radius set to black."""
+    rim = rim_circle(grey)
+    height, width = grey.shape
+    ys, xs = np.ogrid[:height, :width]
+    beyond = (xs - rim.x) ** 2 + (ys - rim.y) ** 2 > (PART_REACH * rim.radius) ** 2
+    return np.where(beyond, np.uint8(0), grey)
+
+
+@contextmanager
+def _the_part_only() -> Iterator[None]:
+    """Training's loader gives the network the part alone (frames and tensors); its
+    signatures, and so the grouping and the split, are the photos'. The pit check, which
+    training runs on the validation frames it is given, is handed the photo as taken."""
+    load, find_pit = trainer.load_images, trainer.find_pit
+    taken: dict[bytes, np.ndarray] = {}
+
+    def load_part_only(folder: LabelledFolder, config: TrainConfig) -> trainer.LoadedImages:
+        images = load(folder, config)
+        greys = np.stack([part_only(grey) for grey in images.greys])
+        for shown, grey in zip(greys, images.greys):
+            taken[hashlib.sha1(shown.tobytes()).digest()] = grey
+        tensors = np.stack([preprocess(grey, config.input_size) for grey in greys])
+        return replace(images, greys=greys, tensors=tensors)
+
+    trainer.load_images = load_part_only
+    trainer.find_pit = lambda grey: find_pit(taken.get(hashlib.sha1(grey.tobytes()).digest(), grey))
+    try:
+        yield
+    finally:
+        trainer.load_images, trainer.find_pit = load, find_pit
 
 
 def compare(cv_dir: Path, out: Path, folds: list[int]) -> None:

@@ -127,6 +127,10 @@ tools/ensemble_trial.py, README "The model"): the second network, trained as eac
 with another seed, alone 15 escapes and 729 false rejects against 12 and 762; the mean 11
 and 771, hindsight 1,057 against 1,118. It ranks a little better and its threshold, chosen
 on castings both trained on, gives that back. Not taken.
+The same with the second network shown the part alone, the belt beyond 1.03 of the rim's
+radius blacked out (2026-12-06, `--part-only`): the mean of logits 28 escapes and 454 false
+rejects against 12 and 762. Fewer good castings rejected whole on folds 0 and 1, but the
+part-only network passes 24 of the 35 photos of casting 139's chips. Not taken.
 Split by physical casting (2026-11-24; station.same_casting, README "How
 many castings the folder holds"): this recipe on a validation split that
 holds whole castings out reached an AUC of 0.984 and 97.1% at a 0.5 cut,
