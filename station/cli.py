@@ -825,6 +825,12 @@ def _cross_validate(
             f"{fold['escapes']} escapes, {fold['false_rejects']} false rejects, "
             f"AUC {auc}: {fold['gate']}"
         )
+    click.echo("  every threshold lowered by (logits): escapes, false rejects, accuracy")
+    for row in summary["lowered_thresholds"]:
+        click.echo(
+            f"    {row['logits']:3.1f}: {row['escapes']}, {row['false_rejects']}, "
+            f"{row['accuracy']:.4f}"
+        )
     click.echo(
         f"written to {out_dir} (oof_scores.csv, cv_summary.json, oof_margins.png, escapes/)"
         + (f"; figures attached to {attach_to / 'model_card.json'}" if attach_to else "")

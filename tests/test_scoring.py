@@ -86,3 +86,38 @@ def test_a_defect_the_network_sees_holds_the_threshold_down_even_when_the_pit_ch
     alone = zero_miss_threshold(labels, network)
     assert network_threshold(labels, network, caught) == alone
     assert 0.2 < alone < 0.4
+
+
+def test_a_lowered_threshold_moves_the_network_side_and_keeps_the_pit_checks_rejects():
+    """Out of fold each part has its fold's threshold; a margin lowers each by as many
+    logits. A defect just under its threshold is caught by a small margin, one far under
+    only by a large one, a good part is thrown away once the margin reaches it, and a part
+    the pit check rejects stays rejected at every margin (its score is pinned to the
+    threshold it is compared with)."""
+    from station.scoring import lowered_thresholds
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    def score(logits_past):
+        return 1 / (1 + np.exp(-(logit(0.5) + logits_past)))
+
+    labels = np.array([1, 1, 1, 0, 0])
+    network = np.array([score(-0.3), score(-2.5), score(-6.0), score(-0.8), score(-1.9)])
+    part = network.copy()
+    part[2] = 0.5  # the pit check rejects the third defect: its part score is the threshold
+    thresholds = np.full(5, 0.5)
+    rows = lowered_thresholds(labels, network, part, thresholds, (0.0, 0.5, 1.0, 2.0, 3.0))
+    assert [(r.logits, r.escapes, r.false_rejects) for r in rows] == [
+        (0.0, 2, 0),
+        (0.5, 1, 0),
+        (1.0, 1, 1),
+        (2.0, 1, 2),
+        (3.0, 0, 2),
+    ]
+    assert rows[-1].accuracy == 0.6
+    at_zero = figures_at(labels, part, 0.5)
+    assert (rows[0].escapes, rows[0].false_rejects) == (
+        at_zero.missed_defects,
+        at_zero.false_rejects,
+    ), "no margin: the figures at the threshold as chosen"

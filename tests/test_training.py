@@ -330,6 +330,17 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
         shown = "-" if expected is None else f"{expected:.4f}"
         assert f"AUC {shown}: {fold['gate']}" in result.output
 
+    as_chosen, *lowered = summary["lowered_thresholds"]
+    assert as_chosen["logits"] == 0.0
+    assert (as_chosen["escapes"], as_chosen["false_rejects"], as_chosen["accuracy"]) == (
+        summary["escapes"],
+        summary["false_rejects"],
+        summary["accuracy"],
+    ), "with no margin, the figures of the thresholds as chosen"
+    for row in lowered:
+        assert f"    {row['logits']:3.1f}: {row['escapes']}, {row['false_rejects']}, " in (
+            result.output
+        )
     assert (out / "oof_margins.png").stat().st_size > 1000
 
     first_model = (out / "fold_0" / "model.tflite").stat().st_mtime_ns

@@ -49,7 +49,7 @@ from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, Mode
 from station.classifier.pit_check import find_pit, part_score
 from station.dataset import load_grey, scan_labelled_folder
 from station.same_casting import casting_groups
-from station.scoring import figures_at, quality_gate, roc_auc
+from station.scoring import figures_at, lowered_thresholds, quality_gate, roc_auc
 from station.training.config import TrainConfig
 from station.training.label_review import scan_reviewed_folder
 from station.training.trainer import LoadedImages, load_images, train
@@ -264,6 +264,15 @@ def _merge(
         "escape_files": sorted(r["file"] for r in escapes),
         "left_out_by_label_review": left_out,
         "folds": [r.__dict__ for r in results],
+        "lowered_thresholds": [
+            asdict(row)
+            for row in lowered_thresholds(
+                np.array([int(r["label"]) for r in rows]),
+                np.array([float(r["network_score"]) for r in rows]),
+                np.array([float(r["score"]) for r in rows]),
+                np.array([float(r["threshold"]) for r in rows]),
+            )
+        ],
         "all_folds_pass_gate": all(r.gate == "passed" for r in results),
         "gate": {"min_accuracy": config.min_accuracy, "max_escape_rate": config.max_escape_rate},
         "oof_scores": str(out_dir / "oof_scores.csv"),
@@ -335,6 +344,7 @@ def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainC
             for f in summary["folds"]
         ],
         all_folds_pass_gate=summary["all_folds_pass_gate"],
+        lowered_thresholds=summary["lowered_thresholds"],
         scores="cv_oof_scores.csv",
         plot="cv_oof_margins.png",
     )
