@@ -2,7 +2,7 @@
 """Would the mean of two networks pass fewer defects out of fold? (a trial)
 
     .venv/bin/python tools/ensemble_trial.py CV_DIR OUT [--folds 0 1 2] [--seed-offset 1000]
-        [--part-only]
+        [--part-only [--reach 1.03]]
 
 CV_DIR is a finished `station train --folds K` folder. For each fold asked
 for, a second network is trained as the cross-validation trained that
@@ -13,11 +13,12 @@ other initial weights, other augmentation draws). It writes OUT/fold_K/
 its scores of the held-out fold. A fold with held.csv is not trained again.
 
 `--part-only` (with `--seed-offset 0`, the fold's own seed): the second
-network sees the part alone. Everything in the frame beyond PART_REACH of
-the rim's radius (`flange.rim_circle`) is set to black, in training, in
-validation and on the held-out fold, so neither the belt nor the rim's
-shadow (how a photo session lit and placed the part; README, "What the
-photos give away without a defect") reaches it. Signatures, grouping and
+network sees the part alone. Everything in the frame beyond `--reach`
+times the rim's radius (`flange.rim_circle`; PART_REACH unless given) is
+set to black, in training, in validation and on the held-out fold, so
+neither the belt nor the rim's shadow (how a photo session lit and placed
+the part; README, "What the photos give away without a defect") reaches
+it; a wider reach lets the shadow and some belt back in. Signatures, grouping and
 the pit check read the photos as taken.
 
 Then, for every fold with both networks, it prints each network alone and
@@ -69,10 +70,11 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seed-offset", type=int, default=1000)
     parser.add_argument("--part-only", action="store_true")
+    parser.add_argument("--reach", type=float, default=PART_REACH)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/datasets/casting/train")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    with _the_part_only() if args.part_only else nullcontext():
+    with _the_part_only(args.reach) if args.part_only else nullcontext():
         for k in args.folds:
             if not (args.out / f"fold_{k}" / "held.csv").is_file():
                 train_second_network(
@@ -111,17 +113,17 @@ def train_second_network(cv_dir: Path, out: Path, k: int, offset: int, data: Pat
             writer.writerow([path.relative_to(data).as_posix(), f"{score:.6f}"])
 
 
-def part_only(grey: np.ndarray) -> np.ndarray:
-    """`grey` with everything beyond PART_REACH of the rim's radius set to black."""
+def part_only(grey: np.ndarray, reach: float = PART_REACH) -> np.ndarray:
+    """`grey` with everything beyond `reach` of the rim's radius set to black."""
     rim = rim_circle(grey)
     height, width = grey.shape
     ys, xs = np.ogrid[:height, :width]
-    beyond = (xs - rim.x) ** 2 + (ys - rim.y) ** 2 > (PART_REACH * rim.radius) ** 2
+    beyond = (xs - rim.x) ** 2 + (ys - rim.y) ** 2 > (reach * rim.radius) ** 2
     return np.where(beyond, np.uint8(0), grey)
 
 
 @contextmanager
-def _the_part_only() -> Iterator[None]:
+def _the_part_only(reach: float) -> Iterator[None]:
     """Training's loader gives the network the part alone (frames and tensors); its
     signatures, and so the grouping and the split, are the photos'. The pit check, which
     training runs on the validation frames it is given, is handed the photo as taken."""
@@ -130,7 +132,7 @@ def _the_part_only() -> Iterator[None]:
 
     def load_part_only(folder: LabelledFolder, config: TrainConfig) -> trainer.LoadedImages:
         images = load(folder, config)
-        greys = np.stack([part_only(grey) for grey in images.greys])
+        greys = np.stack([part_only(grey, reach) for grey in images.greys])
         for shown, grey in zip(greys, images.greys):
             taken[hashlib.sha1(shown.tobytes()).digest()] = grey
         tensors = np.stack([preprocess(grey, config.input_size) for grey in greys])
