@@ -145,7 +145,7 @@ def lowered_thresholds(
     while the network's is not) stays rejected and no other joins it.
     """
     labels = np.asarray(labels).astype(bool)
-    past = np.array([_logit(n) - _logit(t) for n, t in zip(network_scores, thresholds)])
+    past = logits_past(network_scores, thresholds)
     pit_rejects = np.asarray(part_scores) >= np.asarray(thresholds)
     rows = []
     for margin in margins:
@@ -160,6 +160,15 @@ def lowered_thresholds(
 def _logit(p: float) -> float:
     p = min(max(p, 1e-7), 1 - 1e-7)
     return float(np.log(p / (1 - p)))
+
+
+def logits_past(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How far each score is past its threshold, in logits (negative: below it); scores
+    within 1e-7 of 0 or 1 are taken as 1e-7 from them, as `_logit` takes them."""
+    scores, thresholds = (
+        np.clip(np.asarray(v, dtype=np.float64), 1e-7, 1 - 1e-7) for v in (scores, thresholds)
+    )
+    return np.log(scores / (1 - scores)) - np.log(thresholds / (1 - thresholds))
 
 
 def _sigmoid(x: float) -> float:

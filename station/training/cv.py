@@ -49,7 +49,7 @@ from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, Mode
 from station.classifier.pit_check import find_pit, part_score
 from station.dataset import load_grey, scan_labelled_folder
 from station.same_casting import casting_groups
-from station.scoring import figures_at, lowered_thresholds, quality_gate, roc_auc
+from station.scoring import figures_at, logits_past, lowered_thresholds, quality_gate, roc_auc
 from station.training.config import TrainConfig
 from station.training.label_review import scan_reviewed_folder
 from station.training.trainer import LoadedImages, load_images, train
@@ -254,10 +254,13 @@ def _merge(
             ]
             target = out_dir / kind / (r["file"].replace("/", "__").rsplit(".", 1)[0] + ".png")
             plots.save_part(target, load_grey(root / r["file"]), None, lines, kind != "escapes")
-    defective = sum(int(r["label"]) for r in rows)
+    labels = np.array([int(r["label"]) for r in rows])
+    part_scores = np.array([float(r["score"]) for r in rows])
+    thresholds = np.array([float(r["threshold"]) for r in rows])
+    network_scores = np.array([float(r["network_score"]) for r in rows])
     summary = {
         "images": len(rows),
-        "defective": defective,
+        "defective": int(labels.sum()),
         "escapes": len(escapes),
         "false_rejects": len(false_rejects),
         "accuracy": round(1 - (len(escapes) + len(false_rejects)) / len(rows), 5),
@@ -266,33 +269,21 @@ def _merge(
         "folds": [r.__dict__ for r in results],
         "lowered_thresholds": [
             asdict(row)
-            for row in lowered_thresholds(
-                np.array([int(r["label"]) for r in rows]),
-                np.array([float(r["network_score"]) for r in rows]),
-                np.array([float(r["score"]) for r in rows]),
-                np.array([float(r["threshold"]) for r in rows]),
-            )
+            for row in lowered_thresholds(labels, network_scores, part_scores, thresholds)
         ],
         "all_folds_pass_gate": all(r.gate == "passed" for r in results),
         "gate": {"min_accuracy": config.min_accuracy, "max_escape_rate": config.max_escape_rate},
         "oof_scores": str(out_dir / "oof_scores.csv"),
     }
     (out_dir / "cv_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    labels = np.array([int(r["label"]) for r in rows])
-    margins = np.array([_logit(float(r["score"])) - _logit(float(r["threshold"])) for r in rows])
     plots.oof_margins(
         labels,
-        margins,
+        logits_past(part_scores, thresholds),
         f"out of fold, {len(results)} folds: {len(escapes)} escapes, "
         f"{len(false_rejects)} false rejects",
         out_dir / "oof_margins.png",
     )
     return summary
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-7), 1 - 1e-7)
-    return float(np.log(p / (1 - p)))
 
 
 CV_METHOD = (
