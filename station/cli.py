@@ -85,6 +85,14 @@ def main(verbose: bool) -> None:
     "are those of the lowest validation loss in the last third.",
 )
 @click.option("--val-fraction", default=TRAIN_DEFAULTS.val_fraction, show_default=True)
+@click.option(
+    "--val-split",
+    default=TRAIN_DEFAULTS.val_split,
+    show_default=True,
+    type=click.Choice(["signature", "casting"]),
+    help="What the validation split keeps whole: near-duplicate groups, or physical "
+    "castings (the epoch and threshold then chosen on castings the network never saw).",
+)
 @click.option("--seed", default=TRAIN_DEFAULTS.seed, show_default=True)
 @click.option(
     "--casting-mix",

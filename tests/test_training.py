@@ -357,22 +357,10 @@ def test_a_casting_linked_only_through_a_left_out_photo_stays_in_one_fold(tmp_pa
     were split over two folds while those were not grouped. The photo matcher is
     isolated here: it links kept photos 0 and 1 only through the left-out photo 6."""
     import csv
-    from types import SimpleNamespace
 
-    import numpy as np
-
-    from station.dataset import connected_components
     from station.training import cv
 
-    def matcher(greys, signatures):
-        values = [int(grey[0, 0]) for grey in greys]
-        links = [(0, values.index(6)), (1, values.index(6))] if 6 in values else []
-        return connected_components(len(greys), links), {}
-
-    mocker.patch.object(cv, "casting_groups", side_effect=matcher)
-    kept = np.stack([np.full((4, 4), v, np.uint8) for v in range(6)])
-    images = SimpleNamespace(greys=kept, signatures=np.zeros((6, 3)), labels=np.array([1, 1] * 3))
-    left_out = SimpleNamespace(greys=np.full((1, 4, 4), 6, np.uint8), signatures=np.zeros((1, 3)))
+    images, left_out = _photos_linked_through_a_left_out_one(mocker)
     names = [f"def_front/{v}.jpeg" for v in range(6)]
 
     def deal(linking, seed):
@@ -384,6 +372,46 @@ def test_a_casting_linked_only_through_a_left_out_photo_stays_in_one_fold(tmp_pa
     assert any(deal(None, seed)[0] != deal(None, seed)[1] for seed in range(30)), "can fail"
     with (tmp_path / "False_0.csv").open() as f:
         assert [r["file"] for r in csv.DictReader(f)] == names, "left-out photos are not dealt"
+
+
+def _photos_linked_through_a_left_out_one(mocker):
+    """Six kept photos and one left-out photo; the photo matcher (isolated) links kept
+    photos 0 and 1 only through the left-out one, as the pinhole casting's are."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from station.dataset import connected_components
+    from station.training import trainer
+
+    def matcher(greys, signatures):
+        values = [int(grey[0, 0]) for grey in greys]
+        links = [(0, values.index(6)), (1, values.index(6))] if 6 in values else []
+        return connected_components(len(greys), links), {}
+
+    mocker.patch.object(trainer, "casting_groups", side_effect=matcher)
+    kept = np.stack([np.full((4, 4), v, np.uint8) for v in range(6)])
+    images = SimpleNamespace(greys=kept, signatures=np.zeros((6, 3)), labels=np.array([1, 1] * 3))
+    left_out = SimpleNamespace(greys=np.full((1, 4, 4), 6, np.uint8), signatures=np.zeros((1, 3)))
+    return images, left_out
+
+
+def test_a_validation_split_by_casting_groups_the_left_out_photos_too(mocker):
+    """--val-split casting keeps each physical casting on one side of the validation
+    split, a casting linked only through a photo the label review leaves out included;
+    the left-out photo itself gets no group (it is neither trained on nor scored)."""
+    import numpy as np
+
+    from station.training.trainer import validation_groups
+
+    images, left_out = _photos_linked_through_a_left_out_one(mocker)
+    linked = validation_groups(images, left_out, "casting")
+    alone = validation_groups(images, None, "casting")
+    assert len(linked) == 6 and linked[0] == linked[1]
+    assert alone[0] != alone[1], "can fail: without the left-out photo they are two castings"
+    assert len(np.unique(linked)) == 5
+    with pytest.raises(ValueError, match="val_split: 'photo'"):
+        validation_groups(images, None, "photo")
 
 
 def test_cross_validation_figures_are_attached_only_to_a_card_of_the_same_recipe(
@@ -441,3 +469,28 @@ def test_the_card_records_the_shipped_label_review_and_dataset_relative_to_the_p
     elsewhere = str(tmp_path / "review.yaml")
     assert recorded_path(elsewhere) == elsewhere
     assert recorded_path("") == ""
+
+
+def test_training_says_when_a_high_scoring_good_photo_lifts_the_threshold(caplog):
+    """The threshold rule leaves out a defect the pit check rejects and the network scores
+    no higher than some good photo; one good photo scored high (a casting the network has
+    not seen) lifts the threshold over defects it sees. The log says so, with the
+    threshold every defect would hold; it says nothing where the rule left nothing out."""
+    import logging
+
+    import numpy as np
+
+    from station.scoring import network_threshold
+    from station.training.trainer import _log_left_to_pit_check
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    network = np.array([0.01, 0.02, 0.97, 0.4, 0.6, 0.99])  # a good photo at 0.97
+    caught = np.array([False, False, False, True, True, False])
+    threshold = network_threshold(labels, network, caught)
+    assert threshold > 0.97, "lifted over the two defects the network ranks above most"
+    with caplog.at_level(logging.WARNING, logger="station.training.trainer"):
+        _log_left_to_pit_check(labels, network, caught, threshold)
+        _log_left_to_pit_check(labels, np.array([0.01, 0.02, 0.03, 0.4, 0.6, 0.99]), caught, 0.2)
+    (record,) = caplog.records
+    assert record.getMessage().startswith("2 defective validation photos (network 0.4000 to")
+    assert "would hold it at 0." in record.getMessage()

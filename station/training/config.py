@@ -15,6 +15,11 @@ class TrainConfig:
     learning_rate: float = 3e-3
     patience: int = 15
     val_fraction: float = 0.15
+    val_split: str = "signature"
+    """What the validation split keeps whole: "signature" (near-duplicate groups of the
+    Fourier-Mellin signature) or "casting" (`station.same_casting`: every photo of one
+    physical casting, so the kept epoch and the threshold are chosen on castings the
+    network never trained on)."""
     seed: int = 20261122
     casting_mix: float = 0.5
     """Share of training frames given a wedge of another good frame, or of themselves

@@ -47,12 +47,17 @@ from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
 from station.classifier.pit_check import find_pit, part_score
-from station.dataset import load_grey, scan_labelled_folder
-from station.same_casting import casting_groups
+from station.dataset import load_grey
 from station.scoring import figures_at, logits_past, lowered_thresholds, quality_gate, roc_auc
 from station.training.config import TrainConfig
 from station.training.label_review import scan_reviewed_folder
-from station.training.trainer import LoadedImages, load_images, train
+from station.training.trainer import (
+    LoadedImages,
+    castings_of,
+    left_out_photos,
+    load_images,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,7 @@ def cross_validate(data_dir: Path, out_dir: Path, config: TrainConfig, folds: in
     folder, review = scan_reviewed_folder(data_dir, config.label_review)
     images = load_images(folder, config)
     names = [str(p.relative_to(folder.root)) for p in images.paths]
-    linking = _left_out_photos(data_dir, review, config)
+    linking = left_out_photos(data_dir, review, config)
     fold_of = _fold_assignment(out_dir / "folds.csv", names, images, linking, folds, config.seed)
     results = []
     for k in range(folds):
@@ -115,20 +120,6 @@ def cross_validate(data_dir: Path, out_dir: Path, config: TrainConfig, folds: in
     return _merge(out_dir, folder.root, results, config, left_out)
 
 
-def _left_out_photos(data_dir: Path, review, config: TrainConfig) -> LoadedImages | None:
-    """The photos the label review leaves out, loaded as training loads photos: neither
-    trained on nor scored, but grouped with the others, as the casting they show may link
-    them. None where the review leaves nothing out."""
-    if review is None:
-        return None
-    excluded = review.excluded()
-    folder = scan_labelled_folder(data_dir)
-    samples = [s for s in folder.samples if s.path.relative_to(folder.root).as_posix() in excluded]
-    if not samples:
-        return None
-    return load_images(replace(folder, samples=samples, skipped=[]), config)
-
-
 def _fold_assignment(
     path: Path,
     names: list[str],
@@ -148,11 +139,7 @@ def _fold_assignment(
         raise ValueError(
             f"{path}: made for other images or another --folds; use a new --out folder"
         )
-    greys, signatures = images.greys, images.signatures
-    if linking is not None:
-        greys = np.concatenate([greys, linking.greys])
-        signatures = np.concatenate([signatures, linking.signatures])
-    groups = casting_groups(greys, signatures)[0][: len(names)]
+    groups = castings_of(images, linking)
     fold_of = grouped_stratified_folds(images.labels, groups, folds, seed)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -303,9 +290,13 @@ RECIPE_KEYS = (
     "views",
     "image_size",
     "casting_mix",
+    "val_split",
 )
 """What must match between a model's card and a cross-validation for its figures to be
 that model's recipe's (the seed differs by design: each fold is its own run)."""
+
+CARDS_BEFORE = {"val_split": "signature"}
+"""What a card written before a recipe key existed was trained with."""
 
 
 def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainConfig) -> None:
@@ -315,9 +306,10 @@ def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainC
     card = ModelCard.load(card_path)
     ours = asdict(config)
     for key in RECIPE_KEYS:
-        if card.training.get(key) != ours[key]:
+        theirs = card.training.get(key, CARDS_BEFORE.get(key))
+        if theirs != ours[key]:
             raise ValueError(
-                f"{card_path}: training.{key} is {card.training.get(key)!r}, this "
+                f"{card_path}: training.{key} is {theirs!r}, this "
                 f"cross-validation ran with {ours[key]!r}; its figures are not this model's"
             )
     entry = {k: summary[k] for k in ("images", "defective", "escapes", "false_rejects")}

@@ -38,15 +38,23 @@ from station.dataset import (
     manifest_sha256,
     near_duplicate_groups,
     rotation_invariant_signature,
+    scan_labelled_folder,
 )
-from station.scoring import figures_at, network_threshold, quality_gate
+from station.same_casting import casting_groups
+from station.scoring import (
+    figures_at,
+    left_to_pit_check,
+    network_threshold,
+    quality_gate,
+    zero_miss_threshold,
+)
 from station.sensitivity import PitSensitivity, pit_sensitivity
 from station.training.architecture import impeller_net
 from station.training.augment import Augmentation, AugmentedBatches
 from station.training.config import TrainConfig
 from station.training.export import to_tflite
 from station.training.kernels import pin as pin_kernels
-from station.training.label_review import scan_reviewed_folder
+from station.training.label_review import LabelReview, scan_reviewed_folder
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,55 @@ def load_images(folder: LabelledFolder, config: TrainConfig) -> LoadedImages:
     )
 
 
+SPLIT_METHODS = {
+    "signature": "grouped stratified: near-duplicate groups kept on one side",
+    "casting": "grouped stratified: physical castings (station.same_casting) kept on one "
+    "side, the review's left-out photos grouped with them",
+}
+
+
+def validation_groups(
+    images: LoadedImages, linking: LoadedImages | None, val_split: str
+) -> np.ndarray:
+    """The group of each image that the validation split keeps whole (`TrainConfig.val_split`);
+    `linking`: the photos the label review leaves out, grouped by casting too."""
+    if val_split == "signature":
+        return near_duplicate_groups(images.signatures)
+    if val_split != "casting":
+        raise ValueError(f"val_split: {val_split!r} is neither 'signature' nor 'casting'")
+    return castings_of(images, linking)
+
+
+def castings_of(images: LoadedImages, linking: LoadedImages | None) -> np.ndarray:
+    """The physical casting of each of `images` (`station.same_casting`), with `linking`
+    grouped too though given no group of its own: the photos the label review leaves out are
+    neither trained on nor scored, but the casting they show may be what links two groups
+    of photos into one (the pinhole casting's 16 defective photos are linked mostly through
+    its 111 left-out OK ones), and a casting split in two is seen by the side it is held
+    out from."""
+    greys, signatures = images.greys, images.signatures
+    if linking is not None:
+        greys = np.concatenate([greys, linking.greys])
+        signatures = np.concatenate([signatures, linking.signatures])
+    return casting_groups(greys, signatures)[0][: len(images.labels)]
+
+
+def left_out_photos(
+    data_dir: Path, review: LabelReview | None, config: TrainConfig
+) -> LoadedImages | None:
+    """The photos the label review leaves out, loaded as training loads photos: neither
+    trained on nor scored, but grouped with the others, as the casting they show may link
+    them. None where the review leaves nothing out."""
+    if review is None:
+        return None
+    excluded = review.excluded()
+    folder = scan_labelled_folder(data_dir)
+    samples = [s for s in folder.samples if s.path.relative_to(folder.root).as_posix() in excluded]
+    if not samples:
+        return None
+    return load_images(replace(folder, samples=samples, skipped=[]), config)
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Weight each class by n / (2 * n_class) so that OK parts (the minority) count as much."""
     counts = np.bincount(labels, minlength=2)
@@ -121,14 +178,16 @@ def train(
     if exclude:
         folder = replace(folder, samples=[s for s in folder.samples if s.path not in exclude])
     images = load_images(folder, config)
-    groups = near_duplicate_groups(images.signatures)
+    linking = left_out_photos(data_dir, review, config) if config.val_split == "casting" else None
+    groups = validation_groups(images, linking, config.val_split)
     train_idx, val_idx = grouped_stratified_split(
         images.labels, groups, config.val_fraction, config.seed
     )
     log.info(
-        "%d images in %d near-duplicate groups; train %d, validation %d (%d defective); %d skipped",
+        "%d images in %d %s groups; train %d, validation %d (%d defective); %d skipped",
         len(images.labels),
         groups.max() + 1,
+        config.val_split,
         len(train_idx),
         len(val_idx),
         int(images.labels[val_idx].sum()),
@@ -148,6 +207,7 @@ def train(
     pits = [find_pit(images.greys[i]) for i in val_idx]
     caught = np.array([pit.is_pit(CARD_SETTINGS) for pit in pits])
     threshold = network_threshold(val_labels, network_scores, caught)
+    _log_left_to_pit_check(val_labels, network_scores, caught, threshold)
     val_scores = np.array(
         [part_score(n, pit, CARD_SETTINGS, threshold) for n, pit in zip(network_scores, pits)]
     )
@@ -188,7 +248,7 @@ def train(
         pit_check=CARD_SETTINGS,
         validation=figures,
         split={
-            "method": "grouped stratified: near-duplicate groups kept on one side",
+            "method": SPLIT_METHODS[config.val_split],
             "grouping_similarity": GROUPING_SIMILARITY,
             "groups": int(groups.max() + 1),
             "val_fraction": config.val_fraction,
@@ -244,6 +304,28 @@ def train(
         out_dir / "score_histogram.png",
     )
     return card
+
+
+def _log_left_to_pit_check(
+    labels: np.ndarray, network_scores: np.ndarray, caught: np.ndarray, threshold: float
+) -> None:
+    """Say when the threshold rule's exception moved the threshold, and from where: a
+    good validation photo scored high lifts it over every defect the pit check rejects
+    (`scoring.left_to_pit_check`)."""
+    left = left_to_pit_check(labels, network_scores, caught)
+    if not left.any():
+        return
+    log.warning(
+        "%d defective validation photos (network %.4f to %.4f) score no higher than the "
+        "highest good one (%.4f) and are left to the pit check: threshold %.4f, where "
+        "every defective photo would hold it at %.4f",
+        int(left.sum()),
+        float(network_scores[left].min()),
+        float(network_scores[left].max()),
+        float(network_scores[labels == 0].max()),
+        threshold,
+        zero_miss_threshold(labels, network_scores),
+    )
 
 
 def learning_rate_schedule(
