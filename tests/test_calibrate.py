@@ -334,3 +334,45 @@ def test_the_threshold_is_the_networks_and_a_pit_is_caught_at_it(tmp_path):
     assert choice.threshold == pytest.approx(zero_miss_threshold(labels[~blind], networks[~blind]))
     assert classifier.inspect(pitted).network_score < choice.threshold, "the network passes it"
     assert choice.missed_defects == 0 and choice.false_rejects == 0 and choice.defective == 7
+    left = choice.left_to_pit_check  # reported, with what the network alone would need
+    assert left is not None and left.samples == 1
+    assert left.lowest_network_score == pytest.approx(networks[blind][0], abs=1e-6)
+    assert left.highest_good_score == pytest.approx(networks[~labels].max(), abs=1e-6)
+    assert left.network_alone_threshold == pytest.approx(zero_miss_threshold(labels, networks))
+    assert left.network_alone_false_rejects >= 1
+
+
+def test_the_technician_is_told_which_defects_the_threshold_leaves_to_the_pit_check(
+    station_dir, tmp_path
+):
+    """A defect the network scores no higher than some good sample, which the pit check
+    rejects, does not hold the threshold (above). Since one good sample scored high (a
+    casting the model has never seen) lifts that bar for every such defect, calibrate
+    names the defects' count, the good sample, and the threshold the network alone would
+    need, which here rejects good samples."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from station.classifier import Classifier
+    from station.dataset import load_grey
+    from station.sensitivity import paint_pit
+
+    golden = tmp_path / "golden"
+    shutil.copytree(SAMPLE_DIR, golden)
+    classifier = Classifier()
+    goods = {f: classifier.inspect(load_grey(f)).network_score for f in golden.glob("ok_front/*")}
+    surest = min(goods, key=goods.get)
+    pitted, _ = paint_pit(load_grey(surest), 4, np.random.default_rng(2), 0.3)
+    cv2.imwrite(str(golden / "def_front" / "pitted_surest_ok.png"), pitted)
+    result = _calibrate(station_dir, "threshold", "--data", str(golden), "--yes")
+    assert result.exit_code == 0, result.output
+    chosen = Calibration.load(_cal(station_dir)).threshold
+    assert "note: 1 defective sample (network" in result.output
+    highest = max(goods, key=goods.get)
+    assert f"the good sample {highest} ({goods[highest]:.4f})" in result.output
+    note = result.output.split("it would be ")[1].split()
+    alone, false_rejects = float(note[0]), int(note[2])
+    assert alone < classifier.inspect(pitted).network_score < chosen
+    assert false_rejects >= 1, "the network alone would throw good samples away"

@@ -6,7 +6,10 @@ scores no higher than a good sample and the pit check rejects; among such
 thresholds the one with the fewest false rejects is taken, centred in its gap
 (`station.scoring.network_threshold`). The figures and
 two plots are of the whole decision at that threshold, the pit check
-included, and show what it costs.
+included, and show what it costs. Defects the exception left to the pit check
+are reported with the good sample that let it, and the threshold the network
+alone would need: one good sample scored high (a casting the model has never
+seen) can lift the threshold over defects the network sees.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from station.classifier.litert_classifier import Classifier
 from station.classifier.pit_check import part_score
 from station.dataset import Skipped
 from station.evaluation import score_folder
-from station.scoring import figures_at, network_threshold
+from station.scoring import figures_at, left_to_pit_check, network_threshold, zero_miss_threshold
 
 
 class NotEnoughSamples(ValueError):
@@ -38,6 +41,24 @@ class ThresholdChoice:
     lowest_defect_score: float
     skipped: list[Skipped]
     plots: dict[str, str]
+    left_to_pit_check: LeftToPitCheck | None
+    """Defective samples the threshold does not hold, left to the pit check; None: none."""
+
+
+@dataclass(frozen=True)
+class LeftToPitCheck:
+    """What the threshold rule's one exception did on these samples
+    (`station.scoring.left_to_pit_check`), for the technician to judge before writing it."""
+
+    samples: int
+    lowest_network_score: float
+    highest_network_score: float
+    highest_good_score: float
+    highest_good_sample: Path
+    """The good sample that makes them 'no higher than some good part'."""
+    network_alone_threshold: float
+    """The threshold if every defective sample held it, as the network alone must."""
+    network_alone_false_rejects: int
 
 
 def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) -> ThresholdChoice:
@@ -55,10 +76,29 @@ def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) ->
     settings = classifier.card.pit_check
     caught = np.array([s.pit.is_pit(settings) for s in scored])
     threshold = network_threshold(labels, network_scores, caught)
-    scores = np.array(
-        [part_score(n, s.pit, settings, threshold) for n, s in zip(network_scores, scored)]
-    )
+
+    def whole_decision(at: float) -> np.ndarray:
+        return np.array(
+            [part_score(n, s.pit, settings, at) for n, s in zip(network_scores, scored)]
+        )
+
+    scores = whole_decision(threshold)
     figures = figures_at(labels, scores, threshold)
+    left_out = None
+    left = left_to_pit_check(labels, network_scores, caught)
+    if left.any():
+        best_good = int(np.argmax(np.where(labels == 0, network_scores, -np.inf)))
+        alone = zero_miss_threshold(labels, network_scores)
+        alone_figures = figures_at(labels, whole_decision(alone), alone)
+        left_out = LeftToPitCheck(
+            samples=int(left.sum()),
+            lowest_network_score=float(network_scores[left].min()),
+            highest_network_score=float(network_scores[left].max()),
+            highest_good_score=float(network_scores[best_good]),
+            highest_good_sample=scored[best_good].path,
+            network_alone_threshold=alone,
+            network_alone_false_rejects=alone_figures.false_rejects,
+        )
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "score_histogram": plots_dir / "threshold_score_histogram.png",
@@ -78,4 +118,5 @@ def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) ->
         lowest_defect_score=float(np.min(scores[labels.astype(bool)])),
         skipped=skipped,
         plots={k: str(v) for k, v in written.items()},
+        left_to_pit_check=left_out,
     )
