@@ -443,6 +443,13 @@ def test_cross_validation_figures_are_attached_only_to_a_card_of_the_same_recipe
     other = replace(trained_as, epochs=trained_as.epochs + 1)
     with pytest.raises(ValueError, match=r"training\.epochs is \d+, this cross-validation ran"):
         attach_to_card(summary, out, model, other)
+    # A card from before --val-split (the shipped one) was trained on near-duplicate groups.
+    older = ModelCard.load(model / "model_card.json")
+    del older.training["val_split"]
+    older.save(model / "model_card.json")
+    attach_to_card(summary, out, model, trained_as)
+    with pytest.raises(ValueError, match=r"training\.val_split is 'signature'"):
+        attach_to_card(summary, out, model, replace(trained_as, val_split="casting"))
 
 
 def test_the_kept_weights_come_from_the_last_third_of_the_schedule(tiny_model):
