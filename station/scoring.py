@@ -70,6 +70,18 @@ def zero_miss_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     below that and the lowest defective score gives the same figures; the
     midpoint in logit space leaves the widest margin on both sides for parts
     the model has not seen.
+
+    Given the network's scores, every defect holds it, the ones the pit check rejects too:
+    a check added to the station only adds rejects. From 2026-12-05 to 2026-12-06 a defect
+    the pit check rejected and the network scored no higher than some good part was left
+    out (as a pinhole the network cannot see). Out of fold that cost escapes wherever it
+    acted: the card's cross-validation passed casting 139's 4 chipped photos (fold 2's
+    threshold rose from 0.091 to 0.159 over 4 chipped validation photos the notch caught),
+    and with a good casting it had not seen in validation at 1.0, a fold's threshold rose
+    from 0.36 to 0.89 and passed 76 defective photos. The pit check's cuts are sharp: a
+    defect like one it caught can fall just short of its cut, and then only the network's
+    threshold, held by that defect, catches it (README, "The model";
+    tools/threshold_exception.py).
     """
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
@@ -88,52 +100,6 @@ def zero_miss_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
         # fall on or below the OK score: the lowest defective score itself keeps the gap.
         return lowest_defect
     return midpoint
-
-
-def network_threshold(
-    labels: np.ndarray, network_scores: np.ndarray, pit_caught: np.ndarray
-) -> float:
-    """The network's zero-miss threshold, beside the pit check.
-
-    Every defective part holds the threshold down, the ones the pit check rejects too,
-    except a defect the network scores no higher than some good part: the network cannot
-    tell that one from good parts at any threshold (a pinhole it does not see), and if the
-    pit check rejects it, it must not drag the threshold down onto the good parts.
-
-    Why not leave out every defect the pit check rejects (the rule until 2026-12-05): the
-    notch then rejected 3 in 4 of the defective validation photos, the threshold was set on
-    the few left and rose (folds 1 and 2: 0.42 to 0.85, 0.26 to 0.82), and out of fold it
-    passed 3 defective photos the network had scored 0.65 to 0.81, which no check caught.
-    A check added to the station must only add rejects.
-    """
-    labels = np.asarray(labels).astype(bool)
-    network_scores = np.asarray(network_scores, dtype=np.float64)
-    blind = left_to_pit_check(labels, network_scores, pit_caught)
-    if not labels[~blind].any():
-        return zero_miss_threshold(labels, network_scores)
-    return zero_miss_threshold(labels[~blind], network_scores[~blind])
-
-
-def left_to_pit_check(
-    labels: np.ndarray, network_scores: np.ndarray, pit_caught: np.ndarray
-) -> np.ndarray:
-    """Which defective parts `network_threshold` leaves out: the pit check rejects them and
-    the network scores them no higher than some good part.
-
-    Why it is exposed: the rule measures "cannot tell from good parts" against the single
-    highest good part. A good part the network scores high, such as a photo of a good
-    casting it has never seen, lifts that bar for every defect below it, and the threshold
-    then rises over defects the network ranks well above nearly every good part, which
-    only the pit check holds. On a cross-validation whose validation split held castings
-    out whole (2026-12-06, fold 2: a good casting scored 1.0), 256 validation defects were
-    left out this way, the threshold rose from 0.36 to 0.89, and the held-out fold passed
-    76 defective photos. Whoever chooses a threshold must see how many, and what the
-    network alone would need (`station calibrate threshold` prints both)."""
-    labels = np.asarray(labels).astype(bool)
-    network_scores = np.asarray(network_scores, dtype=np.float64)
-    good = network_scores[~labels]
-    best_good = float(good.max()) if good.size else -np.inf
-    return labels & np.asarray(pit_caught, dtype=bool) & (network_scores <= best_good)
 
 
 @dataclass(frozen=True)

@@ -59,35 +59,6 @@ def test_roc_auc_counts_pairs_ranked_right_and_ties_as_half():
     assert abs(roc_auc(labels, scores) - np.mean(pairs)) < 1e-12
 
 
-def test_a_defect_the_network_cannot_see_and_the_pit_check_rejects_does_not_drag_it_down():
-    from station.scoring import network_threshold
-
-    labels = np.array([0, 0, 1, 1, 1])
-    network = np.array([0.01, 0.2, 0.9, 0.95, 0.001])  # the last: a pit the network misses
-    caught = np.array([False, False, False, False, True])
-    alone = zero_miss_threshold(labels, network)
-    assert alone < 0.01 and 0.2 < network_threshold(labels, network, caught) < 0.9
-    only_blind = np.array([0, 0, 1]), np.array([0.01, 0.2, 0.001])
-    everything = np.ones(3, bool)
-    assert network_threshold(*only_blind, everything) == zero_miss_threshold(*only_blind), (
-        "nothing left to set it: the network's own over all"
-    )
-
-
-def test_a_defect_the_network_sees_holds_the_threshold_down_even_when_the_pit_check_rejects_it():
-    """A check added to the station only adds rejects: a defect the network scores above
-    every good part sets the threshold whether or not the pit check also rejects it (the
-    rule before 2026-12-05 left it out, and out of fold passed 3 photos so)."""
-    from station.scoring import network_threshold
-
-    labels = np.array([0, 0, 1, 1, 1])
-    network = np.array([0.01, 0.2, 0.9, 0.95, 0.4])  # the last: seen, and caught too
-    caught = np.array([False, False, False, False, True])
-    alone = zero_miss_threshold(labels, network)
-    assert network_threshold(labels, network, caught) == alone
-    assert 0.2 < alone < 0.4
-
-
 def test_a_lowered_threshold_moves_the_network_side_and_keeps_the_pit_checks_rejects():
     """Out of fold each part has its fold's threshold; a margin lowers each by as many
     logits. A defect just under its threshold is caught by a small margin, one far under

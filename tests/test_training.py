@@ -476,28 +476,3 @@ def test_the_card_records_the_shipped_label_review_and_dataset_relative_to_the_p
     elsewhere = str(tmp_path / "review.yaml")
     assert recorded_path(elsewhere) == elsewhere
     assert recorded_path("") == ""
-
-
-def test_training_says_when_a_high_scoring_good_photo_lifts_the_threshold(caplog):
-    """The threshold rule leaves out a defect the pit check rejects and the network scores
-    no higher than some good photo; one good photo scored high (a casting the network has
-    not seen) lifts the threshold over defects it sees. The log says so, with the
-    threshold every defect would hold; it says nothing where the rule left nothing out."""
-    import logging
-
-    import numpy as np
-
-    from station.scoring import network_threshold
-    from station.training.trainer import _log_left_to_pit_check
-
-    labels = np.array([0, 0, 0, 1, 1, 1])
-    network = np.array([0.01, 0.02, 0.97, 0.4, 0.6, 0.99])  # a good photo at 0.97
-    caught = np.array([False, False, False, True, True, False])
-    threshold = network_threshold(labels, network, caught)
-    assert threshold > 0.97, "lifted over the two defects the network ranks above most"
-    with caplog.at_level(logging.WARNING, logger="station.training.trainer"):
-        _log_left_to_pit_check(labels, network, caught, threshold)
-        _log_left_to_pit_check(labels, np.array([0.01, 0.02, 0.03, 0.4, 0.6, 0.99]), caught, 0.2)
-    (record,) = caplog.records
-    assert record.getMessage().startswith("2 defective validation photos (network 0.4000 to")
-    assert "would hold it at 0." in record.getMessage()

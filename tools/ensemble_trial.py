@@ -54,7 +54,7 @@ from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, Mode
 from station.classifier.pit_check import CARD_SETTINGS, PitFinding, Spot  # noqa: E402
 from station.classifier.preprocess import preprocess  # noqa: E402
 from station.dataset import LabelledFolder  # noqa: E402
-from station.scoring import network_threshold, roc_auc  # noqa: E402
+from station.scoring import roc_auc, zero_miss_threshold  # noqa: E402
 from station.training.config import TrainConfig  # noqa: E402
 from station.training.label_review import scan_reviewed_folder  # noqa: E402
 
@@ -156,7 +156,6 @@ def compare(cv_dir: Path, out: Path, folds: list[int]) -> None:
         if set(val[1]) != set(files):
             raise ValueError(f"fold {k}: the two networks were validated on other photos")
         val_labels = np.array([int(val[0][f]["label"]) for f in files])
-        val_caught = np.array([_caught(val[0][f]) for f in files])
         val_scores = [np.array([float(v[f]["network_score"]) for f in files]) for v in val]
         oof = _rows(cv_dir / f"fold_{k}" / "oof.csv")
         second = {
@@ -176,7 +175,7 @@ def compare(cv_dir: Path, out: Path, folds: list[int]) -> None:
             "mean of logits": (_mean_logit(val_scores), _mean_logit(held_scores)),
         }
         for name, (v, h) in ways.items():
-            threshold = network_threshold(val_labels, v, val_caught)
+            threshold = zero_miss_threshold(val_labels, v)
             rejected = (h >= threshold) | caught
             escapes = [held[i] for i in np.flatnonzero((labels == 1) & ~rejected)]
             false_rejects = int(np.sum((labels == 0) & rejected))

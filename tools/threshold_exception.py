@@ -3,17 +3,18 @@
 
     .venv/bin/python tools/threshold_exception.py CV_DIR [CV_DIR ...]
 
-`scoring.network_threshold` leaves out a defective validation photo that the
-pit check rejects and the network scores no higher than the highest good
-one (a pinhole the network cannot see must not drag the threshold onto the
-good parts). This recomputes each fold's threshold from its saved
-validation scores under the rule as shipped, with no exception, and with
-"no higher than" measured against a percentile of the good photos' scores,
-and judges the fold's saved held-out scores at each, as the line judges:
-rejected if the network's score reaches the threshold or the pit check
-rejects (each fold card's own pit-check cuts, on the saved measures). Only
-the threshold moves; the networks and the pit check's findings are the
-runs' own. The shipped rule's row reproduces each run's own figures.
+From 2026-12-05 to 2026-12-06 the threshold rule left out a defective
+validation photo that the pit check rejects and the network scores no higher
+than the highest good one (a pinhole the network cannot see must not drag
+the threshold onto the good parts). This recomputes each fold's threshold
+from its saved validation scores with that exception, with "no higher than"
+measured against a percentile of the good photos' scores instead, and with
+no exception (the rule since: `scoring.zero_miss_threshold`), and judges the
+fold's saved held-out scores at each, as the line judges: rejected if the
+network's score reaches the threshold or the pit check rejects (each fold
+card's own pit-check cuts, on the saved measures). Only the threshold moves;
+the networks and the pit check's findings are the runs' own. Each column
+reproduces the figures of a run made under its rule.
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ import numpy as np
 
 from station.classifier.model_card import ModelCard
 from station.classifier.pit_check import PitCheckSettings, PitFinding, Spot
-from station.scoring import network_threshold, zero_miss_threshold
+from station.scoring import zero_miss_threshold
 
 RULES: dict[str, float | None] = {
-    "as shipped (highest good)": 1.0,
+    "exception (highest good)": 1.0,
     "good 99th percentile": 0.99,
     "good 90th percentile": 0.9,
     "good median": 0.5,
     "no exception": None,
 }
 """Each rule: the quantile of the good validation scores a defect must not exceed to be
-left to the pit check (1.0 is `network_threshold`'s own); None: every defect holds it."""
+left to the pit check (1.0: the exception as it was); None: every defect holds it."""
 
 MEASURES = ("pit_ratio", "pit_dip", "pit_round", "pit_isolated", "pit_notch")
 
@@ -51,8 +52,6 @@ def caught(rows: list[dict], settings: PitCheckSettings) -> np.ndarray:
 def threshold(labels: np.ndarray, network: np.ndarray, pits: np.ndarray, q: float | None) -> float:
     if q is None:
         return zero_miss_threshold(labels, network)
-    if q == 1.0:
-        return network_threshold(labels, network, pits)
     bar = float(np.quantile(network[~labels], q))
     left = labels & pits & (network <= bar)
     if not labels[~left].any():

@@ -461,28 +461,18 @@ def threshold(config_path, virtual_line, yes, data_dir, model_dir, plots_dir) ->
             "note: fewer than 50 samples of a class; the threshold is only as good as the "
             "golden samples, so add more when you can"
         )
-    if choice.left_to_pit_check is not None:
-        click.echo(_left_to_pit_check_note(choice.left_to_pit_check))
+    click.echo(
+        f"the threshold is held by {choice.held_by} (network "
+        f"{choice.held_by_network_score:.4f}"
+        + ("; the pit check rejects it too" if choice.held_by_pit_check else "")
+        + "): look at it if the false rejects are many"
+    )
     for item in choice.skipped:
         click.echo(f"skipped {item.path}: {item.reason}")
     for path in choice.plots.values():
         click.echo(f"plot: {path}")
     proposed, changes = _propose(store, threshold=choice.threshold)
     _write(store, proposed, changes, "threshold", yes)
-
-
-def _left_to_pit_check_note(left) -> str:
-    return (
-        f"note: {left.samples} defective sample{'' if left.samples == 1 else 's'} "
-        f"(network {left.lowest_network_score:.4f} to {left.highest_network_score:.4f}) "
-        "score no higher than the good sample "
-        f"{left.highest_good_sample} ({left.highest_good_score:.4f}); the threshold is not "
-        f"held by them and only the pit check rejects them. Held by every defective sample, "
-        f"it would be {left.network_alone_threshold:.4f} with "
-        f"{left.network_alone_false_rejects} false rejects. Look at that good sample first: "
-        "a casting the model has never seen can score high and lift the threshold over "
-        "defects the network sees"
-    )
 
 
 @calibrate.command()

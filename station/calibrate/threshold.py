@@ -1,15 +1,15 @@
 """`calibrate threshold`: the operating point from this station's golden samples.
 
 Every defective sample must have a network score at or above the threshold
-(zero missed defects, as `station train` chooses it), except one the network
-scores no higher than a good sample and the pit check rejects; among such
+(zero missed defects, as `station train` chooses it), the ones the pit check
+rejects too: a check added to the station only adds rejects. Among such
 thresholds the one with the fewest false rejects is taken, centred in its gap
-(`station.scoring.network_threshold`). The figures and
-two plots are of the whole decision at that threshold, the pit check
-included, and show what it costs. Defects the exception left to the pit check
-are reported with the good sample that let it, and the threshold the network
-alone would need: one good sample scored high (a casting the model has never
-seen) can lift the threshold over defects the network sees.
+(`station.scoring.zero_miss_threshold`). The figures and two plots are of
+the whole decision at that threshold, the pit check included, and show what
+it costs. The defective sample that holds the threshold down is named: a
+pinhole the network does not see, or a mislabelled good part, among the
+golden samples pulls it onto the good ones, and the technician must see
+which sample did it before writing it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from station.classifier.litert_classifier import Classifier
 from station.classifier.pit_check import part_score
 from station.dataset import Skipped
 from station.evaluation import score_folder
-from station.scoring import figures_at, left_to_pit_check, network_threshold, zero_miss_threshold
+from station.scoring import figures_at, zero_miss_threshold
 
 
 class NotEnoughSamples(ValueError):
@@ -41,24 +41,11 @@ class ThresholdChoice:
     lowest_defect_score: float
     skipped: list[Skipped]
     plots: dict[str, str]
-    left_to_pit_check: LeftToPitCheck | None
-    """Defective samples the threshold does not hold, left to the pit check; None: none."""
-
-
-@dataclass(frozen=True)
-class LeftToPitCheck:
-    """What the threshold rule's one exception did on these samples
-    (`station.scoring.left_to_pit_check`), for the technician to judge before writing it."""
-
-    samples: int
-    lowest_network_score: float
-    highest_network_score: float
-    highest_good_score: float
-    highest_good_sample: Path
-    """The good sample that makes them 'no higher than some good part'."""
-    network_alone_threshold: float
-    """The threshold if every defective sample held it, as the network alone must."""
-    network_alone_false_rejects: int
+    held_by: Path
+    """The defective sample with the lowest network score: the one the threshold is set by."""
+    held_by_network_score: float
+    held_by_pit_check: bool
+    """Whether the pit check rejects that sample too."""
 
 
 def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) -> ThresholdChoice:
@@ -74,31 +61,12 @@ def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) ->
     # On the network's scores: the pit score is put on the threshold's scale, so a threshold
     # chosen on part scores made at the card's threshold would not hold at its own.
     settings = classifier.card.pit_check
-    caught = np.array([s.pit.is_pit(settings) for s in scored])
-    threshold = network_threshold(labels, network_scores, caught)
-
-    def whole_decision(at: float) -> np.ndarray:
-        return np.array(
-            [part_score(n, s.pit, settings, at) for n, s in zip(network_scores, scored)]
-        )
-
-    scores = whole_decision(threshold)
+    threshold = zero_miss_threshold(labels, network_scores)
+    scores = np.array(
+        [part_score(n, s.pit, settings, threshold) for n, s in zip(network_scores, scored)]
+    )
     figures = figures_at(labels, scores, threshold)
-    left_out = None
-    left = left_to_pit_check(labels, network_scores, caught)
-    if left.any():
-        best_good = int(np.argmax(np.where(labels == 0, network_scores, -np.inf)))
-        alone = zero_miss_threshold(labels, network_scores)
-        alone_figures = figures_at(labels, whole_decision(alone), alone)
-        left_out = LeftToPitCheck(
-            samples=int(left.sum()),
-            lowest_network_score=float(network_scores[left].min()),
-            highest_network_score=float(network_scores[left].max()),
-            highest_good_score=float(network_scores[best_good]),
-            highest_good_sample=scored[best_good].path,
-            network_alone_threshold=alone,
-            network_alone_false_rejects=alone_figures.false_rejects,
-        )
+    held_by = int(np.argmin(np.where(labels == 1, network_scores, np.inf)))
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "score_histogram": plots_dir / "threshold_score_histogram.png",
@@ -118,5 +86,7 @@ def choose_threshold(classifier: Classifier, data_dir: Path, plots_dir: Path) ->
         lowest_defect_score=float(np.min(scores[labels.astype(bool)])),
         skipped=skipped,
         plots={k: str(v) for k, v in written.items()},
-        left_to_pit_check=left_out,
+        held_by=scored[held_by].path,
+        held_by_network_score=float(network_scores[held_by]),
+        held_by_pit_check=scored[held_by].pit.is_pit(settings),
     )

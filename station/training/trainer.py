@@ -41,13 +41,7 @@ from station.dataset import (
     scan_labelled_folder,
 )
 from station.same_casting import casting_groups
-from station.scoring import (
-    figures_at,
-    left_to_pit_check,
-    network_threshold,
-    quality_gate,
-    zero_miss_threshold,
-)
+from station.scoring import figures_at, quality_gate, zero_miss_threshold
 from station.sensitivity import PitSensitivity, pit_sensitivity
 from station.training.architecture import impeller_net
 from station.training.augment import Augmentation, AugmentedBatches
@@ -97,6 +91,12 @@ def load_images(folder: LabelledFolder, config: TrainConfig) -> LoadedImages:
         skipped,
     )
 
+
+THRESHOLD_RULE = (
+    "the network's scores of the validation parts: zero missed defects, every defect "
+    "holding it (those the pit check rejects too), fewest false rejects, midpoint of the gap "
+    "in logit space (scoring.zero_miss_threshold)"
+)
 
 SPLIT_METHODS = {
     "signature": "grouped stratified: near-duplicate groups kept on one side",
@@ -187,7 +187,7 @@ def train(
         "%d images in %d %s groups; train %d, validation %d (%d defective); %d skipped",
         len(images.labels),
         groups.max() + 1,
-        config.val_split,
+        {"signature": "near-duplicate", "casting": "casting"}[config.val_split],
         len(train_idx),
         len(val_idx),
         int(images.labels[val_idx].sum()),
@@ -202,12 +202,10 @@ def train(
     litert = LiteRTModel(out_dir / MODEL_FILE_NAME, config.input_size)
     val_labels = images.labels[val_idx]
     network_scores = litert.score_parts(images.tensors[val_idx], config.views)
-    # The threshold is the network's own; a defect it cannot tell from good parts is left to
-    # the pit check if that rejects it (scoring.network_threshold).
+    # The threshold is the network's own, held by every defective validation photo, the
+    # ones the pit check rejects too (scoring.zero_miss_threshold).
+    threshold = zero_miss_threshold(val_labels, network_scores)
     pits = [find_pit(images.greys[i]) for i in val_idx]
-    caught = np.array([pit.is_pit(CARD_SETTINGS) for pit in pits])
-    threshold = network_threshold(val_labels, network_scores, caught)
-    _log_left_to_pit_check(val_labels, network_scores, caught, threshold)
     val_scores = np.array(
         [part_score(n, pit, CARD_SETTINGS, threshold) for n, pit in zip(network_scores, pits)]
     )
@@ -241,10 +239,7 @@ def train(
         preprocessing=f"grey, crop to ROI, INTER_AREA resize to {config.input_size}x"
         f"{config.input_size}, scale by 1/255 (station.classifier.preprocess)",
         threshold=threshold,
-        threshold_rule="the network's scores of the validation parts: zero missed defects, "
-        "fewest false rejects, midpoint of the gap in logit space; a defect the network scores "
-        "no higher than some good part is left out if the pit check rejects it "
-        "(scoring.network_threshold)",
+        threshold_rule=THRESHOLD_RULE,
         pit_check=CARD_SETTINGS,
         validation=figures,
         split={
@@ -304,28 +299,6 @@ def train(
         out_dir / "score_histogram.png",
     )
     return card
-
-
-def _log_left_to_pit_check(
-    labels: np.ndarray, network_scores: np.ndarray, caught: np.ndarray, threshold: float
-) -> None:
-    """Say when the threshold rule's exception moved the threshold, and from where: a
-    good validation photo scored high lifts it over every defect the pit check rejects
-    (`scoring.left_to_pit_check`)."""
-    left = left_to_pit_check(labels, network_scores, caught)
-    if not left.any():
-        return
-    log.warning(
-        "%d defective validation photos (network %.4f to %.4f) score no higher than the "
-        "highest good one (%.4f) and are left to the pit check: threshold %.4f, where "
-        "every defective photo would hold it at %.4f",
-        int(left.sum()),
-        float(network_scores[left].min()),
-        float(network_scores[left].max()),
-        float(network_scores[labels == 0].max()),
-        threshold,
-        zero_miss_threshold(labels, network_scores),
-    )
 
 
 def learning_rate_schedule(
