@@ -40,7 +40,7 @@ from station.dataset import (
     rotation_invariant_signature,
     scan_labelled_folder,
 )
-from station.same_casting import casting_groups
+from station.same_casting import SAME_CASTING_CORRELATION, casting_groups
 from station.scoring import figures_at, quality_gate, zero_miss_threshold
 from station.sensitivity import PitSensitivity, pit_sensitivity
 from station.training.architecture import impeller_net
@@ -244,7 +244,12 @@ def train(
         validation=figures,
         split={
             "method": SPLIT_METHODS[config.val_split],
-            "grouping_similarity": GROUPING_SIMILARITY,
+            # the cut that made the groups: the signature's, or the aligned photos'
+            **(
+                {"grouping_similarity": GROUPING_SIMILARITY}
+                if config.val_split == "signature"
+                else {"same_casting_correlation": SAME_CASTING_CORRELATION}
+            ),
             "groups": int(groups.max() + 1),
             "val_fraction": config.val_fraction,
             "seed": config.seed,
