@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from station.calibrate.commands import calibrate
 from station.heap import retain_freed_memory
 from station.models import DEFAULT_MODEL_DIR
 from station.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from station.classifier.model_card import ModelCard
 
 log = logging.getLogger("station")
 TRAIN_DEFAULTS = TrainConfig()
@@ -148,9 +152,25 @@ def main(verbose: bool) -> None:
     help="With --folds: write the out-of-fold figures into this model's card (its recipe "
     "must be the one cross-validated), e.g. station/models/default.",
 )
-def train(data_dir: Path, out_dir: Path, folds: int, attach_to: Path | None, **options) -> None:
-    """Train ImpellerNet (on pinned kernels: the same model on any x86-64 machine), export it
-    to TFLite and write its model card."""
+@click.option(
+    "--compare-to",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_MODEL_DIR,
+    show_default=True,
+    help="At the end, say whether the new model.tflite is this model's, byte for byte, and "
+    "if not which recorded setting, photos, CPU or library differs.",
+)
+def train(
+    data_dir: Path,
+    out_dir: Path,
+    folds: int,
+    attach_to: Path | None,
+    compare_to: Path,
+    **options,
+) -> None:
+    """Train ImpellerNet (on pinned kernels: the same model again on the same kind of CPU
+    and the same libraries; another CPU gives another network), export it to TFLite and
+    write its model card."""
     from station.dataset import DatasetError
     from station.training.label_review import LabelReviewError
     from station.training.trainer import train as run_training
@@ -172,10 +192,24 @@ def train(data_dir: Path, out_dir: Path, folds: int, attach_to: Path | None, **o
         f"false_rejects={v.false_rejects} threshold={card.threshold:.4f}\n"
         f"model written to {out_dir}; quality gate: {card.status}"
     )
+    _say_whether_reproduced(card, compare_to)
     if card.status != "passed":
         raise click.ClickException(
             f"{out_dir}: {card.status}. The card is marked so; the station refuses to load it."
         )
+
+
+def _say_whether_reproduced(card: ModelCard, reference_dir: Path) -> None:
+    """`station train`'s last lines: the reference model again, or what differs."""
+    from station.classifier import model_card
+    from station.training.reproduction import reproduction_report
+
+    try:
+        reference = model_card.ModelCard.load(reference_dir / model_card.MODEL_CARD_NAME)
+    except model_card.ModelCardError as exc:
+        click.echo(f"not compared with {reference_dir}: {exc}")
+        return
+    click.echo(reproduction_report(card, reference, str(reference_dir)))
 
 
 @main.command()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -60,6 +62,9 @@ def tiny_model(tmp_path_factory):
     )
     assert result.exit_code == 0, result.output
     assert "quality gate: passed" in result.output
+    # Compared with the shipped model by default: another recipe, so another file, said so.
+    assert "another recipe or other photos" in result.output
+    assert "recipe input_size: 192 there, 32 here" in result.output
     return out
 
 
@@ -68,9 +73,10 @@ def test_the_same_command_trains_the_same_model(tiny_model, tmp_path):
     data = samples_with_bad_files(tmp_path)
     out = tmp_path / "again"
     args = ["train", "--data", str(data), "--out", str(out), *TINY, "--epochs", "2"]
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, [*args, "--compare-to", str(tiny_model)])
     assert result.exit_code == 0, result.output
     assert (out / "model.tflite").read_bytes() == (tiny_model / "model.tflite").read_bytes()
+    assert f"model.tflite is {tiny_model}'s, byte for byte" in result.output
     again, first = (
         ModelCard.load(out / "model_card.json"),
         ModelCard.load(tiny_model / "model_card.json"),
@@ -97,11 +103,13 @@ def test_another_cpu_and_core_count_train_the_same_model(tiny_model, tmp_path):
     assert (out / "model.tflite").read_bytes() == (tiny_model / "model.tflite").read_bytes()
 
 
-def test_the_card_names_the_kernels_it_was_trained_with(tiny_model):
+def test_the_card_names_the_kernels_and_libraries_it_was_trained_with(tiny_model):
+    """Another CPU, or another OpenCV, trains another network: the card says which made it."""
     training = ModelCard.load(tiny_model / "model_card.json").training
     assert training["onednn_max_cpu_isa"] == "AVX2"
     assert training["threads"] == 2
     assert training["cpu"] and isinstance(training["cpu_has_isa"], bool)
+    assert training["opencv"] == cv2.__version__ and training["numpy"] == np.__version__
 
 
 def test_training_refuses_a_process_where_tensorflow_already_runs_other_threads():
@@ -379,8 +387,6 @@ def _photos_linked_through_a_left_out_one(mocker):
     photos 0 and 1 only through the left-out one, as the pinhole casting's are."""
     from types import SimpleNamespace
 
-    import numpy as np
-
     from station.dataset import connected_components
     from station.training import trainer
 
@@ -400,8 +406,6 @@ def test_a_validation_split_by_casting_groups_the_left_out_photos_too(mocker):
     """--val-split casting keeps each physical casting on one side of the validation
     split, a casting linked only through a photo the label review leaves out included;
     the left-out photo itself gets no group (it is neither trained on nor scored)."""
-    import numpy as np
-
     from station.training.trainer import validation_groups
 
     images, left_out = _photos_linked_through_a_left_out_one(mocker)

@@ -18,10 +18,19 @@ photos at the shipped input size and width, one `model.tflite` hash per setting:
 
 So training runs on AVX2 kernels (every x86-64 CPU since 2013-2015 has AVX2; an AVX-512 CPU
 capped to it runs the same code as one without) and on 2 threads (the line PC's cores; a
-bigger machine trains no faster, and no differently). Not checked: two CPU models that both
-run AVX2 kernels but size their caches differently; oneDNN sizes some blocks by the cache.
-The settings and the CPU go into the model card, so a model that differs says where it was
-made.
+bigger machine trains no faster, and no differently).
+
+That makes the same model again on the same kind of CPU, not on any CPU. Measured
+2026-12-06 on a 2-core Intel Xeon (AVX-512, 2 MiB of L2 a core; KVM): the 3-epoch run that
+gave 6457b76234de on the AMD EPYC (README) gave 10321c61cd72, and another model again at
+every other cap (SSE4.1, AVX, AVX-512) and on 1 thread, none of them one the EPYC gave; the
+cross-validation's fold 0, on the same split and photos, trained another network. The
+libraries were not the cause: TensorFlow and Keras were the EPYC's, and NumPy 2.3 or 2.4,
+OpenCV 5.0 or 5.1 give the Xeon's model to the bit. Where the two CPUs part (oneDNN's blocks
+sized by the cache, or code chosen per vendor) was not found; no cap or thread count made
+them agree. OpenCV 4.14 does change the model (it makes the augmented frames). The cap, the
+threads, the CPU and the versions of TensorFlow, Keras, OpenCV and NumPy go into the model
+card, so a model that differs says where it was made.
 
 oneDNN reads its cap when it first runs a kernel, and TensorFlow fixes its thread pools when
 it first runs an op: `pin()` must come before either in the process (`station train` calls it
@@ -72,7 +81,7 @@ def pin() -> Kernels:
         raise KernelPinError(
             f"TensorFlow already runs with {threading.get_intra_op_parallelism_threads()} "
             f"intra-op threads in this process (0: one per core); training needs {THREADS} "
-            "to give the same model anywhere: train in a fresh process"
+            "to give the same model every time: train in a fresh process"
         ) from None
     flags, model = _cpu()
     return Kernels(ISA, THREADS, model, ISA.lower() in flags)

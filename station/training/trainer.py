@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -160,7 +161,7 @@ def train(
     entirely (cross-validation's held-out fold), as if they were not in the folder."""
     started = time.monotonic()
     commit = _git_commit()  # the code that trains, not whatever is checked out at the end
-    # The same kernels and thread count on any machine (kernels.py), then kernels that add
+    # The same kernels and thread count on every machine (kernels.py), then kernels that add
     # in a fixed order whatever order their threads finish in: the same command gives the
     # same model.tflite.
     kernels = pin_kernels()
@@ -273,6 +274,10 @@ def train(
             "seconds": round(time.monotonic() - started, 1),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
+            # Both change the model too: OpenCV makes the augmented frames and the resize
+            # (4.14 and 5.x train different networks), NumPy draws the augmentation.
+            "opencv": cv2.__version__,
+            "numpy": np.__version__,
             "commit": commit,
             **kernels.as_card(),
         },
