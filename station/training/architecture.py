@@ -131,6 +131,11 @@ The same with the second network shown the part alone, the belt beyond 1.03 of t
 radius blacked out (2026-12-06, `--part-only`): the mean of logits 28 escapes and 454 false
 rejects against 12 and 762. Fewer good castings rejected whole on folds 0 and 1, but the
 part-only network passes 24 of the 35 photos of casting 139's chips. Not taken.
+More test-time views (2026-12-06, the fold networks of a cross-validation on an Intel Xeon;
+README "More test-time views"): 4 turns, or 8 turns and mirrors, averaged as scores or
+logits, 7 to 9 escapes and 977 to 1,037 false rejects against the recipe's 5 and 977. A
+nearest-patch score on this network's sep3 features ranked held-out photos at chance (AUC
+0.53). Not taken.
 Split by physical casting (2026-11-24; station.same_casting, README "How
 many castings the folder holds"): this recipe on a validation split that
 holds whole castings out reached an AUC of 0.984 and 97.1% at a 0.5 cut,
