@@ -173,6 +173,7 @@ def train(
     write its model card."""
     from station.dataset import DatasetError
     from station.training.label_review import LabelReviewError
+    from station.training.reproduction import reproduction_report
     from station.training.trainer import train as run_training
 
     if folds == 1:
@@ -183,6 +184,8 @@ def train(
         if folds:
             _cross_validate(data_dir, out_dir, TrainConfig(**options), folds, attach_to)
             return
+        # Read first: a run that writes over the reference is compared with what it replaced.
+        reference = _reference_card(compare_to)
         card = run_training(data_dir, out_dir, TrainConfig(**options))
     except (DatasetError, LabelReviewError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -192,24 +195,24 @@ def train(
         f"false_rejects={v.false_rejects} threshold={card.threshold:.4f}\n"
         f"model written to {out_dir}; quality gate: {card.status}"
     )
-    _say_whether_reproduced(card, compare_to)
+    if isinstance(reference, str):
+        click.echo(f"not compared with {compare_to}: {reference}")
+    else:
+        click.echo(reproduction_report(card, reference, str(compare_to)))
     if card.status != "passed":
         raise click.ClickException(
             f"{out_dir}: {card.status}. The card is marked so; the station refuses to load it."
         )
 
 
-def _say_whether_reproduced(card: ModelCard, reference_dir: Path) -> None:
-    """`station train`'s last lines: the reference model again, or what differs."""
+def _reference_card(model_dir: Path) -> ModelCard | str:
+    """The card `station train` compares its model with, or why there is none to read."""
     from station.classifier import model_card
-    from station.training.reproduction import reproduction_report
 
     try:
-        reference = model_card.ModelCard.load(reference_dir / model_card.MODEL_CARD_NAME)
+        return model_card.ModelCard.load(model_dir / model_card.MODEL_CARD_NAME)
     except model_card.ModelCardError as exc:
-        click.echo(f"not compared with {reference_dir}: {exc}")
-        return
-    click.echo(reproduction_report(card, reference, str(reference_dir)))
+        return str(exc)
 
 
 @main.command()

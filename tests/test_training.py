@@ -84,6 +84,30 @@ def test_the_same_command_trains_the_same_model(tiny_model, tmp_path):
     assert again.threshold == first.threshold and again.pit_check == first.pit_check
 
 
+def test_a_model_trained_over_another_is_compared_with_the_one_it_replaces(tiny_model, tmp_path):
+    """The reference card is read before training writes over it: a run with one epoch
+    fewer, into a copy of the tiny model, is told what differs from the model it replaced."""
+    data = samples_with_bad_files(tmp_path)
+    out = tmp_path / "over"
+    shutil.copytree(tiny_model, out)
+    args = ["train", "--data", str(data), "--out", str(out), *TINY, "--epochs", "1"]
+    result = CliRunner().invoke(main, [*args, "--compare-to", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"model.tflite differs from {out}'s" in result.output
+    assert "recipe epochs: 2 there, 1 here" in result.output
+
+
+def test_training_says_when_there_is_no_model_to_compare_with(tiny_model, tmp_path):
+    data = samples_with_bad_files(tmp_path)
+    nowhere = tmp_path / "no_model"
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "m"), *TINY, "--epochs", "1"]
+    result = CliRunner().invoke(main, [*args, "--compare-to", str(nowhere)])
+    assert result.exit_code == 0, result.output
+    assert f"not compared with {nowhere}: {nowhere / 'model_card.json'}: model card not found" in (
+        result.output
+    )
+
+
 def test_another_cpu_and_core_count_train_the_same_model(tiny_model, tmp_path):
     """oneDNN capped at SSE4.1 (a CPU without AVX) on one core: the same model.tflite.
 
