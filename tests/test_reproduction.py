@@ -67,3 +67,16 @@ def test_another_file_with_nothing_recorded_different_is_a_fault():
 def test_what_a_run_measures_is_not_a_difference(key):
     """How long it took and which epoch it kept are results of the run, not its causes."""
     assert differences(retrained(**{key: -1}), SHIPPED) == []
+
+
+def test_a_card_from_before_a_recipe_key_is_read_as_it_was_trained():
+    """Cards from before --val-split trained on near-duplicate groups (config.CARDS_BEFORE,
+    as the cross-validation's --attach-to reads them): no difference to name there."""
+    old = SHIPPED.model_copy(
+        update={"training": {k: v for k, v in SHIPPED.training.items() if k != "val_split"}}
+    )
+    assert SHIPPED.training["val_split"] == "signature"
+    assert differences(retrained(), old) == []
+    assert differences(retrained(val_split="casting"), old) == [
+        "recipe val_split: signature there, casting here"
+    ]

@@ -34,3 +34,32 @@ class TrainConfig:
     """Quality gate: missed defects per held-out defective image (1 in 1,000)."""
     label_review: str = str(Path(__file__).resolve().parent / "label_review.yaml")
     """Decisions on individual images (label_review.py); empty: none."""
+
+
+RECIPE_KEYS = (
+    "input_size",
+    "width",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "patience",
+    "val_fraction",
+    "views",
+    "image_size",
+    "casting_mix",
+    "val_split",
+)
+"""The settings that shape the network, the seed aside: what must match between a model's
+card and a cross-validation for its figures to be that model's recipe's (each fold trains
+with its own seed), and what `station train` names first when its model is not the shipped
+one (reproduction.py). The quality gate and the label review's path shape nothing (the
+review's content is in the card's dataset entry)."""
+
+CARDS_BEFORE = {"val_split": "signature"}
+"""What a card written before a recipe key existed was trained with."""
+
+
+def recorded(training: dict, key: str) -> object:
+    """A card's `training` entry for `key`, as trained: what cards from before the key
+    existed were trained with (CARDS_BEFORE), None if a card never said."""
+    return training.get(key, CARDS_BEFORE.get(key))

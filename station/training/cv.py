@@ -49,7 +49,7 @@ from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, Mode
 from station.classifier.pit_check import find_pit, part_score
 from station.dataset import load_grey
 from station.scoring import figures_at, logits_past, lowered_thresholds, quality_gate, roc_auc
-from station.training.config import TrainConfig
+from station.training.config import RECIPE_KEYS, TrainConfig, recorded
 from station.training.label_review import scan_reviewed_folder
 from station.training.trainer import (
     LoadedImages,
@@ -279,25 +279,6 @@ CV_METHOD = (
     "split of its training part"
 )
 
-RECIPE_KEYS = (
-    "input_size",
-    "width",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "patience",
-    "val_fraction",
-    "views",
-    "image_size",
-    "casting_mix",
-    "val_split",
-)
-"""What must match between a model's card and a cross-validation for its figures to be
-that model's recipe's (the seed differs by design: each fold is its own run)."""
-
-CARDS_BEFORE = {"val_split": "signature"}
-"""What a card written before a recipe key existed was trained with."""
-
 
 def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainConfig) -> None:
     """Write the out-of-fold figures into the model card of `model_dir` (and the scores and
@@ -306,7 +287,7 @@ def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainC
     card = ModelCard.load(card_path)
     ours = asdict(config)
     for key in RECIPE_KEYS:
-        theirs = card.training.get(key, CARDS_BEFORE.get(key))
+        theirs = recorded(card.training, key)
         if theirs != ours[key]:
             raise ValueError(
                 f"{card_path}: training.{key} is {theirs!r}, this "

@@ -10,14 +10,9 @@ No TensorFlow here: it reads cards.
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from station.classifier.model_card import ModelCard
-from station.training.config import TrainConfig
+from station.training.config import RECIPE_KEYS, recorded
 
-RECIPE_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "label_review")
-"""The settings of `station train` that shape the network (the gate's two only mark the card,
-but a changed gate is a changed command all the same)."""
 MACHINE_KEYS = ("cpu", "onednn_max_cpu_isa", "threads")
 """What the pinned kernels depend on: another CPU trains another network (kernels.py)."""
 LIBRARY_KEYS = ("tensorflow", "keras", "opencv", "numpy")
@@ -29,7 +24,7 @@ def differences(made: ModelCard, reference: ModelCard) -> list[str]:
     the recipe and the photos first (a real change), then the machine and the libraries
     (expected to give another network), then the code's commit (which may change nothing)."""
     lines = []
-    for key in RECIPE_KEYS:
+    for key in (*RECIPE_KEYS, "seed"):
         _compare(lines, "recipe", key, made.training, reference.training)
     for key in ("manifest_sha256", "label_review_sha256"):
         _compare(lines, "photos", key, made.dataset, reference.dataset)
@@ -71,6 +66,12 @@ def reproduction_report(made: ModelCard, reference: ModelCard, reference_name: s
 
 
 def _compare(lines: list[str], kind: str, key: str, made: dict, reference: dict) -> None:
-    ours, theirs = made.get(key, NOT_RECORDED), reference.get(key, NOT_RECORDED)
+    ours, theirs = (_value(entries, key) for entries in (made, reference))
     if ours != theirs:
         lines.append(f"{kind} {key}: {theirs} there, {ours} here")
+
+
+def _value(entries: dict, key: str) -> object:
+    """A card entry as trained (config.recorded: old cards' defaults), or NOT_RECORDED."""
+    value = recorded(entries, key)
+    return NOT_RECORDED if value is None else value
