@@ -66,12 +66,13 @@ class PaintedBatches(AugmentedBatches):
         labels: np.ndarray,
         pit_share: float,
         seed: int,
+        input_size: int,
         diameters: tuple[float, float] = PIT_DIAMETERS,
         brightness: tuple[float, float] = PIT_BRIGHTNESS,
     ):
         counts = np.bincount(labels, minlength=2)
         weight = {c: len(labels) / (2 * max(1, counts[c])) for c in (0, 1)}  # --ok-only: no 1s
-        super().__init__(greys, labels, weight, input_size=192, batch_size=64, seed=seed)
+        super().__init__(greys, labels, weight, input_size=input_size, batch_size=64, seed=seed)
         self.pit_share, self.diameters, self.brightness = pit_share, diameters, brightness
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,7 +107,7 @@ def with_max_head(model: keras.Model) -> keras.Model:
 
 
 def scores(model: keras.Model, greys: list[np.ndarray] | np.ndarray) -> np.ndarray:
-    tensors = np.stack([preprocess(g, 192) for g in greys])
+    tensors = np.stack([preprocess(g, model.input_shape[1]) for g in greys])
     plain = model.predict(tensors, batch_size=256, verbose=0).reshape(-1)
     mirror = model.predict(tensors[:, :, ::-1], batch_size=256, verbose=0).reshape(-1)
     return (plain + mirror) / 2
@@ -204,6 +205,7 @@ def main() -> None:
         np.array([s.label for s in train]),
         args.pit_share,
         args.seed,
+        model.input_shape[1],
         tuple(args.pit_diameter),
         tuple(args.pit_brightness),
     )
