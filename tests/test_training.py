@@ -64,7 +64,7 @@ def tiny_model(tmp_path_factory):
     assert "quality gate: passed" in result.output
     # Compared with the shipped model by default: another recipe, so another file, said so.
     assert "another recipe or other photos" in result.output
-    assert "recipe input_size: 192 there, 32 here" in result.output
+    assert "recipe input_size: 300 there, 32 here" in result.output
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class TrainConfig:
-    input_size: int = 192
+    input_size: int = 300
     width: int = 16
     epochs: int = 45
     batch_size: int = 64
