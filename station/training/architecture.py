@@ -139,8 +139,8 @@ nearest-patch score on this network's sep3 features ranked held-out photos at ch
 The full 300 px frame as input (2026-12-06, `--input-size 300`, nothing else changed; the
 cross-validation on the card's folds, on the Xeon; README "The full 300 px frame"): 1 escape
 and 586 false rejects (91.00%) against 5 and 977 (84.94%) at 192 px; the faint pinholes and
-casting 202's line, which every 192 px run passed, scored 0.75 to 0.97. The lead: the
-shipped model is to be retrained at 300 px and its cross-validation attached.
+casting 202's line, which every 192 px run passed, scored 0.75 to 0.97. Shipped the same
+day: 300 px is `station train`'s default, and the shipped model its run.
 Split by physical casting (2026-11-24; station.same_casting, README "How
 many castings the folder holds"): this recipe on a validation split that
 holds whole castings out reached an AUC of 0.984 and 97.1% at a 0.5 cut,
