@@ -858,8 +858,9 @@ def _cross_validate(
     except (ValueError, ModelCardError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"out of fold over {summary['images']} images: {summary['escapes']} escapes in "
-        f"{summary['defective']} defective, {summary['false_rejects']} false rejects, "
+        f"out of fold over {summary['images']} images: {_counted(summary['escapes'], 'escape')} "
+        f"in {summary['defective']} defective, "
+        f"{_counted(summary['false_rejects'], 'false reject')}, "
         f"accuracy {summary['accuracy']:.4f}; {summary['left_out_by_label_review']} left out "
         "by the label review"
     )
@@ -867,7 +868,8 @@ def _cross_validate(
         auc = "-" if fold["auc"] is None else f"{fold['auc']:.4f}"
         click.echo(
             f"  fold {fold['fold']}: {fold['images']} images, accuracy {fold['accuracy']:.4f}, "
-            f"{fold['escapes']} escapes, {fold['false_rejects']} false rejects, "
+            f"{_counted(fold['escapes'], 'escape')}, "
+            f"{_counted(fold['false_rejects'], 'false reject')}, "
             f"AUC {auc}: {fold['gate']}"
         )
     click.echo("  every threshold lowered by (logits): escapes, false rejects, accuracy")
@@ -882,6 +884,11 @@ def _cross_validate(
     )
     if not summary["all_folds_pass_gate"]:
         raise click.ClickException("a fold model failed the quality gate on its held-out fold")
+
+
+def _counted(count: int, noun: str) -> str:
+    """'1 escape', '2 escapes': a count a person reads."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _print_summary(summary: dict, as_json: bool) -> None:

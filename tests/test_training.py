@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -315,6 +316,14 @@ def test_the_quality_gate(accuracy, missed, true_reject, failed):
         assert failed in verdict
 
 
+def test_the_cross_validation_counts_read_as_words():
+    from station.cli import _counted
+
+    assert _counted(1, "escape") == "1 escape"
+    assert _counted(0, "escape") == "0 escapes"
+    assert _counted(586, "false reject") == "586 false rejects"
+
+
 def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
     """Two folds on the samples: each image held out once, by a model that never saw it;
     a stopped run (one fold's result removed) retrains only that fold."""
@@ -333,6 +342,7 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "out of fold over 11 images" in result.output
+    assert not re.search(r"\b1 (escapes|false rejects)\b", result.output)
     assert "1 left out by the label review" in result.output
     with (out / "oof_scores.csv").open() as f:
         rows = list(csv.DictReader(f))
