@@ -143,6 +143,9 @@ casting 202's line, which every 192 px run passed, scored 0.75 to 0.97. Shipped 
 day: 300 px is `station train`'s default, and the shipped model its run. On a second deal
 (`--seed 7`), the fold that holds the pinhole casting out passes the three faint pinholes
 again (0.05 to 0.31 against 0.531): catching them is one fold network's, not the recipe's.
+One view instead of the image and its mirror at 300 px (2026-12-06, tools/views_trial.py on
+both deals' fold networks): 0 escapes and 561 false rejects against 1 and 586 on the card's
+deal, 5 and 563 against 4 and 423 on the second. Not taken.
 Split by physical casting (2026-11-24; station.same_casting, README "How
 many castings the folder holds"): this recipe on a validation split that
 holds whole castings out reached an AUC of 0.984 and 97.1% at a 0.5 cut,
