@@ -80,8 +80,8 @@ def zero_miss_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     and with a good casting it had not seen in validation at 1.0, a fold's threshold rose
     from 0.36 to 0.89 and passed 76 defective photos. The pit check's cuts are sharp: a
     defect like one it caught can fall just short of its cut, and then only the network's
-    threshold, held by that defect, catches it (README, "The model";
-    tools/threshold_exception.py).
+    threshold, held by that defect, catches it (docs/model-trials.md, "The threshold rule's
+    exception, dropped"; tools/threshold_exception.py).
     """
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)

@@ -123,7 +123,7 @@ passes (3 of 286), 246 and 264. Averaging both heads' scores would reject 261 at
 hindsight threshold, but at the threshold chosen on the fold's validation split (castings
 it trained on) 697. Not taken.
 Two networks, the mean of their logits (2026-12-06, every fold of the CV with castings whole;
-tools/ensemble_trial.py, README "The model"): the second network, trained as each fold's
+tools/ensemble_trial.py, docs/model-trials.md): the second network, trained as each fold's
 with another seed, alone 15 escapes and 729 false rejects against 12 and 762; the mean 11
 and 771, hindsight 1,057 against 1,118. It ranks a little better and its threshold, chosen
 on castings both trained on, gives that back. Not taken.
@@ -132,8 +132,8 @@ radius blacked out (2026-12-06, `--part-only`): the mean of logits 28 escapes an
 rejects against 12 and 762. Fewer good castings rejected whole on folds 0 and 1, but the
 part-only network passes 24 of the 35 photos of casting 139's chips. Not taken.
 More test-time views (2026-12-06, the fold networks of a cross-validation on an Intel Xeon;
-README "More test-time views"): 4 turns, or 8 turns and mirrors, averaged as scores or
-logits, 7 to 9 escapes and 977 to 1,037 false rejects against the recipe's 5 and 977. A
+docs/model-trials.md, "More test-time views"): 4 turns, or 8 turns and mirrors, averaged as
+scores or logits, 7 to 9 escapes and 977 to 1,037 false rejects against the recipe's 5 and 977. A
 nearest-patch score on this network's sep3 features ranked held-out photos at chance (AUC
 0.53). Not taken.
 The full 300 px frame as input (2026-12-06, `--input-size 300`, nothing else changed; the
