@@ -25,7 +25,6 @@ class FailSafe(str, enum.Enum):
     CLASSIFIER_TIMEOUT = "classifier_timeout"
     LINK_LOST = "link_lost"
     LATE = "late"
-    SHUTDOWN = "shutdown"
     INTERNAL_ERROR = "internal_error"
     """The station's own code failed while handling this part (an alarm says where)."""
     NOT_REPORTED = "not_reported"

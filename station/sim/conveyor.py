@@ -44,7 +44,6 @@ class PartOnBelt:
     lateral_px: int = 0
     part_id: int | None = None
     mcu_trigger_ms: int | None = None
-    mega_boot: int | None = None
     servo_seen_out: bool = False
     fate: str | None = None  # "rejected" or "passed" once past the gate
     gate_time: float | None = None
@@ -175,7 +174,6 @@ class VirtualConveyor:
                     with self.mega.lock:
                         part.part_id = self.mega.photo_eye(at=part.eye_time)
                         part.mcu_trigger_ms = self.mega.last_trigger_ms
-                        part.mega_boot = self.mega.boots
                     part.latch_late_ms = (now - part.eye_time) * 1000
                 on_belt.append(part)
                 next_eye += 1
