@@ -146,6 +146,9 @@ again (0.05 to 0.31 against 0.531): catching them is one fold network's, not the
 One view instead of the image and its mirror at 300 px (2026-12-06, tools/views_trial.py on
 both deals' fold networks): 0 escapes and 561 false rejects against 1 and 586 on the card's
 deal, 5 and 563 against 4 and 423 on the second. Not taken.
+The focal loss (gamma 2) in place of the cross-entropy, the hard examples weighted, on the
+second deal (2026-12-06, README "The full 300 px frame"): 3 escapes (the faint pinholes
+still), 728 false rejects, 88.79%, against 4, 423 and 93.45%. Not taken.
 Split by physical casting (2026-11-24; station.same_casting, README "How
 many castings the folder holds"): this recipe on a validation split that
 holds whole castings out reached an AUC of 0.984 and 97.1% at a 0.5 cut,
