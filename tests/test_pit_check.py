@@ -28,6 +28,7 @@ from station.classifier.pit_check import (
     DIP_CUT,
     ISOLATED_DIP_CUT,
     ROUND_DARKNESS_CUT,
+    SCORE_COLUMNS,
     PitFinding,
     Spot,
     _DipField,
@@ -327,3 +328,25 @@ def test_a_reject_by_the_pit_check_says_so_and_where_in_the_frame():
     clean = belt.copy()
     clean[60:360, 150:450] = grey
     assert judge.judge(Frame(clean, 0.0, 1, "test")).detail == ""
+
+
+def test_a_scores_csv_row_gives_back_the_findings_and_their_verdict():
+    """Training and the cross-validation write the findings under SCORE_COLUMNS; the
+    studies in tools/ read them back: the same values, at the six decimals the CSVs keep,
+    and the same verdict."""
+    import csv
+
+    from station.training.cv import OOF_COLUMNS
+
+    card = Classifier().card
+    with (DEFAULT_MODEL_DIR / "validation_scores.csv").open() as f:
+        assert set(SCORE_COLUMNS) <= set(next(csv.reader(f)))
+    assert set(SCORE_COLUMNS) <= set(OOF_COLUMNS)
+    for path in sorted(SAMPLE_DIR.glob("*/*.jpeg")):
+        finding = find_pit(load_grey(path))
+        row = {name: f"{value:.6f}" for name, value in finding.score_columns().items()}
+        read = PitFinding.from_score_columns(row)
+        assert [s.value for s in read._spots()] == pytest.approx(
+            [s.value for s in finding._spots()], abs=1e-6
+        )
+        assert read.is_pit(card.pit_check) == finding.is_pit(card.pit_check), path.name

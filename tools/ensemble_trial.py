@@ -51,7 +51,7 @@ import station.training.trainer as trainer  # noqa: E402
 from station.classifier.flange import rim_circle  # noqa: E402
 from station.classifier.litert_classifier import LiteRTModel  # noqa: E402
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard  # noqa: E402
-from station.classifier.pit_check import CARD_SETTINGS, PitFinding, Spot  # noqa: E402
+from station.classifier.pit_check import CARD_SETTINGS, PitFinding  # noqa: E402
 from station.classifier.preprocess import preprocess  # noqa: E402
 from station.dataset import LabelledFolder  # noqa: E402
 from station.scoring import roc_auc, zero_miss_threshold  # noqa: E402
@@ -203,11 +203,7 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 
 def _caught(row: dict[str, str]) -> bool:
     """The pit check's verdict from a scores CSV's columns (the card's cuts)."""
-    spots = (
-        Spot(float(row[column]), 0, 0)
-        for column in ("pit_ratio", "pit_dip", "pit_round", "pit_isolated", "pit_notch")
-    )
-    return PitFinding(*spots).is_pit(CARD_SETTINGS)
+    return PitFinding.from_score_columns(row).is_pit(CARD_SETTINGS)
 
 
 def _mean_logit(scores: list[np.ndarray]) -> np.ndarray:

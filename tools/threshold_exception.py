@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from station.classifier.model_card import ModelCard
-from station.classifier.pit_check import PitCheckSettings, PitFinding, Spot
+from station.classifier.pit_check import PitCheckSettings, PitFinding
 from station.scoring import zero_miss_threshold
 
 RULES: dict[str, float | None] = {
@@ -39,14 +39,10 @@ RULES: dict[str, float | None] = {
 """Each rule: the quantile of the good validation scores a defect must not exceed to be
 left to the pit check (1.0: the exception as it was); None: every defect holds it."""
 
-MEASURES = ("pit_ratio", "pit_dip", "pit_round", "pit_isolated", "pit_notch")
-
 
 def caught(rows: list[dict], settings: PitCheckSettings) -> np.ndarray:
     """Whether the pit check rejects each row, from the measures the CSV saved."""
-    return np.array(
-        [PitFinding(*(Spot(float(r[m]), 0, 0) for m in MEASURES)).is_pit(settings) for r in rows]
-    )
+    return np.array([PitFinding.from_score_columns(r).is_pit(settings) for r in rows])
 
 
 def threshold(labels: np.ndarray, network: np.ndarray, pits: np.ndarray, q: float | None) -> float:

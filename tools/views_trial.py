@@ -26,7 +26,7 @@ import numpy as np
 
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import ModelCard
-from station.classifier.pit_check import PitFinding, Spot, part_score
+from station.classifier.pit_check import PitFinding, part_score
 from station.classifier.preprocess import preprocess
 from station.dataset import load_grey
 from station.scoring import zero_miss_threshold
@@ -39,12 +39,6 @@ SAVED_SCORE_DIGITS = 2e-6
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open() as f:
         return list(csv.DictReader(f))
-
-
-def _finding(row: dict[str, str]) -> PitFinding:
-    """The saved findings (values only: where they lie does not change a score)."""
-    names = ("pit_ratio", "pit_dip", "pit_round", "pit_isolated", "pit_notch")
-    return PitFinding(*(Spot(float(row[name]), 0, 0) for name in names))
 
 
 def _scores(model: LiteRTModel, data: Path, rows: list[dict[str, str]], views: int) -> np.ndarray:
@@ -69,7 +63,8 @@ def fold_figures(fold: Path, data: Path, views: int) -> tuple[float, list[str], 
             raise SystemExit(f"{fold}: the network's scores are not the saved ones")
     escapes, false_rejects = [], 0
     for row, score in zip(held_out, network):
-        rejected = part_score(score, _finding(row), settings, threshold) >= threshold
+        finding = PitFinding.from_score_columns(row)
+        rejected = part_score(score, finding, settings, threshold) >= threshold
         if row["label"] == "1" and not rejected:
             escapes.append(Path(row["file"]).stem)
         false_rejects += row["label"] == "0" and rejected

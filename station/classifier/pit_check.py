@@ -192,6 +192,11 @@ class Spot:
     y: int
 
 
+SCORE_COLUMNS = ("pit_ratio", "pit_dip", "pit_round", "pit_isolated", "pit_notch")
+"""The findings' values as the scores CSVs of training and cross-validation hold them
+(`validation_scores.csv`, `oof.csv`, `cv_oof_scores.csv`), in `PitFinding`'s order."""
+
+
 @dataclass(frozen=True)
 class PitFinding:
     """The flange's darkest spot (`value`: its brightness over the metal round it, lower is
@@ -234,6 +239,16 @@ class PitFinding:
             f"isolated dip {self.isolated.value:.3f} (reject above {settings.isolated_dip_cut})",
             f"darkest notch {self.notch.value:.3f} (reject below {settings.notch_cut})",
         )
+
+    def score_columns(self) -> dict[str, float]:
+        """The values under SCORE_COLUMNS, for a scores CSV."""
+        return {name: spot.value for name, spot in zip(SCORE_COLUMNS, self._spots())}
+
+    @classmethod
+    def from_score_columns(cls, row: dict[str, str]) -> PitFinding:
+        """The findings a scores CSV row holds: their values, where they lay not kept (a
+        part's score does not depend on it)."""
+        return cls(*(Spot(float(row[name]), 0, 0) for name in SCORE_COLUMNS))
 
     def shifted(self, dx: int, dy: int) -> PitFinding:
         """The same findings in the pixels of an image the checked crop was cut from."""

@@ -46,7 +46,7 @@ import numpy as np
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
-from station.classifier.pit_check import find_pit, part_score
+from station.classifier.pit_check import SCORE_COLUMNS, find_pit, part_score
 from station.dataset import load_grey
 from station.scoring import figures_at, logits_past, lowered_thresholds, quality_gate, roc_auc
 from station.training.config import RECIPE_KEYS, TrainConfig, recorded
@@ -156,11 +156,7 @@ OOF_COLUMNS = [
     "fold",
     "threshold",
     "network_score",
-    "pit_ratio",
-    "pit_dip",
-    "pit_round",
-    "pit_isolated",
-    "pit_notch",
+    *SCORE_COLUMNS,
 ]
 """`score` is the part's (network and pit check, as the line judges); the last six its
 parts: the network's score, the flange's darkest spot, its sharpest dip, its darkest
@@ -187,11 +183,7 @@ def _run_fold(data_dir, fold_dir, config, k, images, held, names) -> None:
                     k,
                     card.threshold,
                     f"{network:.6f}",
-                    f"{pit.darkest.value:.6f}",
-                    f"{pit.sharpest.value:.6f}",
-                    f"{pit.darkest_round.value:.6f}",
-                    f"{pit.isolated.value:.6f}",
-                    f"{pit.notch.value:.6f}",
+                    *(f"{value:.6f}" for value in pit.score_columns().values()),
                 ]
             )
     tmp.replace(fold_dir / "oof.csv")  # written last: its presence means the fold is done

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
-from station.classifier.pit_check import CARD_SETTINGS, find_pit, part_score
+from station.classifier.pit_check import CARD_SETTINGS, SCORE_COLUMNS, find_pit, part_score
 from station.classifier.preprocess import preprocess
 from station.dataset import (
     GROUPING_SIMILARITY,
@@ -218,11 +218,10 @@ def train(
         {
             "score": val_scores,
             "network_score": network_scores,
-            "pit_ratio": np.array([pit.darkest.value for pit in pits]),
-            "pit_dip": np.array([pit.sharpest.value for pit in pits]),
-            "pit_round": np.array([pit.darkest_round.value for pit in pits]),
-            "pit_isolated": np.array([pit.isolated.value for pit in pits]),
-            "pit_notch": np.array([pit.notch.value for pit in pits]),
+            **{
+                name: np.array([pit.score_columns()[name] for pit in pits])
+                for name in SCORE_COLUMNS
+            },
         },
         folder.root,
     )
