@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from station.classifier import pit_check
-from station.classifier.flange import flange_mask, long_edges, rim_circle
+from station.classifier.flange import long_edges, rim_circle
 from station.dataset import load_grey
 from station.sensitivity import paint_pit
 from station.training.label_review import REVIEW_FILE, load_review
@@ -60,15 +60,7 @@ def spot_measures(grey: np.ndarray) -> np.ndarray:
     """(dip, isolation, darkness) of each of the SPOTS sharpest flange dips, the flange and
     the dips as `find_pit` finds them; no rows where there is no flange."""
     edges = long_edges(grey)
-    clear = 2 * pit_check.EDGE_CLEARANCE_PX + 1
-    near_edge = cv2.dilate(
-        edges.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (clear, clear))
-    )
-    search = flange_mask(grey, rim_circle(grey, edges)) & (near_edge == 0)
-    margin = pit_check._MARGIN
-    search[:margin] = search[-margin:] = False
-    search[:, :margin] = search[:, -margin:] = False
-    flange = np.flatnonzero(search)
+    flange = pit_check.flange_pixels(grey, edges, rim_circle(grey, edges))
     height, width = grey.shape
     reach = pit_check.ISOLATION_RING_PX[1]
     ys, xs = np.divmod(flange, width)
@@ -82,13 +74,7 @@ def spot_measures(grey: np.ndarray) -> np.ndarray:
     dip = field.at(spots)
     ring = pit_check.ISOLATION_RING[:, :1] * width + pit_check.ISOLATION_RING[:, 1:]
     alone = dip - field.at(spots[None, :] + ring).max(axis=0)
-    smooth = cv2.GaussianBlur(pixels, (0, 0), 0.7)
-    ratio = np.ones(len(spots), np.float32)
-    for offsets in pit_check.RING_OFFSETS:
-        around = np.take(smooth, spots[None, :] + (offsets[:, :1] * width + offsets[:, 1:]))
-        k = int(pit_check.RING_QUANTILE * len(offsets))
-        metal = np.partition(around, k, axis=0)[k]
-        ratio = np.minimum(ratio, np.take(smooth, spots) / (metal + 1.0))
+    ratio = pit_check.ring_ratios(cv2.GaussianBlur(pixels, (0, 0), 0.7), spots)
     return np.stack([dip, alone, 1.0 - ratio], axis=1)
 
 

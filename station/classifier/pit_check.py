@@ -70,7 +70,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from station.classifier.flange import FRAME_PX, flange_mask, long_edges, rim_circle
+from station.classifier.flange import FRAME_PX, Circle, flange_mask, long_edges, rim_circle
 from station.classifier.model_card import PitCheckSettings
 from station.classifier.notch import FACE, RADIAL_PX, SPAN_DEG, darkest_notch
 
@@ -281,14 +281,7 @@ def find_pit(grey: np.ndarray) -> PitFinding:
     edges = long_edges(frame)
     rim = rim_circle(frame, edges)
     notch = _scaled(Spot(*darkest_notch(frame, rim)), scale)
-    clear = 2 * EDGE_CLEARANCE_PX + 1
-    near_edge = cv2.dilate(
-        edges.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (clear, clear))
-    )
-    search = flange_mask(frame, rim) & (near_edge == 0)
-    search[:_MARGIN] = search[-_MARGIN:] = False
-    search[:, :_MARGIN] = search[:, -_MARGIN:] = False
-    flange = np.flatnonzero(search)  # flat indices: 4x faster to find and to gather by
+    flange = flange_pixels(frame, edges, rim)
     if not len(flange):
         height, width = grey.shape
         middle = (width // 2, height // 2)
@@ -307,6 +300,20 @@ def find_pit(grey: np.ndarray) -> PitFinding:
         _scaled(spot, scale) for spot in (darkest, sharpest, darkest_round, isolated)
     )
     return PitFinding(*flange_findings, notch)
+
+
+def flange_pixels(frame: np.ndarray, edges: np.ndarray, rim: Circle) -> np.ndarray:
+    """The flange pixels the check searches, as flat indices of `frame` (4x faster to find
+    and to gather by than a mask): the flange ring of `rim`, less EDGE_CLEARANCE_PX round
+    every long edge (`edges`) and a margin at the frame's edge."""
+    clear = 2 * EDGE_CLEARANCE_PX + 1
+    near_edge = cv2.dilate(
+        edges.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (clear, clear))
+    )
+    search = flange_mask(frame, rim) & (near_edge == 0)
+    search[:_MARGIN] = search[-_MARGIN:] = False
+    search[:, :_MARGIN] = search[:, -_MARGIN:] = False
+    return np.flatnonzero(search)
 
 
 def pit_score(finding: PitFinding, settings: PitCheckSettings, threshold: float) -> float:
@@ -375,8 +382,16 @@ def _darkest_round(smooth: np.ndarray, flange: np.ndarray, dips: np.ndarray) -> 
 
 
 def _darkest_against_rings(smooth: np.ndarray, candidates: np.ndarray) -> Spot:
-    """Of `candidates` (flat indices): the lowest ratio of the spot to the darkest
-    RING_QUANTILE of either ring round it."""
+    """Of `candidates` (flat indices): the lowest `ring_ratios`."""
+    ratios = ring_ratios(smooth, candidates)
+    best = int(np.argmin(ratios))
+    return _spot(ratios[best], candidates[best], smooth.shape[1])
+
+
+def ring_ratios(smooth: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Each of `candidates` (flat indices of `smooth`, the photo smoothed at sigma 0.7 px)
+    over the darkest RING_QUANTILE of either ring round it, the lower: its darkness against
+    the metal round it (1.0 at most)."""
     width = smooth.shape[1]
     centre = np.take(smooth, candidates)
     ratios = np.ones(len(candidates), np.float32)
@@ -385,8 +400,7 @@ def _darkest_against_rings(smooth: np.ndarray, candidates: np.ndarray) -> Spot:
         k = int(RING_QUANTILE * len(offsets))
         metal = np.partition(ring, k, axis=0)[k]
         ratios = np.minimum(ratios, centre / (metal + 1.0))
-    best = int(np.argmin(ratios))
-    return _spot(ratios[best], candidates[best], width)
+    return ratios
 
 
 @dataclass(frozen=True)
