@@ -32,7 +32,7 @@ from station.dataset import load_grey
 from station.scoring import zero_miss_threshold
 
 REPO = Path(__file__).resolve().parent.parent
-SAVED_SCORE_DIGITS = 2e-6
+SAVED_SCORE_TOLERANCE = 2e-6
 """oof.csv keeps six decimals."""
 
 
@@ -59,7 +59,7 @@ def fold_figures(fold: Path, data: Path, views: int) -> tuple[float, list[str], 
     network = _scores(model, data, held_out, views)
     if views == 2:
         saved = np.array([float(r["network_score"]) for r in held_out])
-        if not np.allclose(network, saved, atol=SAVED_SCORE_DIGITS):
+        if not np.allclose(network, saved, atol=SAVED_SCORE_TOLERANCE):
             raise SystemExit(f"{fold}: the network's scores are not the saved ones")
     escapes, false_rejects = [], 0
     for row, score in zip(held_out, network):
