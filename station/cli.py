@@ -872,10 +872,12 @@ def _cross_validate(
             f"{_counted(fold['false_rejects'], 'false reject')}, "
             f"AUC {auc}: {fold['gate']}"
         )
-    click.echo("  every threshold lowered by (logits): escapes, false rejects, accuracy")
-    for row in summary["lowered_thresholds"]:
+    click.echo(
+        "  every threshold moved by (logits; below 0 lowered): escapes, false rejects, accuracy"
+    )
+    for row in summary["moved_thresholds"]:
         click.echo(
-            f"    {row['logits']:3.1f}: {row['escapes']}, {row['false_rejects']}, "
+            f"    {row['logits']:+4.1f}: {row['escapes']}, {row['false_rejects']}, "
             f"{row['accuracy']:.4f}"
         )
     click.echo(

@@ -12,8 +12,9 @@ import numpy as np
 
 from station.classifier.model_card import Figures
 
-LOWERED_BY_LOGITS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
-"""The margins `lowered_thresholds` reports out of fold: 1 logit lowers 0.5 to 0.27."""
+THRESHOLD_MOVES_LOGITS = (-4.0, -3.0, -2.0, -1.0, -0.5, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
+"""The moves `moved_thresholds` reports out of fold, in logits: -1 lowers 0.5 to 0.27, +1
+raises it to 0.73."""
 
 
 def figures_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Figures:
@@ -103,8 +104,8 @@ def zero_miss_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class LoweredThreshold:
-    """The figures with every threshold lowered by `logits` (0: as chosen)."""
+class MovedThreshold:
+    """The figures with every threshold moved by `logits` (below 0: lowered; 0: as chosen)."""
 
     logits: float
     escapes: int
@@ -112,34 +113,38 @@ class LoweredThreshold:
     accuracy: float
 
 
-def lowered_thresholds(
+def moved_thresholds(
     labels: np.ndarray,
     network_scores: np.ndarray,
-    part_scores: np.ndarray,
+    pit_rejects: np.ndarray,
     thresholds: np.ndarray,
-    margins: tuple[float, ...] = LOWERED_BY_LOGITS,
-) -> list[LoweredThreshold]:
-    """What a safety margin below each part's threshold would buy and cost: the escapes
-    and false rejects with each threshold lowered by each margin, in logits.
+    moves: tuple[float, ...] = THRESHOLD_MOVES_LOGITS,
+) -> list[MovedThreshold]:
+    """What moving each part's threshold would buy and cost: the escapes and false rejects
+    with each threshold lowered or raised by each move, in logits.
 
-    Why: out of fold, each fold's threshold is chosen on castings its network trained on,
-    and the escapes sit just below it or far below it; how many fall to how much margin,
+    Why both ways: out of fold, each fold's threshold is chosen on castings its network
+    trained on. Lowered, it is a safety margin: how many escapes fall to how much margin,
     and for how many good parts thrown away, is the choice a plant makes, so it is
-    measured rather than guessed. Only the network's side moves, as it does on the line:
-    the pit check's score is pinned to the threshold it is compared with
-    (`pit_check.pit_score`), so a part it rejects (part score at or past the threshold
-    while the network's is not) stays rejected and no other joins it.
+    measured rather than guessed. Raised, it shows whether the false rejects are the
+    threshold's (a higher one would keep the escapes and drop them) or the ranking's (every
+    good part it saves costs defects passed). Only the network's side moves, as it does on
+    the line: the pit check's score is pinned to the threshold it is compared with
+    (`pit_check.pit_score`), so a part it rejects (`pit_rejects`: a finding past its cut)
+    stays rejected and no other joins it. That is why the pit check's verdicts are passed
+    in, not read off the part's score: where the network is past the threshold too, the
+    part's score is the network's, and would not say whether the pit check rejects it.
     """
     labels = np.asarray(labels).astype(bool)
     past = logits_past(network_scores, thresholds)
-    pit_rejects = np.asarray(part_scores) >= np.asarray(thresholds)
+    pit_rejects = np.asarray(pit_rejects).astype(bool)
     rows = []
-    for margin in margins:
-        rejected = (past >= -margin) | pit_rejects
+    for move in moves:
+        rejected = (past >= move) | pit_rejects
         escapes = int(np.sum(labels & ~rejected))
         false_rejects = int(np.sum(~labels & rejected))
         accuracy = 1 - (escapes + false_rejects) / len(labels) if len(labels) else 0.0
-        rows.append(LoweredThreshold(margin, escapes, false_rejects, round(accuracy, 5)))
+        rows.append(MovedThreshold(move, escapes, false_rejects, round(accuracy, 5)))
     return rows
 
 

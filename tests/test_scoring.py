@@ -59,13 +59,14 @@ def test_roc_auc_counts_pairs_ranked_right_and_ties_as_half():
     assert abs(roc_auc(labels, scores) - np.mean(pairs)) < 1e-12
 
 
-def test_a_lowered_threshold_moves_the_network_side_and_keeps_the_pit_checks_rejects():
-    """Out of fold each part has its fold's threshold; a margin lowers each by as many
-    logits. A defect just under its threshold is caught by a small margin, one far under
-    only by a large one, a good part is thrown away once the margin reaches it, and a part
-    the pit check rejects stays rejected at every margin (its score is pinned to the
-    threshold it is compared with)."""
-    from station.scoring import lowered_thresholds
+def test_a_moved_threshold_moves_the_network_side_and_keeps_the_pit_checks_rejects():
+    """Out of fold each part has its fold's threshold; a move lowers or raises each by as
+    many logits. Lowered: a defect just under its threshold is caught by a small margin, one
+    far under only by a large one, and a good part is thrown away once the margin reaches
+    it. Raised: a good part just past it is kept, then a defect is passed. A part the pit
+    check rejects stays rejected at every move (its score is pinned to the threshold it is
+    compared with)."""
+    from station.scoring import moved_thresholds
 
     def logit(p):
         return np.log(p / (1 - p))
@@ -73,22 +74,26 @@ def test_a_lowered_threshold_moves_the_network_side_and_keeps_the_pit_checks_rej
     def score(logits_past):
         return 1 / (1 + np.exp(-(logit(0.5) + logits_past)))
 
-    labels = np.array([1, 1, 1, 0, 0])
-    network = np.array([score(-0.3), score(-2.5), score(-6.0), score(-0.8), score(-1.9)])
-    part = network.copy()
-    part[2] = 0.5  # the pit check rejects the third defect: its part score is the threshold
-    thresholds = np.full(5, 0.5)
-    rows = lowered_thresholds(labels, network, part, thresholds, (0.0, 0.5, 1.0, 2.0, 3.0))
+    labels = np.array([1, 1, 1, 1, 0, 0, 0])
+    past = [-0.3, -2.5, -6.0, 1.5, -0.8, -1.9, 0.4]
+    network = np.array([score(v) for v in past])
+    pit_rejects = np.array([False, False, True, False, False, False, False])
+    part = np.where(pit_rejects, np.maximum(network, 0.5), network)  # as part_score makes it
+    thresholds = np.full(len(labels), 0.5)
+    moves = (-3.0, -2.0, -1.0, -0.5, 0.0, 1.0, 2.0)
+    rows = moved_thresholds(labels, network, pit_rejects, thresholds, moves)
     assert [(r.logits, r.escapes, r.false_rejects) for r in rows] == [
-        (0.0, 2, 0),
-        (0.5, 1, 0),
-        (1.0, 1, 1),
-        (2.0, 1, 2),
-        (3.0, 0, 2),
+        (-3.0, 0, 3),
+        (-2.0, 1, 3),
+        (-1.0, 1, 2),
+        (-0.5, 1, 1),
+        (0.0, 2, 1),
+        (1.0, 2, 0),
+        (2.0, 3, 0),
     ]
-    assert rows[-1].accuracy == 0.6
+    assert rows[0].accuracy == round(4 / 7, 5)
     at_zero = figures_at(labels, part, 0.5)
-    assert (rows[0].escapes, rows[0].false_rejects) == (
+    assert (rows[4].escapes, rows[4].false_rejects) == (
         at_zero.missed_defects,
         at_zero.false_rejects,
-    ), "no margin: the figures at the threshold as chosen"
+    ), "not moved: the figures at the threshold as chosen"

@@ -372,15 +372,16 @@ def test_cross_validation_scores_every_image_once_and_resumes(tmp_path):
         shown = "-" if expected is None else f"{expected:.4f}"
         assert f"AUC {shown}: {fold['gate']}" in result.output
 
-    as_chosen, *lowered = summary["lowered_thresholds"]
-    assert as_chosen["logits"] == 0.0
+    moved = summary["moved_thresholds"]
+    (as_chosen,) = [row for row in moved if row["logits"] == 0.0]
     assert (as_chosen["escapes"], as_chosen["false_rejects"], as_chosen["accuracy"]) == (
         summary["escapes"],
         summary["false_rejects"],
         summary["accuracy"],
-    ), "with no margin, the figures of the thresholds as chosen"
-    for row in lowered:
-        assert f"    {row['logits']:3.1f}: {row['escapes']}, {row['false_rejects']}, " in (
+    ), "not moved, the figures of the thresholds as chosen"
+    assert any(row["logits"] < 0 for row in moved) and any(row["logits"] > 0 for row in moved)
+    for row in moved:
+        assert f"    {row['logits']:+4.1f}: {row['escapes']}, {row['false_rejects']}, " in (
             result.output
         )
     assert (out / "oof_margins.png").stat().st_size > 1000

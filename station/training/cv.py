@@ -46,9 +46,9 @@ import numpy as np
 from station import plots
 from station.classifier.litert_classifier import LiteRTModel
 from station.classifier.model_card import MODEL_CARD_NAME, MODEL_FILE_NAME, ModelCard
-from station.classifier.pit_check import SCORE_COLUMNS, find_pit, part_score
+from station.classifier.pit_check import SCORE_COLUMNS, PitFinding, find_pit, part_score
 from station.dataset import load_grey
-from station.scoring import figures_at, logits_past, lowered_thresholds, quality_gate, roc_auc
+from station.scoring import figures_at, logits_past, moved_thresholds, quality_gate, roc_auc
 from station.training.config import RECIPE_KEYS, TrainConfig, recorded
 from station.training.label_review import scan_reviewed_folder
 from station.training.trainer import (
@@ -237,6 +237,13 @@ def _merge(
     part_scores = np.array([float(r["score"]) for r in rows])
     thresholds = np.array([float(r["threshold"]) for r in rows])
     network_scores = np.array([float(r["network_score"]) for r in rows])
+    pit_settings = [
+        ModelCard.load(out_dir / f"fold_{k}" / MODEL_CARD_NAME).pit_check
+        for k in range(len(results))
+    ]
+    pit_rejects = np.array(
+        [PitFinding.from_score_columns(r).is_pit(pit_settings[int(r["fold"])]) for r in rows]
+    )
     summary = {
         "images": len(rows),
         "defective": int(labels.sum()),
@@ -246,9 +253,8 @@ def _merge(
         "escape_files": sorted(r["file"] for r in escapes),
         "left_out_by_label_review": left_out,
         "folds": [r.__dict__ for r in results],
-        "lowered_thresholds": [
-            asdict(row)
-            for row in lowered_thresholds(labels, network_scores, part_scores, thresholds)
+        "moved_thresholds": [
+            asdict(row) for row in moved_thresholds(labels, network_scores, pit_rejects, thresholds)
         ],
         "all_folds_pass_gate": all(r.gate == "passed" for r in results),
         "gate": {"min_accuracy": config.min_accuracy, "max_escape_rate": config.max_escape_rate},
@@ -300,7 +306,7 @@ def attach_to_card(summary: dict, out_dir: Path, model_dir: Path, config: TrainC
             for f in summary["folds"]
         ],
         all_folds_pass_gate=summary["all_folds_pass_gate"],
-        lowered_thresholds=summary["lowered_thresholds"],
+        moved_thresholds=summary["moved_thresholds"],
         scores="cv_oof_scores.csv",
         plot="cv_oof_margins.png",
     )
